@@ -1,0 +1,147 @@
+"""JSON routes for image intake: upload, list, metadata, decoded pixels, and the sample gallery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from app.api.schemas_images import ImageList, ImageOut, PixelStats
+from app.core.rendering import encode_npy
+from app.deps import ImageStoreDep
+from app.errors import InvalidInput, PayloadTooLarge
+from app.services.images import ImageStore
+
+router = APIRouter(prefix="/api/v1", tags=["images"])
+
+# Room for the multipart envelope (boundaries, part headers, a few small fields) around the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+# Content-addressed, so a given URL always has the same bytes.
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "PNG, JPEG, TIFF, BMP, WebP, GIF or a single-slice DICOM",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The upload is larger than the limit of {limit:,} bytes ({limit / 2**20:.1f} MiB).",
+        field="file",
+        max_bytes=limit,
+    )
+
+
+async def read_upload(request: Request, store: ImageStore) -> tuple[bytes, str | None]:
+    """The bytes and filename of the multipart field `file`, reading at most the size limit.
+
+    The body is counted while it streams in, so a client that lies about (or omits) Content-Length
+    still cannot make the server read more than max_upload_bytes plus the multipart envelope.
+    """
+    limit = store.settings.max_upload_bytes
+    body_limit = limit + MULTIPART_OVERHEAD
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise InvalidInput(
+            "Send the image as multipart/form-data with the file in a field named “file”.", field="file"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        raise _too_large(limit)
+
+    async def bounded_stream() -> AsyncGenerator[bytes, None]:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > body_limit:
+                raise _too_large(limit)
+            yield chunk
+
+    parser = MultiPartParser(request.headers, bounded_stream(), max_files=1, max_fields=16)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidInput(f"The upload could not be read as a form: {exc.message}", field="file") from exc
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("No file was sent: choose an image in the field named “file”.", field="file")
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise _too_large(limit)
+        return data, upload.filename
+    finally:
+        await form.close()
+
+
+@router.post(
+    "/images",
+    status_code=201,
+    response_model=ImageOut,
+    openapi_extra=UPLOAD_OPENAPI,
+    summary="Upload an image (multipart field `file`)",
+)
+async def upload_image(request: Request, store: ImageStoreDep) -> ImageOut:
+    data, filename = await read_upload(request, store)
+    # Decoding is CPU work: keep it off the event loop.
+    record = await run_in_threadpool(store.put, data, filename)
+    return ImageOut.from_record(record)
+
+
+@router.get("/images", response_model=ImageList, summary="List stored images (samples first)")
+def list_images(store: ImageStoreDep, source: Literal["sample", "upload"] | None = None) -> ImageList:
+    return ImageList.from_records(store.list_images(source))
+
+
+@router.get("/samples", response_model=ImageList, summary="The offline sample gallery")
+def list_samples(store: ImageStoreDep) -> ImageList:
+    return ImageList.from_records(store.list_images("sample"))
+
+
+@router.get("/images/{image_id}", response_model=ImageOut, summary="Metadata of one image")
+def get_image(image_id: str, store: ImageStoreDep) -> ImageOut:
+    return ImageOut.from_record(store.get(image_id))
+
+
+@router.get(
+    "/images/{image_id}/pixels",
+    summary="Decoded pixels: png (8-bit), npy (float32 in [0, 1]) or json (shape and statistics)",
+    response_model=PixelStats,
+    responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}},
+)
+def get_pixels(
+    image_id: str, store: ImageStoreDep, format: Literal["png", "npy", "json"] = "png"
+) -> Response | PixelStats:
+    if format == "json":
+        return PixelStats(**store.pixel_stats(image_id))
+    if format == "npy":
+        return Response(
+            encode_npy(store.load(image_id)),
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{image_id[:12]}.npy"',
+                "Cache-Control": IMMUTABLE_CACHE,
+            },
+        )
+    return Response(store.display_png(image_id), media_type="image/png", headers={"Cache-Control": IMMUTABLE_CACHE})

@@ -1,0 +1,482 @@
+"""Decode uploaded bytes into a float image, saying exactly how the pixels were converted.
+
+Supported: PNG, JPEG, TIFF (8/16/32-bit), BMP, WebP, GIF (first frame) and single-slice DICOM.
+`decode_image(data, filename, max_pixels)` returns a `DecodedImage` whose `pixels` are float32 in
+[0, 1], shaped (H, W) for greyscale or (H, W, 3) for colour. Greyscale stays greyscale: a model that
+needs three channels repeats the plane itself, so a CT slice is never silently turned into "RGB".
+
+Every failure is a domain exception from app.errors with a sentence a student can act on; nothing a
+client sends may surface as an unhandled exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import struct
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from app.core.rendering import encode_png
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+
+FloatImage = NDArray[np.float32]
+
+SUPPORTED_FORMATS = "PNG, JPEG, TIFF (8 or 16 bit), BMP, WebP, GIF (first frame) and single-slice DICOM"
+# Only these PIL decoders are ever tried: fewer parsers exposed to untrusted bytes.
+PIL_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
+FORMAT_NAMES = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "bmp": "BMP", "webp": "WebP", "gif": "GIF"}
+DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
+
+# EXIF orientation tag values -> what exif_transpose does to put the picture upright.
+EXIF_ORIENTATION_TAG = 0x0112
+EXIF_ORIENTATIONS: dict[int, str] = {
+    2: "mirrored left-right",
+    3: "rotated 180°",
+    4: "mirrored top-bottom",
+    5: "mirrored left-right and rotated 90° counter-clockwise",
+    6: "rotated 90° clockwise",
+    7: "mirrored left-right and rotated 90° clockwise",
+    8: "rotated 90° counter-clockwise",
+}
+
+# Never accept partially decoded files: a truncated upload must be an error, not a grey stripe.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass
+class DecodedImage:
+    """A decoded picture plus the story of how it got to [0, 1].
+
+    pixels: float32 (H, W) or (H, W, 3) in [0, 1].
+    kind: "png" | "jpeg" | "tiff" | "bmp" | "webp" | "gif" | "dicom".
+    source_mode: the PIL mode of the file (e.g. "I;16", "P", "CMYK") or the DICOM photometric
+        interpretation (e.g. "MONOCHROME2").
+    bit_depth: bits per sample in the file.
+    conversion: one human sentence saying exactly what was done to the pixels.
+    metadata: extra facts (frames, EXIF orientation, DICOM modality/window/spacing...).
+    """
+
+    pixels: FloatImage
+    kind: str
+    source_mode: str
+    bit_depth: int
+    conversion: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.pixels.ndim == 2 else int(self.pixels.shape[2])
+
+    @property
+    def mode(self) -> str:
+        """ "L" for greyscale, "RGB" for colour (the ImageRecord's mode)."""
+        return "L" if self.pixels.ndim == 2 else "RGB"
+
+
+def decode_image(data: bytes, filename: str | None, max_pixels: int) -> DecodedImage:
+    """Decode uploaded bytes into a `DecodedImage`.
+
+    bytes -> pixels float32 (H, W) or (H, W, 3) in [0, 1].
+    Raises InvalidInput (empty, truncated, no pixel data), UnsupportedMedia (not an image, volumes,
+    undecodable DICOM compression) or PayloadTooLarge (more than max_pixels), all with field="file".
+    """
+    label = display_name(filename)
+    if not data:
+        raise InvalidInput(f"{label} is empty (0 bytes); choose an image file.", field="file")
+    if _looks_like_dicom(data, filename):
+        return _decode_dicom(data, label, max_pixels)
+    return _decode_pil(data, label, max_pixels)
+
+
+def pixels_to_uint8(pixels: NDArray[np.floating]) -> NDArray[np.uint8]:
+    """float [0, 1] (H, W) or (H, W, 3) -> uint8 of the same shape (greyscale stays one plane)."""
+    arr = np.asarray(pixels, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ValueError(f"expected (H, W) or (H, W, 3) pixels, got shape {arr.shape}")
+    return np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def pixels_to_png(pixels: NDArray[np.floating]) -> bytes:
+    """float [0, 1] (H, W) or (H, W, 3) -> 8-bit PNG bytes (mode L or RGB)."""
+    return encode_png(pixels_to_uint8(pixels))
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def clean_filename(filename: str | None) -> str:
+    """A client-supplied filename made safe to show: no path, no control characters, bounded length."""
+    if not filename:
+        return ""
+    base = re.split(r"[\\/]", str(filename))[-1]
+    base = "".join(ch for ch in base if ch.isprintable())
+    return " ".join(base.split())[:120]
+
+
+def display_name(filename: str | None) -> str:
+    """How error messages name a file: “scan.png”, or "The uploaded file" when it has no name."""
+    clean = clean_filename(filename)
+    return f"“{clean}”" if clean else "The uploaded file"
+
+
+def _not_an_image(label: str) -> UnsupportedMedia:
+    return UnsupportedMedia(
+        f"{label} is not an image ConvScope can read; supported: {SUPPORTED_FORMATS}.", field="file"
+    )
+
+
+def _too_many_pixels(label: str, width: int, height: int, max_pixels: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{label} is {width} × {height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels. "
+        "Downscale it and upload again.",
+        field="file",
+        width=width,
+        height=height,
+        max_pixels=max_pixels,
+    )
+
+
+def _looks_like_dicom(data: bytes, filename: str | None) -> bool:
+    # Part-10 files carry "DICM" after a 128-byte preamble; bare datasets only by their extension.
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    return bool(filename) and str(filename).lower().endswith(DICOM_EXTENSIONS)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
+
+
+def _range_text(lo: float, hi: float) -> str:
+    return f"[{_num(lo)}, {_num(hi)}]"
+
+
+def _stretch(values: NDArray[Any]) -> tuple[FloatImage, float, float]:
+    """Linearly map the finite value range onto [0, 1]; returns (pixels, lo, hi)."""
+    arr = values.astype(np.float64)
+    finite = arr[np.isfinite(arr)]
+    lo = float(finite.min()) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 0.0
+    span = hi - lo
+    out = (arr - lo) / span if span > 0 else np.zeros_like(arr)
+    return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32), lo, hi
+
+
+def _composite_on_white(rgba: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """(H, W, C+1) uint8 with alpha last -> (H, W, C) float32 in [0, 1] over a white background."""
+    colour = rgba[..., :-1].astype(np.float32) / 255.0
+    alpha = rgba[..., -1:].astype(np.float32) / 255.0
+    return (colour * alpha + (1.0 - alpha)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------- PIL
+
+
+def _decode_pil(data: bytes, label: str, max_pixels: int) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (rather than raises) between MAX_IMAGE_PIXELS and twice that; our own bound
+            # below is the one that counts, so the warning is noise here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=list(PIL_FORMATS))
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(
+            f"{label} declares more pixels than ConvScope will decode ({exc}).", field="file"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise _not_an_image(label) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # A recognised header that is itself broken (e.g. a PNG cut inside its first chunk).
+        raise InvalidInput(
+            f"{label} is damaged or truncated and cannot be read ({exc}).", field="file"
+        ) from exc
+
+    with im:
+        kind = (im.format or "").lower()
+        fmt_name = FORMAT_NAMES.get(kind, kind.upper())
+        width, height = im.size
+        # Bound pixels from the header, before a single pixel is decoded.
+        if width * height > max_pixels:
+            raise _too_many_pixels(label, width, height, max_pixels)
+        if width < 1 or height < 1:
+            raise InvalidInput(f"{label} has no pixels ({width} × {height}).", field="file")
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        try:
+            im.seek(0)
+            im.load()
+        except Image.DecompressionBombError as exc:
+            raise PayloadTooLarge(f"{label} is too large to decode ({exc}).", field="file") from exc
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+            raise InvalidInput(
+                f"{label} looks like a {fmt_name} file but is truncated or corrupt ({exc}).", field="file"
+            ) from exc
+        return _pil_to_decoded(im, kind, fmt_name, frames, label)
+
+
+def _bit_depth(mode: str) -> int:
+    if mode == "1":
+        return 1
+    if mode.startswith("I;16"):
+        return 16
+    if mode in ("I", "F"):
+        return 32
+    return 8
+
+
+def _pil_to_decoded(im: Image.Image, kind: str, fmt_name: str, frames: int, label: str) -> DecodedImage:
+    source_mode = im.mode
+    steps: list[str] = []
+    metadata: dict[str, Any] = {"format": fmt_name, "file_width": im.size[0], "file_height": im.size[1]}
+    if frames > 1:
+        noun = "frame" if kind in ("gif", "webp") else "page"
+        steps.append(f"first of {frames} {noun}s used")
+        metadata["frames"] = frames
+
+    orientation = 1
+    try:
+        orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:
+        # A broken EXIF block is not worth rejecting the picture for; it is simply not applied.
+        orientation = 1
+    if orientation in EXIF_ORIENTATIONS:
+        transposed = ImageOps.exif_transpose(im)
+        if transposed is not None:
+            im = transposed
+        steps.append(f"EXIF orientation {orientation} applied ({EXIF_ORIENTATIONS[orientation]})")
+        metadata["exif_orientation"] = orientation
+    if "icc_profile" in im.info:
+        metadata["icc_profile"] = True
+
+    pixels, how = _convert_mode(im, fmt_name, label)
+    steps.insert(0, how)
+    sentence = "; ".join(steps)
+    sentence = sentence[0].upper() + sentence[1:] + "."
+    return DecodedImage(
+        pixels=np.ascontiguousarray(pixels, dtype=np.float32),
+        kind=kind,
+        source_mode=source_mode,
+        bit_depth=_bit_depth(source_mode),
+        conversion=sentence,
+        metadata=metadata,
+    )
+
+
+def _convert_mode(im: Image.Image, fmt_name: str, label: str) -> tuple[FloatImage, str]:
+    """One PIL image -> (float pixels, what was done)."""
+    mode = im.mode
+    if mode == "L":
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+        return arr, f"8-bit greyscale {fmt_name} scaled from [0, 255] to [0, 1]"
+    if mode == "RGB":
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+        return arr, f"8-bit RGB {fmt_name} scaled from [0, 255] to [0, 1]"
+    if mode == "1":
+        arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return arr, f"1-bit black-and-white {fmt_name} kept as greyscale (black 0, white 1)"
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        bits = {"I": "32-bit integer", "F": "32-bit float"}.get(mode, "16-bit")
+        arr, lo, hi = _stretch(np.asarray(im))
+        return arr, f"{bits} greyscale {fmt_name} scaled from {_range_text(lo, hi)} to [0, 1]"
+    if mode == "LA":
+        arr = _composite_on_white(np.asarray(im))[:, :, 0]
+        return arr, f"greyscale+alpha (LA) {fmt_name} composited on white, alpha dropped"
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+        rgb = _composite_on_white(rgba) if has_alpha else rgba.astype(np.float32) / 255.0
+        grey = bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
+        alpha_txt = ", transparent pixels composited on white" if has_alpha else ""
+        if grey:
+            how = f"palette ({mode}) {fmt_name} with only grey colours converted to greyscale{alpha_txt}"
+            return rgb[..., 0], how
+        return rgb, f"palette ({mode}) {fmt_name} converted to RGB{alpha_txt}"
+    if mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(im.convert("RGBA"))
+        if np.all(rgba[..., 3] == 255):
+            return rgba[..., :3].astype(np.float32) / 255.0, f"RGBA {fmt_name} fully opaque, alpha dropped"
+        return _composite_on_white(rgba), f"RGBA {fmt_name} composited on white, alpha dropped"
+    if mode == "CMYK":
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        return rgb, f"CMYK {fmt_name} converted to RGB (PIL's simple conversion, no colour profile)"
+    if mode in ("YCbCr", "LAB", "HSV", "RGBX"):
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        return rgb, f"{mode} {fmt_name} converted to RGB"
+    if mode in ("I;16S", "I;32", "I;32S") or mode.startswith(("I;", "F;")):
+        arr, lo, hi = _stretch(np.asarray(im.convert("F")))
+        return arr, f"{mode} greyscale {fmt_name} scaled from {_range_text(lo, hi)} to [0, 1]"
+    try:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (ValueError, OSError) as exc:
+        raise UnsupportedMedia(
+            f"{label} uses the pixel mode {mode!r}, which ConvScope cannot convert.", field="file"
+        ) from exc
+    return rgb, f"{mode} {fmt_name} converted to RGB"
+
+
+# ----------------------------------------------------------------------------------------------- DICOM
+
+
+def _ds_float(value: Any) -> float | None:
+    """First number of a DICOM value that may be multi-valued (WindowCenter can be a list)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)):
+            value = value[0] if len(value) else None
+        return None if value is None else float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _decode_dicom(data: bytes, label: str, max_pixels: int) -> DecodedImage:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    force = not (len(data) >= 132 and data[128:132] == b"DICM")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=force)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise InvalidInput(f"{label} is not a readable DICOM file ({exc}).", field="file") from exc
+
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise InvalidInput(
+            f"{label} is a DICOM file without pixel data (perhaps a report, a structure set or a DICOMDIR); "
+            "upload an image slice.",
+            field="file",
+        )
+    frames = int(_ds_float(ds.get("NumberOfFrames")) or 1)
+    if frames > 1:
+        raise UnsupportedMedia(
+            f"{label} is a multi-frame DICOM with {frames} frames; "
+            "volumes are not supported yet, upload one slice.",
+            field="file",
+            frames=frames,
+        )
+    rows = int(ds.get("Rows", 0) or 0)
+    cols = int(ds.get("Columns", 0) or 0)
+    if rows * cols > max_pixels:
+        raise _too_many_pixels(label, cols, rows, max_pixels)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    ts_name = getattr(transfer_syntax, "name", None) or (
+        str(transfer_syntax) if transfer_syntax else "unknown"
+    )
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = ds.pixel_array
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        raise UnsupportedMedia(
+            f"{label} uses the compressed DICOM transfer syntax “{ts_name}”, which cannot be decoded here "
+            "(no decoder installed); export it uncompressed (Explicit VR Little Endian) and upload again.",
+            field="file",
+            transfer_syntax=str(transfer_syntax),
+        ) from exc
+    except (ValueError, AttributeError, KeyError, TypeError, OSError, EOFError, IndexError) as exc:
+        raise InvalidInput(
+            f"{label} has DICOM pixel data that cannot be read ({exc}).", field="file"
+        ) from exc
+
+    modality = str(ds.get("Modality", "") or "").strip() or "unknown"
+    metadata: dict[str, Any] = {
+        "modality": modality,
+        "rows": rows,
+        "columns": cols,
+        "photometric_interpretation": photometric,
+        "bits_allocated": int(ds.get("BitsAllocated", 0) or 0),
+        "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 0)) or 0),
+        "transfer_syntax": ts_name,
+    }
+    spacing = ds.get("PixelSpacing")
+    if spacing is not None:
+        with contextlib.suppress(TypeError, ValueError):
+            metadata["pixel_spacing_mm"] = [float(v) for v in spacing]
+    thickness = _ds_float(ds.get("SliceThickness"))
+    if thickness is not None:
+        metadata["slice_thickness_mm"] = thickness
+    # Descriptive, non-identifying fields only; patient name, ids and dates are never copied out.
+    for key, out in (("BodyPartExamined", "body_part"), ("StudyDescription", "study_description")):
+        text = str(ds.get(key, "") or "").strip()
+        if text:
+            metadata[out] = text
+    bit_depth = metadata["bits_stored"] or 16
+
+    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420") or (
+        raw.ndim == 3 and raw.shape[-1] == 3
+    ):
+        if raw.ndim != 3 or raw.shape[-1] != 3:
+            raise InvalidInput(
+                f"{label} says it is colour but its pixel data is shaped {raw.shape}.", field="file"
+            )
+        rgb, lo, hi = _stretch(raw) if raw.dtype != np.uint8 else (raw.astype(np.float32) / 255.0, 0.0, 255.0)
+        note = "" if photometric == "RGB" else f" (stored as {photometric}, converted to RGB by pydicom)"
+        sentence = f"DICOM {modality} colour image scaled from {_range_text(lo, hi)} to [0, 1]{note}."
+        return DecodedImage(rgb, "dicom", photometric, bit_depth, sentence, metadata)
+
+    if photometric == "PALETTE COLOR":
+        lut = np.asarray(apply_color_lut(raw, ds))
+        rgb, lo, hi = _stretch(lut)
+        sentence = (
+            f"DICOM {modality} palette-colour image: colour table applied, "
+            f"scaled from {_range_text(lo, hi)} to [0, 1]."
+        )
+        return DecodedImage(rgb, "dicom", photometric, bit_depth, sentence, metadata)
+
+    if raw.ndim != 2:
+        raise InvalidInput(
+            f"{label} has pixel data shaped {raw.shape}; expected one 2-D slice.", field="file"
+        )
+
+    steps: list[str] = [f"DICOM {modality}"]
+    values = np.asarray(raw, dtype=np.float64)
+    slope = _ds_float(ds.get("RescaleSlope"))
+    intercept = _ds_float(ds.get("RescaleIntercept"))
+    has_rescale = slope is not None or intercept is not None or "ModalityLUTSequence" in ds
+    if has_rescale:
+        values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+        unit = " (HU)" if modality == "CT" else ""
+        steps.append(f"rescale slope/intercept applied{unit}")
+        metadata["rescale_slope"] = slope if slope is not None else 1.0
+        metadata["rescale_intercept"] = intercept if intercept is not None else 0.0
+    if modality == "CT" and has_rescale:
+        metadata["units"] = "HU"
+
+    centre = _ds_float(ds.get("WindowCenter"))
+    width = _ds_float(ds.get("WindowWidth"))
+    if centre is not None and width is not None and width > 0:
+        lo, hi = centre - width / 2.0, centre + width / 2.0
+        pixels = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        steps.append(f"window centre {_num(centre)} / width {_num(width)} from the file")
+        metadata["window"] = {"centre": centre, "width": width, "source": "file"}
+    else:
+        pixels, lo, hi = _stretch(values)
+        steps.append(f"no window in the file, so the value range {_range_text(lo, hi)} was scaled to [0, 1]")
+        metadata["window"] = {"centre": (lo + hi) / 2.0, "width": hi - lo, "source": "data range"}
+    metadata["value_range"] = [float(np.min(values)), float(np.max(values))]
+    if photometric == "MONOCHROME1":
+        # MONOCHROME1 means "high values are dark"; invert so that bright is always high.
+        pixels = (1.0 - pixels).astype(np.float32)
+        steps.append("MONOCHROME1 inverted so that white means high")
+    sentence = steps[0] + ": " + ", ".join(steps[1:]) + "."
+    return DecodedImage(np.ascontiguousarray(pixels), "dicom", photometric, bit_depth, sentence, metadata)

@@ -1,0 +1,44 @@
+"""Annotated dependency aliases: routes declare what they need, the app state supplies it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.services.images import ImageStore
+from app.services.jobs import JobManager
+from app.services.models import ModelRegistry
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_image_store(request: Request) -> ImageStore:
+    store: ImageStore = request.app.state.image_store
+    return store
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def get_jobs(request: Request) -> JobManager:
+    jobs: JobManager = request.app.state.jobs
+    return jobs
+
+
+def is_htmx(request: Request) -> bool:
+    """True for requests made by HTMX (they get a partial, not a whole page)."""
+    return request.headers.get("HX-Request", "").lower() == "true"
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+IsHtmx = Annotated[bool, Depends(is_htmx)]

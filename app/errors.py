@@ -1,0 +1,57 @@
+"""Domain exceptions, turned once into JSON for /api and an error partial or page for HTML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConvScopeError(Exception):
+    """Base of every error a client can cause; never a 500."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        body.update(self.extra)
+        return {"error": body}
+
+
+class NotFound(ConvScopeError):
+    status_code = 404
+    code = "not_found"
+
+
+class InvalidInput(ConvScopeError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class PayloadTooLarge(ConvScopeError):
+    status_code = 413
+    code = "too_large"
+
+
+class UnsupportedMedia(ConvScopeError):
+    status_code = 415
+    code = "unsupported_media"
+
+
+class WeightsUnavailable(ConvScopeError):
+    """Pretrained weights were asked for but are neither cached nor downloadable."""
+
+    status_code = 409
+    code = "weights_unavailable"
+
+
+class Conflict(ConvScopeError):
+    status_code = 409
+    code = "conflict"

@@ -1,0 +1,112 @@
+"""create_app(): the FastAPI application, its lifespan (heavy objects built once), routers and error handlers."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import app.api
+import app.web
+from app.config import Settings, get_settings
+from app.errors import ConvScopeError
+from app.services.images import ImageStore
+from app.services.jobs import JobManager
+from app.services.models import ModelRegistry
+
+
+def _include_routers(application: FastAPI) -> None:
+    """Include `router` from every module of app.api and app.web: a feature adds a file, not a line here."""
+    for package in (app.api, app.web):
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            router = getattr(module, "router", None)
+            if router is not None:
+                application.include_router(router)
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_response(request: Request, status_code: int, body: dict[str, Any]) -> Response:
+    if _wants_json(request):
+        return JSONResponse(body, status_code=status_code)
+    from app.web.templating import render
+
+    template = "partials/error.html" if request.headers.get("HX-Request") == "true" else "pages/error.html"
+    return render(request, template, {"error": body["error"], "status_code": status_code}, status_code)
+
+
+def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
+    field = ".".join(loc) or None
+    message = str(first.get("msg", "Invalid request"))
+    if field:
+        message = f"{field}: {message}"
+    details = [
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path", "form")),
+            "message": str(e.get("msg")),
+        }
+        for e in exc.errors()
+    ]
+    return {"error": {"code": "invalid_input", "message": message, "field": field, "details": details}}
+
+
+def _install_error_handlers(application: FastAPI) -> None:
+    @application.exception_handler(ConvScopeError)
+    async def domain_error(request: Request, exc: ConvScopeError) -> Response:
+        return _error_response(request, exc.status_code, exc.to_dict())
+
+    @application.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _error_response(request, 422, _validation_body(exc))
+
+    @application.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        message = "No such page or endpoint." if exc.status_code == 404 else str(exc.detail)
+        return _error_response(request, exc.status_code, {"error": {"code": code, "message": message}})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Models and images load lazily after start-up, never at import."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        application.state.settings = settings
+        application.state.image_store = ImageStore(settings)
+        application.state.registry = ModelRegistry(settings)
+        application.state.jobs = JobManager(settings.job_workers, settings.job_ttl_seconds)
+        application.state.image_store.ensure_samples()
+        # Warm the zoo's facts (it builds each architecture on the meta device) off the request path.
+        threading.Thread(target=application.state.registry.list_specs, daemon=True).start()
+        yield
+        application.state.jobs.shutdown()
+
+    application = FastAPI(
+        title="ConvScope",
+        version="0.1.0",
+        description="See inside convolutional neural networks. JSON/PNG/.npy twins of every page under /api/v1.",
+        lifespan=lifespan,
+    )
+    application.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
+    _install_error_handlers(application)
+    _include_routers(application)
+    return application

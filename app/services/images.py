@@ -1,0 +1,630 @@
+"""Image intake: a content-addressed store of uploaded and sample images that survives restarts.
+
+Layout under settings.data_dir:
+    images/<id[:2]>/<id>            the original bytes, exactly as uploaded (id = sha256 of them)
+    derived/<id[:2]>/<id>.<v>.png   cached display PNGs and thumbnails (rebuildable)
+    convscope.sqlite3               table `images`: one row of metadata per id
+
+Decoding is bounded three ways: bytes (settings.max_upload_bytes), pixels read from the header before
+decoding (settings.max_image_pixels) and time (settings.max_decode_seconds, enforced by running the
+decode in a worker thread and abandoning the wait). A timed-out decode cannot be killed, but the pixel
+bound guarantees it finishes, and the worker pool is small so runaway decodes cannot pile up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from app.config import Settings
+from app.core import imageio
+from app.core.rendering import encode_png
+from app.errors import InvalidInput, NotFound, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "convscope.sqlite3"
+THUMB_SIZE = 192
+_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+# How many decoded arrays stay in memory, and how many bytes they may use together.
+CACHE_ITEMS = 32
+CACHE_BYTES = 256 * 1024 * 1024
+# Samples are the project's own files: they bypass the upload limits but still have a sane bound.
+SAMPLE_MAX_PIXELS = 4_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    conversion TEXT NOT NULL,
+    created TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+)
+"""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Metadata of one stored image. mode is "L" (greyscale, (H, W)) or "RGB" ((H, W, 3))."""
+
+    id: str
+    name: str
+    kind: str
+    width: int
+    height: int
+    mode: str
+    conversion: str
+    created: str
+    size_bytes: int
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    @property
+    def description(self) -> str | None:
+        """One line about a sample (None for uploads)."""
+        value = self.metadata.get("description")
+        return str(value) if value else None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A gallery entry: make() returns (file bytes, filename) or None when its source is unavailable."""
+
+    key: str
+    name: str
+    description: str
+    make: Callable[[], tuple[bytes, str] | None]
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def clean_name(filename: str | None) -> str:
+    """A display name from a client-supplied filename: no path, no control characters, bounded length."""
+    return imageio.clean_filename(filename) or "upload"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes so that readers see either nothing or the whole file, even after a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    # fsync the directory too, so the rename itself is durable (not available on every platform).
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class _ArrayCache:
+    """A small thread-safe LRU of decoded arrays, bounded by item count and total bytes."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self._items: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def get(self, key: str) -> NDArray[np.float32] | None:
+        with self._lock:
+            arr = self._items.get(key)
+            if arr is not None:
+                self._items.move_to_end(key)
+            return arr
+
+    def put(self, key: str, arr: NDArray[np.float32]) -> None:
+        if arr.nbytes > self._max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._items[key] = arr
+            self._bytes += arr.nbytes
+            while len(self._items) > self._max_items or self._bytes > self._max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ImageStore:
+    """Content-addressed image store with SQLite metadata; safe to share between request threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cache_items: int = CACHE_ITEMS,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        self.settings = settings
+        self.root = Path(settings.data_dir)
+        self.images_dir = self.root / "images"
+        self.derived_dir = self.root / "derived"
+        self.db_path = self.root / DB_NAME
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.derived_dir.mkdir(parents=True, exist_ok=True)
+        self._cache = _ArrayCache(cache_items, cache_bytes)
+        # Two workers: one slow decode never blocks every other upload, and runaways stay bounded.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+        with self._connect() as conn:
+            conn.execute(_SCHEMA)
+            conn.execute("CREATE INDEX IF NOT EXISTS images_source ON images (source)")
+
+    # ----------------------------------------------------------------------------------- plumbing
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One short-lived connection per operation: sqlite3 connections must not cross threads.
+        conn = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            conn.row_factory = sqlite3.Row
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Stop the decode workers (the lifespan calls this on shutdown)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def path_for(self, image_id: str) -> Path:
+        """Where the original bytes of an image live."""
+        return self.images_dir / image_id[:2] / image_id
+
+    def _derived_path(self, image_id: str, variant: str) -> Path:
+        return self.derived_dir / image_id[:2] / f"{image_id}.{variant}.png"
+
+    @staticmethod
+    def _row_to_record(row: sqlite3.Row) -> ImageRecord:
+        try:
+            metadata = json.loads(row["metadata"] or "{}")
+        except json.JSONDecodeError:
+            metadata = {}
+        return ImageRecord(
+            id=row["id"],
+            name=row["name"],
+            kind=row["kind"],
+            width=int(row["width"]),
+            height=int(row["height"]),
+            mode=row["mode"],
+            conversion=row["conversion"],
+            created=row["created"],
+            size_bytes=int(row["size_bytes"]),
+            source=row["source"],
+            metadata=metadata if isinstance(metadata, dict) else {},
+        )
+
+    def _find(self, image_id: str) -> ImageRecord | None:
+        if not _ID_RE.match(image_id):
+            return None
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        return None if row is None else self._row_to_record(row)
+
+    def _decode(
+        self, data: bytes, filename: str | None, max_pixels: int | None = None
+    ) -> imageio.DecodedImage:
+        """Run the decoder in a worker thread and give up waiting after max_decode_seconds."""
+        limit = self.settings.max_image_pixels if max_pixels is None else max_pixels
+        future = self._executor.submit(imageio.decode_image, data, filename, limit)
+        try:
+            return future.result(timeout=self.settings.max_decode_seconds)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise PayloadTooLarge(
+                f"{imageio.display_name(filename)} took longer than {self.settings.max_decode_seconds:g} s "
+                "to decode; upload a smaller or simpler image.",
+                field="file",
+            ) from exc
+
+    # ------------------------------------------------------------------------------------ public
+
+    def check_size(self, size: int) -> None:
+        """Raise PayloadTooLarge if size bytes exceed settings.max_upload_bytes."""
+        limit = self.settings.max_upload_bytes
+        if size > limit:
+            raise PayloadTooLarge(
+                f"The file is larger than the upload limit of {limit:,} bytes ({limit / 2**20:.1f} MiB).",
+                field="file",
+                max_bytes=limit,
+            )
+
+    def put(
+        self,
+        data: bytes,
+        filename: str | None,
+        *,
+        source: str = "upload",
+        name: str | None = None,
+        extra_metadata: dict[str, Any] | None = None,
+    ) -> ImageRecord:
+        """Validate, decode and store bytes; returns the record (the existing one if already stored).
+
+        Raises InvalidInput / UnsupportedMedia / PayloadTooLarge (field "file") for bad input.
+        """
+        return self._put(data, filename, source=source, name=name, extra_metadata=extra_metadata)
+
+    def _put(
+        self,
+        data: bytes,
+        filename: str | None,
+        *,
+        source: str = "upload",
+        name: str | None = None,
+        extra_metadata: dict[str, Any] | None = None,
+        trusted: bool = False,
+    ) -> ImageRecord:
+        # trusted: the project's own samples, which must show even where upload limits are tiny.
+        if not data:
+            label = imageio.display_name(filename)
+            raise InvalidInput(f"{label} is empty (0 bytes); choose an image file.", field="file")
+        if not trusted:
+            self.check_size(len(data))
+        image_id = hashlib.sha256(data).hexdigest()
+        path = self.path_for(image_id)
+        existing = self._find(image_id)
+        if existing is not None and path.is_file():
+            return existing
+
+        max_pixels = max(self.settings.max_image_pixels, SAMPLE_MAX_PIXELS) if trusted else None
+        decoded = self._decode(data, filename, max_pixels)
+        _atomic_write(path, data)
+        metadata: dict[str, Any] = {
+            "source_mode": decoded.source_mode,
+            "bit_depth": decoded.bit_depth,
+            **decoded.metadata,
+            **(extra_metadata or {}),
+        }
+        record = ImageRecord(
+            id=image_id,
+            name=name or clean_name(filename),
+            kind=decoded.kind,
+            width=decoded.width,
+            height=decoded.height,
+            mode=decoded.mode,
+            conversion=decoded.conversion,
+            created=_utc_now(),
+            size_bytes=len(data),
+            source=source,
+            metadata=metadata,
+        )
+        with self._connect() as conn:
+            # OR IGNORE: two identical uploads racing end with one row and the same id for both.
+            conn.execute(
+                "INSERT OR IGNORE INTO images (id, name, kind, width, height, mode, conversion, created,"
+                " size_bytes, source, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.name,
+                    record.kind,
+                    record.width,
+                    record.height,
+                    record.mode,
+                    record.conversion,
+                    record.created,
+                    record.size_bytes,
+                    record.source,
+                    json.dumps(record.metadata, default=str),
+                ),
+            )
+        self._cache.put(image_id, decoded.pixels)
+        return self._find(image_id) or record
+
+    def get(self, image_id: str) -> ImageRecord:
+        """The record for an id; NotFound (field "image_id") if there is none."""
+        record = self._find(image_id)
+        if record is None:
+            raise NotFound(
+                f"There is no image with id {image_id[:80]!r}; upload one or pick a sample.",
+                field="image_id",
+            )
+        return record
+
+    def list_images(self, source: str | None = None) -> list[ImageRecord]:
+        """Samples first (in gallery order), then uploads, newest first."""
+        with self._connect() as conn:
+            if source is None:
+                rows = conn.execute("SELECT * FROM images").fetchall()
+            else:
+                rows = conn.execute("SELECT * FROM images WHERE source = ?", (source,)).fetchall()
+        records = [self._row_to_record(row) for row in rows]
+        samples = sorted(
+            (r for r in records if r.source == "sample"),
+            key=lambda r: (int(r.metadata.get("sample_order", 1000)), r.created),
+        )
+        others = sorted((r for r in records if r.source != "sample"), key=lambda r: r.created, reverse=True)
+        return samples + others
+
+    def read_bytes(self, image_id: str) -> bytes:
+        """The original bytes as uploaded."""
+        self.get(image_id)
+        path = self.path_for(image_id)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(
+                f"The file of image {image_id[:12]} is missing from the data directory; upload it again.",
+                field="image_id",
+            ) from exc
+
+    def load(self, image_id: str) -> NDArray[np.float32]:
+        """Decoded pixels: float32 in [0, 1], (H, W) greyscale or (H, W, 3) colour.
+
+        Returns a fresh copy each call, so callers may modify it freely.
+        """
+        cached = self._cache.get(image_id)
+        if cached is None:
+            record = self.get(image_id)
+            # Already accepted once: a later, lower pixel limit must not lock a stored image out.
+            limit = max(self.settings.max_image_pixels, record.width * record.height)
+            cached = self._decode(self.read_bytes(image_id), record.name, limit).pixels
+            self._cache.put(image_id, cached)
+        return cached.copy()
+
+    def pixel_stats(self, image_id: str) -> dict[str, Any]:
+        """Shape and simple statistics of the decoded pixels (what format=json returns)."""
+        record = self.get(image_id)
+        pixels = self.load(image_id)
+        stats: dict[str, Any] = {
+            "id": record.id,
+            "shape": list(pixels.shape),
+            "dtype": str(pixels.dtype),
+            "mode": record.mode,
+            "min": float(pixels.min()),
+            "max": float(pixels.max()),
+            "mean": float(pixels.mean()),
+            "std": float(pixels.std()),
+        }
+        if pixels.ndim == 3:
+            stats["channel_means"] = [float(v) for v in pixels.reshape(-1, pixels.shape[2]).mean(axis=0)]
+        return stats
+
+    def display_png(self, image_id: str) -> bytes:
+        """The decoded image as an 8-bit PNG at full size (L or RGB), cached on disk."""
+        return self._derived(image_id, "display", None)
+
+    def thumbnail_png(self, image_id: str, size: int = THUMB_SIZE) -> bytes:
+        """A PNG no larger than size x size (aspect kept), cached on disk."""
+        size = max(16, min(int(size), 1024))
+        return self._derived(image_id, f"thumb{size}", size)
+
+    def _derived(self, image_id: str, variant: str, size: int | None) -> bytes:
+        self.get(image_id)
+        path = self._derived_path(image_id, variant)
+        with contextlib.suppress(FileNotFoundError):
+            return path.read_bytes()
+        pixels = imageio.pixels_to_uint8(self.load(image_id))
+        if size is not None:
+            picture = Image.fromarray(pixels)
+            picture.thumbnail((size, size), Image.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG", optimize=True)
+            png = buffer.getvalue()
+        else:
+            png = encode_png(pixels)
+        _atomic_write(path, png)
+        return png
+
+    # ----------------------------------------------------------------------------------- samples
+
+    def ensure_samples(self) -> list[ImageRecord]:
+        """Register the offline sample gallery (idempotent; source="sample"); returns it in order.
+
+        Samples already registered are not regenerated, so a restart costs one SQL query.
+        A sample whose source is missing (e.g. an optional module) is skipped, never fatal.
+        """
+        registered: dict[str, ImageRecord] = {}
+        for record in self.list_images(source="sample"):
+            key = record.metadata.get("sample_key")
+            if isinstance(key, str) and self.path_for(record.id).is_file():
+                registered[key] = record
+        out: list[ImageRecord] = []
+        for order, spec in enumerate(sample_specs()):
+            if spec.key in registered:
+                out.append(registered[spec.key])
+                continue
+            try:
+                made = spec.make()
+            except Exception:
+                # A broken or missing sample source must not stop the app from starting.
+                log.warning("sample %s could not be generated", spec.key, exc_info=True)
+                continue
+            if made is None:
+                log.info("sample %s skipped: its source is not available", spec.key)
+                continue
+            data, filename = made
+            try:
+                record = self._put(
+                    data,
+                    filename,
+                    trusted=True,
+                    source="sample",
+                    name=spec.name,
+                    extra_metadata={
+                        "sample_key": spec.key,
+                        "sample_order": order,
+                        "description": spec.description,
+                    },
+                )
+            except Exception:
+                log.warning("sample %s could not be stored", spec.key, exc_info=True)
+                continue
+            out.append(record)
+        return out
+
+
+# ------------------------------------------------------------------------------------- sample sources
+
+
+def _png(pixels: NDArray[Any]) -> bytes:
+    return imageio.pixels_to_png(np.asarray(pixels, dtype=np.float32))
+
+
+def _synthetic(fn_name: str, filename: str, **kwargs: Any) -> Callable[[], tuple[bytes, str] | None]:
+    def make() -> tuple[bytes, str] | None:
+        try:
+            # Imported lazily: the generator module is optional for the gallery.
+            from app.core import synthetic
+        except ImportError:
+            return None
+        fn = getattr(synthetic, fn_name, None)
+        if fn is None:
+            return None
+        return _png(fn(**kwargs)), filename
+
+    return make
+
+
+def _pydicom_file(name: str) -> Callable[[], tuple[bytes, str] | None]:
+    def make() -> tuple[bytes, str] | None:
+        from pydicom.data import get_testdata_file
+
+        # download=False: pydicom's other test files live online; these two ship in its wheel.
+        path = get_testdata_file(name, download=False)
+        if path is None:
+            return None
+        return Path(str(path)).read_bytes(), name
+
+    return make
+
+
+def _skimage(
+    fn_name: str, filename: str, max_side: int | None = None
+) -> Callable[[], tuple[bytes, str] | None]:
+    def make() -> tuple[bytes, str] | None:
+        try:
+            from skimage import data as skdata
+        except ImportError:
+            return None
+        arr = np.asarray(getattr(skdata, fn_name)())
+        if arr.dtype == np.uint8:
+            pixels = arr.astype(np.float32) / 255.0
+        else:
+            pixels = np.clip(arr.astype(np.float32), 0.0, 1.0)
+        if max_side is not None and max(arr.shape[:2]) > max_side:
+            picture = Image.fromarray(imageio.pixels_to_uint8(pixels))
+            picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            pixels = np.asarray(picture, dtype=np.float32) / 255.0
+        return _png(pixels), filename
+
+    return make
+
+
+def sample_specs() -> list[SampleSpec]:
+    """The gallery, in display order. Every source here works offline."""
+    return [
+        SampleSpec(
+            "synthetic:ct_slice:v1",
+            "Synthetic chest CT slice",
+            "A chest-CT-like slice with lung nodules, generated by ConvScope (no patient data).",
+            _synthetic("sample_ct_slice", "synthetic-ct-slice.png", seed=7, size=256),
+        ),
+        SampleSpec(
+            "synthetic:shapes:v1",
+            "Simple shapes",
+            "Coloured shapes with sharp edges and corners: what early filters respond to.",
+            _synthetic("sample_shapes", "shapes.png", size=256),
+        ),
+        SampleSpec(
+            "synthetic:digit3:v1",
+            "Digit 3",
+            "A rendered digit, like the ones the built-in digit classifier learned from.",
+            _synthetic("sample_digit", "digit-3.png", digit=3, size=112),
+        ),
+        SampleSpec(
+            "pydicom:CT_small",
+            "CT slice (DICOM)",
+            "A real 128 × 128 CT slice shipped with pydicom; values rescaled to Hounsfield units.",
+            _pydicom_file("CT_small.dcm"),
+        ),
+        SampleSpec(
+            "pydicom:MR_small",
+            "MR slice (DICOM)",
+            "A real 64 × 64 MR slice shipped with pydicom, shown with the window stored in the file.",
+            _pydicom_file("MR_small.dcm"),
+        ),
+        SampleSpec(
+            "skimage:chelsea",
+            "Chelsea the cat",
+            "A tabby cat (scikit-image sample): a photo ImageNet models know well.",
+            _skimage("chelsea", "chelsea.png"),
+        ),
+        SampleSpec(
+            "skimage:astronaut",
+            "Astronaut",
+            "Astronaut Eileen Collins (NASA, public domain; scikit-image sample).",
+            _skimage("astronaut", "astronaut.png"),
+        ),
+        SampleSpec(
+            "skimage:coffee",
+            "Cup of coffee",
+            "A cup of coffee on a saucer (scikit-image sample).",
+            _skimage("coffee", "coffee.png"),
+        ),
+        SampleSpec(
+            "skimage:rocket",
+            "Rocket launch",
+            "A rocket lifting off its launch pad (scikit-image sample).",
+            _skimage("rocket", "rocket.png"),
+        ),
+        SampleSpec(
+            "skimage:retina:512",
+            "Retina fundus photo",
+            "A human retina fundus photograph, downscaled from 1411 px to 512 px (scikit-image sample).",
+            _skimage("retina", "retina.png", max_side=512),
+        ),
+        SampleSpec(
+            "skimage:shepp_logan_phantom",
+            "Shepp–Logan phantom",
+            "The classic head phantom used to test CT reconstruction (scikit-image sample).",
+            _skimage("shepp_logan_phantom", "shepp-logan-phantom.png"),
+        ),
+    ]

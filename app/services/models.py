@@ -1,0 +1,287 @@
+"""The model registry: which models exist, loading them once into a bounded LRU, and their weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import urllib.request
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from app.config import Settings
+from app.core import zoo
+from app.core.preprocess import PreparedInput, preprocess
+from app.errors import ConvScopeError, InvalidInput, NotFound, WeightsUnavailable
+
+WeightsChoice = Literal["auto", "pretrained", "untrained"]
+WEIGHTS_CHOICES: tuple[str, ...] = ("auto", "pretrained", "untrained")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run, with everything a page needs to describe it honestly."""
+
+    name: str
+    display_name: str
+    module: nn.Module
+    weights_status: Literal["pretrained", "untrained"]
+    weights_note: str | None
+    categories: list[str]
+    input_size: tuple[int, int]
+    in_channels: int
+    spec: zoo.ModelSpec
+    # Hold this around anything that registers hooks or toggles requires_grad on `module`, so that two
+    # requests on the same cached model never see each other's hooks.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def untrained(self) -> bool:
+        return self.weights_status == "untrained"
+
+    @property
+    def weights_label(self) -> str:
+        if self.untrained:
+            return "untrained (random weights)"
+        if self.spec.builtin:
+            return "trained by ConvScope on synthetic data"
+        return "pretrained on ImageNet"
+
+    def prepare(self, image: NDArray[np.floating]) -> PreparedInput:
+        """(H, W) or (H, W, C) [0, 1] image -> this model's input tensor (1, C, h, w) and its story."""
+        assert self.spec.preprocessing is not None
+        return preprocess(image, self.spec.preprocessing)
+
+
+class ModelRegistry:
+    """All models ConvScope knows, and a bounded LRU cache of the ones loaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cache: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        # One lock per model key, so two first requests for the same model build it once.
+        self._build_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._builtin_meta = zoo.builtin_metadata(settings.builtin_models_dir)
+
+    # --- what exists -----------------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Built-ins first (they always work offline), then EfficientNet-Lite0, then torchvision's list."""
+        return [*self._builtin_meta, zoo.EFFICIENTNET_LITE0, *zoo.classification_model_names()]
+
+    def spec(self, name: str) -> zoo.ModelSpec:
+        if name in self._builtin_meta:
+            return zoo.builtin_spec(self._builtin_meta[name])
+        if name == zoo.EFFICIENTNET_LITE0:
+            return zoo.efficientnet_lite0_spec()
+        if name in set(zoo.classification_model_names()):
+            return zoo.torchvision_spec(name)
+        raise NotFound(
+            f"Unknown model {name!r}. Choose one of: {', '.join(self.names()[:20])}, ... "
+            "(GET /api/v1/models lists them all).",
+            field="model",
+            choices=self.names(),
+        )
+
+    def list_specs(self, milestones_only: bool = False) -> list[zoo.ModelSpec]:
+        specs = [self.spec(n) for n in self.names()]
+        if milestones_only:
+            return [s for s in specs if s.milestone or s.builtin or s.name == zoo.EFFICIENTNET_LITE0]
+        return specs
+
+    def default_model(self) -> str:
+        wanted = self._settings.default_model
+        if wanted in self.names():
+            return wanted
+        return next(iter(self._builtin_meta), zoo.EFFICIENTNET_LITE0)
+
+    # --- weights ---------------------------------------------------------------------------------------------
+
+    def pretrained_available(self, spec: zoo.ModelSpec) -> bool:
+        if spec.offline_weights:
+            return True
+        path = zoo.cached_weights_path(spec)
+        return path is not None and path.is_file()
+
+    def missing_weights_message(self, spec: zoo.ModelSpec) -> str:
+        path = zoo.cached_weights_path(spec)
+        return (
+            f"Pretrained weights for {spec.display_name} are not on this machine: the file "
+            f"{spec.weights_file} is not in {path.parent if path else 'the torchvision cache'}. "
+            f"Get it with `convscope weights download {spec.name}` where there is a network, or copy "
+            f"{spec.weights_file} into that folder (set TORCH_HOME to use another cache)."
+        )
+
+    # --- loading ---------------------------------------------------------------------------------------------
+
+    def get(self, name: str, weights: str = "auto") -> LoadedModel:
+        """A loaded model. weights: "auto" (pretrained when it can be had, else untrained, labelled),
+        "pretrained" (WeightsUnavailable if not on disk), or "untrained" (seeded random weights)."""
+        if weights not in WEIGHTS_CHOICES:
+            raise InvalidInput(
+                f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, not {weights!r}.", field="weights"
+            )
+        spec = self.spec(name)
+        note: str | None = None
+        status: Literal["pretrained", "untrained"]
+        if weights == "untrained":
+            status = "untrained"
+            note = "Random weights chosen on purpose: this network has learned nothing."
+        elif self.pretrained_available(spec):
+            status = "pretrained"
+        elif weights == "pretrained":
+            raise WeightsUnavailable(self.missing_weights_message(spec), field="weights", model=spec.name)
+        else:
+            status = "untrained"
+            note = self.missing_weights_message(spec) + " Showing the same architecture with random weights."
+        key = (spec.name, status)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+            build_lock = self._build_locks.setdefault(key, threading.Lock())
+        with build_lock:
+            with self._lock:
+                cached = self._cache.get(key)
+            if cached is None:
+                cached = self._build(spec, status, note)
+                with self._lock:
+                    self._cache[key] = cached
+                    while len(self._cache) > max(1, self._settings.model_cache_size):
+                        self._cache.popitem(last=False)
+        return cached
+
+    def _build(
+        self, spec: zoo.ModelSpec, status: Literal["pretrained", "untrained"], note: str | None
+    ) -> LoadedModel:
+        pretrained = status == "pretrained"
+        if spec.builtin:
+            from app.core.training import load_builtin
+
+            module, meta = load_builtin(spec.name, self._settings.builtin_models_dir)
+            if not pretrained:
+                module = _reinitialised(module)
+            categories = list(meta["categories"])
+        elif spec.name == zoo.EFFICIENTNET_LITE0:
+            module = _seeded(lambda: zoo.build_efficientnet_lite0(pretrained))
+            categories = zoo.imagenet_categories()
+        else:
+            try:
+                module = zoo.build_torchvision(spec.name, pretrained)
+            except (OSError, RuntimeError) as exc:
+                raise WeightsUnavailable(
+                    f"The weights file for {spec.display_name} could not be loaded ({exc}). "
+                    f"Delete it and download it again with `convscope weights download {spec.name}`.",
+                    field="weights",
+                ) from exc
+            categories = zoo.imagenet_categories()
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        assert spec.preprocessing is not None
+        return LoadedModel(
+            name=spec.name,
+            display_name=spec.display_name,
+            module=module,
+            weights_status=status,
+            weights_note=note,
+            categories=categories,
+            input_size=spec.input_size,
+            in_channels=spec.preprocessing.in_channels,
+            spec=spec,
+        )
+
+    def loaded_keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._cache)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def _seeded(build: object) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = build()  # type: ignore[operator]
+    assert isinstance(module, nn.Module)
+    return module
+
+
+def _reinitialised(module: nn.Module) -> nn.Module:
+    """The same architecture with seeded random weights (for 'untrained' built-ins)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for sub in module.modules():
+            reset = getattr(sub, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return module
+
+
+# --- downloading torchvision weights (a job, with a timeout) --------------------------------------------------
+
+_HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
+
+
+def download_weights(
+    spec: zoo.ModelSpec,
+    timeout: float,
+    report: object = None,
+) -> Path:
+    """Fetch a torchvision weights file into the cache, atomically, checking torchvision's hash prefix.
+
+    Each socket operation times out after `timeout` seconds, so a dead network cannot hang a worker;
+    `report(fraction)` is called as bytes arrive (it may raise to cancel).
+    """
+    if spec.source != "torchvision" or spec.weights_url is None:
+        raise InvalidInput(
+            f"{spec.display_name} needs no download: its weights ship with ConvScope.", field="model"
+        )
+    target = zoo.cached_weights_path(spec)
+    assert target is not None
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    match = _HASH_PREFIX.search(os.path.basename(spec.weights_url))
+    prefix = match.group(1) if match else ""
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".download-", suffix=".part")
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(spec.weights_url, timeout=timeout) as response,
+        ):
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if callable(report) and total:
+                    report(done / total)
+            out.flush()
+            os.fsync(out.fileno())
+        if prefix and not digest.hexdigest().startswith(prefix):
+            raise ConvScopeError(f"The downloaded {spec.weights_file} is corrupt (hash mismatch); try again.")
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        raise WeightsUnavailable(
+            f"Could not download {spec.weights_file} ({exc}). This machine may be offline: copy the file into "
+            f"{target.parent} instead."
+        ) from exc
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target

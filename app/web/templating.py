@@ -1,0 +1,74 @@
+"""Jinja2 templates shared by every HTML route, with the navigation and helpers every page needs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.config import get_settings
+from app.core.rendering import cmap_css_gradient
+
+# (path, label, one-line purpose): the order of the lecture.
+NAV: tuple[tuple[str, str, str], ...] = (
+    ("/", "Home", "What ConvScope shows and where to start"),
+    ("/images", "Images", "Upload an image or pick a sample"),
+    ("/predict", "Predict", "Top-k classes and the tensor the network sees"),
+    ("/models", "Models", "The model zoo and its weights"),
+    ("/cost", "FC vs conv", "Why fully-connected layers fail on images"),
+    ("/conv", "Convolution", "Multiply-and-sum, step by step"),
+    ("/filters", "Filters", "Kernels on real images"),
+    ("/network", "Inside", "Layers, feature maps, learned filters"),
+    ("/receptive-fields", "Receptive fields", "What a unit can see"),
+    ("/milestones", "Milestones", "AlexNet to EfficientNet"),
+    ("/explain", "Grad-CAM", "Where the network looked"),
+    ("/occlusion", "Occlusion", "Hide a patch, watch the score"),
+    ("/compare", "Compare", "Methods side by side, with faithfulness"),
+)
+
+
+def _format_count(value: float | int | None) -> str:
+    if value is None:
+        return "—"
+    value = float(value)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:g}"
+
+
+def _format_number(value: float | int | None, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}"
+
+
+@lru_cache(maxsize=4)
+def _templates(directory: Path) -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(directory))
+    templates.env.globals["nav"] = NAV
+    templates.env.globals["cmap_css_gradient"] = cmap_css_gradient
+    templates.env.filters["count"] = _format_count
+    templates.env.filters["num"] = _format_number
+    return templates
+
+
+def get_templates() -> Jinja2Templates:
+    return _templates(get_settings().templates_dir)
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """Render a page or partial. Adds the current path for the navigation; varies on HX-Request."""
+    ctx: dict[str, Any] = {"active_path": request.url.path}
+    ctx.update(context or {})
+    response = get_templates().TemplateResponse(request, template, ctx, status_code=status_code)
+    response.headers["Vary"] = "HX-Request"
+    return response

@@ -1,0 +1,242 @@
+"""CAM methods: they find the blob, agree with pytorch-grad-cam, and leave the model as they found it."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from explain_models import BLOB_CENTRE, BlobNet, assert_model_clean, blob_image, small_cnn
+from pytorch_grad_cam import (
+    AblationCAM,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from app.core import cam
+
+SPATIAL_METHODS = [m for m in cam.METHODS if m != "random"]
+LIBRARY = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+    "eigencam": EigenCAM,
+    "scorecam": ScoreCAM,
+    "ablationcam": AblationCAM,
+}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("method", SPATIAL_METHODS)
+def test_peak_falls_on_the_blob(method: str, channels: int) -> None:
+    model = BlobNet(in_channels=channels)
+    x = blob_image(channels=channels)
+    res = cam.compute_cams(model, x, [method], layer="features", target=1)
+    m = res.maps[method]
+    assert m.shape == (1, 32, 32)
+    assert m.dtype == np.float32
+    peak = np.unravel_index(int(m[0].argmax()), m[0].shape)
+    assert abs(peak[0] - BLOB_CENTRE[0]) <= 1 and abs(peak[1] - BLOB_CENTRE[1]) <= 1
+    # Raw maps are ReLU'd but not normalised.
+    assert m.min() >= 0
+
+
+def test_random_baseline_is_seeded_noise() -> None:
+    model, x = BlobNet(), blob_image()
+    a = cam.compute_cams(model, x, ["random"], "features", seed=3).maps["random"]
+    b = cam.compute_cams(model, x, ["random"], "features", seed=3).maps["random"]
+    c = cam.compute_cams(model, x, ["random"], "features", seed=4).maps["random"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (1, 32, 32)
+
+
+def test_default_target_is_top1() -> None:
+    model, x = BlobNet(), blob_image()
+    res = cam.compute_cams(model, x, ["gradcam"], "features")
+    assert res.targets == [int(model(x).argmax())] == [1]
+    np.testing.assert_allclose(res.probabilities.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def _library_raw(method: str, model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor, target: int):
+    """pytorch-grad-cam's map before its resize/normalisation, and its final normalised map."""
+    lib = LIBRARY[method](model=model, target_layers=[layer])
+    try:
+        targets = [ClassifierOutputTarget(target)]
+        final = lib(x, targets)
+        acts = lib.activations_and_grads.activations[0].numpy()
+        grads_list = lib.activations_and_grads.gradients
+        grads = grads_list[0].numpy() if grads_list else None
+        if method in ("scorecam", "ablationcam"):
+            raw = None  # their weights need extra forwards: compare the final maps only
+        else:
+            raw = np.maximum(lib.get_cam_image(x, layer, targets, acts, grads, False), 0)
+    finally:
+        lib.activations_and_grads.release()
+    return raw, final
+
+
+@pytest.mark.parametrize("method", list(LIBRARY))
+def test_agrees_with_pytorch_grad_cam(method: str) -> None:
+    model = small_cnn(seed=1)
+    x = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    target = 3
+    ours = cam.compute_cams(model, x, [method], "features", target=target).maps[method]
+    raw, final = _library_raw(method, model, model.features, x, target)
+    if raw is not None:
+        np.testing.assert_allclose(ours, raw, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(raw).max())))
+    # The library's picture: normalise, resize (OpenCV bilinear), normalise again.
+    picture = cam.normalise(cam.upsample(cam.normalise(ours), (24, 24)))
+    np.testing.assert_allclose(picture, final, atol=1e-4)
+
+
+def test_grad_cam_agrees_on_a_resnet() -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ours = cam.compute_cams(model, x, ["gradcam"], "layer4").maps["gradcam"]
+    target = int(model(x).argmax())
+    raw, _ = _library_raw("gradcam", model, model.layer4, x, target)
+    np.testing.assert_allclose(ours, raw, rtol=1e-4, atol=1e-6)
+
+
+def test_many_methods_share_one_pass_and_match_single_calls() -> None:
+    model = small_cnn(seed=4)
+    x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(5))
+    methods = list(cam.METHODS)
+    together = cam.compute_cams(model, x, methods, "features", target=2, batch_size=5)
+    for m in methods:
+        alone = cam.compute_cams(model, x, [m], "features", target=2).maps[m]
+        np.testing.assert_allclose(together.maps[m], alone, rtol=1e-5, atol=1e-7)
+
+
+def test_model_state_is_restored() -> None:
+    model = small_cnn(seed=0)
+    model.train()
+    model.fc.bias.requires_grad_(False)  # a user-frozen parameter must stay frozen
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    running = model.features[1].running_mean.clone()
+    x = torch.randn(1, 3, 16, 16)
+    cam.compute_cams(model, x, list(cam.METHODS), "features", batch_size=7)
+    assert all(m.training for m in model.modules())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert_model_clean(model)
+    # Eval mode during the call: batch-norm statistics were not updated.
+    torch.testing.assert_close(model.features[1].running_mean, running)
+
+
+def test_state_restored_after_an_error() -> None:
+    model = small_cnn(seed=0)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="target"):
+        cam.compute_cams(model, x, ["gradcam"], "features", target=99)
+    assert_model_clean(model)
+    assert all(p.requires_grad for p in model.parameters())
+    assert not model.training
+
+    def cancel() -> None:
+        raise RuntimeError("cancelled")
+
+    with pytest.raises(RuntimeError, match="cancelled"):
+        cam.compute_cams(model, x, ["scorecam"], "features", check=cancel)
+    assert_model_clean(model)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_unknown_method_and_layer() -> None:
+    model, x = BlobNet(), blob_image()
+    with pytest.raises(KeyError):
+        cam.compute_cams(model, x, ["nocam"], "features")
+    with pytest.raises(KeyError):
+        cam.compute_cams(model, x, ["gradcam"], "features.9")
+    with pytest.raises(ValueError, match="4-D|D output"):
+        cam.compute_cams(model, x, ["gradcam"], "fc")
+    assert_model_clean(model)
+
+
+def test_concurrent_calls_do_not_corrupt_each_other() -> None:
+    model = small_cnn(seed=7)
+    inputs = [torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    methods = ["gradcam", "layercam", "eigencam", "ablationcam"]
+    expected = [cam.compute_cams(model, x, methods, "features", target=i).maps for i, x in enumerate(inputs)]
+    results: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for rep in range(3):
+                for i, x in enumerate(inputs):
+                    results[(worker, rep * 10 + i)] = cam.compute_cams(model, x, methods, "features", target=i).maps
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 2 * 3 * len(inputs)
+    for (_, key), maps in results.items():
+        for m in methods:
+            np.testing.assert_allclose(maps[m], expected[key % 10][m], rtol=1e-5, atol=1e-7)
+    assert_model_clean(model)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_batch_of_two_with_one_target_each() -> None:
+    model, x1 = BlobNet(), blob_image()
+    x = torch.cat([x1, torch.flip(x1, dims=[3])])
+    res = cam.compute_cams(model, x, ["gradcam"], "features", target=[1, 1])
+    m = res.maps["gradcam"]
+    np.testing.assert_allclose(m[1], m[0][:, ::-1], rtol=1e-4, atol=1e-7)
+
+
+def test_layers_and_default_layer() -> None:
+    model, x = BlobNet(), blob_image()
+    layers = cam.trace_layers(model, x)
+    assert [info.name for info in layers] == ["features.0", "features.1", "features", "pool"]
+    assert layers[0].shape == (2, 32, 32)
+    # The generic rule climbs from the last ReLU to its whole block, and skips global pooling.
+    assert cam.default_layer(model, x) == "features"
+    assert cam.default_layer(small_cnn(), torch.randn(1, 3, 16, 16)) == "features"
+    assert_model_clean(model)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("resnet18", "layer4"), ("squeezenet1_1", "features"), ("mobilenet_v3_small", "features.12")],
+)
+def test_default_layer_for_torchvision_families(name: str, expected: str) -> None:
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert cam.default_layer(model, x) == expected
+    # The chosen layer really has a spatial map.
+    infos = {i.name: i for i in cam.trace_layers(model, x)}
+    assert infos[expected].shape[1] >= 2 and infos[expected].shape[2] >= 2
+
+
+def test_upsample_and_normalise() -> None:
+    m = np.array([[0.0, 2.0], [4.0, 6.0]], dtype=np.float32)
+    n = cam.normalise(m)
+    assert n.min() == 0 and abs(float(n.max()) - 1) < 1e-6
+    up = cam.upsample(m, (4, 4))
+    assert up.shape == (4, 4)
+    # Half-pixel centres: the corners keep the corner values.
+    assert up[0, 0] == 0 and up[-1, -1] == 6
+    batch = cam.upsample(np.stack([m, 2 * m]), (8, 6))
+    assert batch.shape == (2, 8, 6)
+    np.testing.assert_allclose(batch[1], 2 * batch[0])

@@ -1,0 +1,93 @@
+"""One forward pass captures many layers; values equal torchvision's feature extractor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from app.core.features import as_maps, capture, channel_stats, paginate, sort_channels
+from app.core.layers import LayerNotFound
+
+
+def _all_hooks_empty(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.get_model("resnet18", weights=None).eval()
+
+
+def test_capture_equals_feature_extractor(resnet: nn.Module) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 64, 64)
+    layers = ["conv1", "layer1", "layer2.1.conv2", "layer3", "layer4.0.downsample", "avgpool", "fc"]
+    got = capture(resnet, x, layers)
+    extractor = create_feature_extractor(resnet, return_nodes={name: name for name in layers})
+    with torch.no_grad():
+        expected = extractor(x)
+    for name in layers:
+        assert torch.allclose(got.activations[name], expected[name][0], atol=1e-6), name
+    assert got.output is not None
+    assert torch.allclose(got.output, expected["fc"][0], atol=1e-6)
+    assert _all_hooks_empty(resnet)
+
+
+def test_inplace_relu_does_not_change_captured_bn(resnet: nn.Module) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 32, 32)
+    got = capture(resnet, x, ["bn1", "relu"])
+    with torch.no_grad():
+        bn = resnet.bn1(resnet.conv1(x))[0]
+    # ReLU(inplace=True) runs right after bn1: the capture must keep the negative values.
+    assert torch.allclose(got.activations["bn1"], bn, atol=1e-6)
+    assert (got.activations["bn1"] < 0).any()
+    assert torch.allclose(got.activations["relu"], bn.clamp(min=0), atol=1e-6)
+
+
+def test_capture_all_layers_and_state_restored(resnet: nn.Module) -> None:
+    resnet.train()
+    got = capture(resnet, torch.zeros(2, 3, 32, 32), None, keep_batch=True)
+    assert resnet.training
+    resnet.eval()
+    assert got.activations["layer2"].shape == (2, 128, 4, 4)
+    assert "layer1.0.conv1" in got.activations
+    assert _all_hooks_empty(resnet)
+
+
+def test_unknown_layer(resnet: nn.Module) -> None:
+    with pytest.raises(LayerNotFound) as info:
+        capture(resnet, torch.zeros(1, 3, 32, 32), ["layer9"])
+    assert "layer1" in info.value.choices
+
+
+def test_stats_sort_paginate() -> None:
+    maps = np.zeros((4, 2, 2), dtype=np.float32)
+    maps[0] = 1.0
+    maps[1] = [[0, 0], [0, 8]]
+    maps[2] = 3.0
+    maps[3] = -1.0
+    stats = channel_stats(maps)
+    assert stats.mean.tolist() == [1.0, 2.0, 3.0, -1.0]
+    assert stats.max.tolist() == [1.0, 8.0, 3.0, -1.0]
+    assert sort_channels(stats, "mean").tolist() == [2, 1, 0, 3]
+    assert sort_channels(stats, "max").tolist() == [1, 2, 0, 3]
+    assert sort_channels(stats, "mean", descending=False).tolist() == [3, 0, 1, 2]
+    assert sort_channels(stats, "index").tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        sort_channels(stats, "median")
+    page = paginate(list(range(10)), page=2, per_page=4)
+    assert (page.items, page.pages, page.total) == ([4, 5, 6, 7], 3, 10)
+    assert paginate(list(range(10)), page=9, per_page=4).items == [8, 9]
+    assert paginate([], page=1, per_page=4).pages == 1
+
+
+def test_as_maps_shapes() -> None:
+    assert as_maps(torch.zeros(5)).shape == (5, 1, 1)
+    assert as_maps(np.zeros((3, 7))).shape == (3, 1, 7)
+    assert as_maps(torch.zeros(2, 4, 4)).shape == (2, 4, 4)

@@ -1,0 +1,306 @@
+"""ImageStore: content addressing, persistence across restarts, atomic writes, limits, samples."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.config import Settings
+from app.core import imageio
+from app.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMedia
+from app.services import images as images_module
+from app.services.images import DB_NAME, ImageStore, sample_specs
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(arr).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def store_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        max_upload_bytes=200_000,
+        max_image_pixels=250_000,
+        max_decode_seconds=20.0,
+    )
+
+
+@pytest.fixture
+def store(store_settings: Settings) -> ImageStore:
+    image_store = ImageStore(store_settings)
+    yield image_store
+    image_store.close()
+
+
+@pytest.fixture
+def rgb_png() -> tuple[np.ndarray, bytes]:
+    arr = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    return arr, png_bytes(arr)
+
+
+def test_put_is_content_addressed(store, rgb_png):
+    _, data = rgb_png
+    record = store.put(data, "photo.png")
+    assert record.id == hashlib.sha256(data).hexdigest()
+    path = store.path_for(record.id)
+    assert path == store.root / "images" / record.id[:2] / record.id
+    assert path.read_bytes() == data
+    assert (record.width, record.height, record.mode, record.channels) == (32, 24, "RGB", 3)
+    assert record.kind == "png" and record.source == "upload" and record.name == "photo.png"
+    assert record.size_bytes == len(data)
+    assert record.conversion == "8-bit RGB PNG scaled from [0, 255] to [0, 1]."
+    assert record.created.endswith("+00:00")
+
+
+def test_duplicate_upload_returns_the_same_record(store, rgb_png):
+    _, data = rgb_png
+    first = store.put(data, "a.png")
+    second = store.put(data, "b.png")
+    assert second == first
+    assert len(store.list_images(source="upload")) == 1
+    files = [p for p in (store.root / "images").rglob("*") if p.is_file()]
+    assert len(files) == 1
+
+
+def test_load_returns_pixels_and_a_private_copy(store, rgb_png):
+    arr, data = rgb_png
+    record = store.put(data, "photo.png")
+    pixels = store.load(record.id)
+    assert pixels.dtype == np.float32 and pixels.shape == (24, 32, 3)
+    np.testing.assert_allclose(pixels, arr / 255.0, atol=1e-6)
+    pixels[:] = 0.0
+    np.testing.assert_allclose(store.load(record.id), arr / 255.0, atol=1e-6)
+
+
+def test_greyscale_upload_stays_greyscale(store):
+    grey = np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) % 256
+    record = store.put(png_bytes(grey.astype(np.uint8)), "grey.png")
+    assert record.mode == "L" and record.channels == 1
+    assert store.load(record.id).shape == (48, 64)
+
+
+def test_survives_a_restart(store_settings, rgb_png):
+    arr, data = rgb_png
+    first_store = ImageStore(store_settings)
+    record = first_store.put(data, "photo.png")
+    first_store.close()
+    second_store = ImageStore(store_settings)
+    try:
+        assert second_store.get(record.id) == record
+        assert [r.id for r in second_store.list_images()] == [record.id]
+        # The new store has an empty cache, so this decodes the stored bytes again.
+        np.testing.assert_allclose(second_store.load(record.id), arr / 255.0, atol=1e-6)
+    finally:
+        second_store.close()
+    with sqlite3.connect(store_settings.data_dir / DB_NAME) as conn:
+        row = conn.execute("SELECT name, kind, width, height, source FROM images WHERE id = ?", (record.id,))
+        assert row.fetchone() == ("photo.png", "png", 32, 24, "upload")
+
+
+def test_atomic_write_leaves_no_temporary_files(store, rgb_png):
+    _, data = rgb_png
+    record = store.put(data, "photo.png")
+    store.thumbnail_png(record.id)
+    store.display_png(record.id)
+    leftovers = [p for p in store.root.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_failed_write_cleans_up_its_temporary_file(store, rgb_png, monkeypatch):
+    _, data = rgb_png
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(images_module.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        store.put(data, "photo.png")
+    monkeypatch.undo()
+    assert [p for p in store.root.rglob("*") if p.is_file() and p.suffix == ".tmp"] == []
+    # Nothing half-registered either: the row is only written after the file.
+    assert store.list_images() == []
+
+
+def test_bad_input_is_not_stored(store):
+    with pytest.raises(InvalidInput):
+        store.put(b"", "empty.png")
+    with pytest.raises(UnsupportedMedia):
+        store.put(b"just some text", "notes.txt")
+    assert store.list_images() == []
+    assert [p for p in (store.root / "images").rglob("*") if p.is_file()] == []
+
+
+def test_byte_limit(store, store_settings):
+    noise = np.random.default_rng(2).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    data = png_bytes(noise)
+    assert len(data) > store_settings.max_upload_bytes
+    with pytest.raises(PayloadTooLarge) as info:
+        store.put(data, "big.png")
+    assert info.value.field == "file"
+    assert info.value.extra["max_bytes"] == store_settings.max_upload_bytes
+
+
+def test_pixel_limit(store, store_settings):
+    data = png_bytes(np.zeros((600, 600), dtype=np.uint8))  # compresses to a few hundred bytes
+    assert len(data) < store_settings.max_upload_bytes
+    with pytest.raises(PayloadTooLarge) as info:
+        store.put(data, "wide.png")
+    assert "250,000 pixels" in info.value.message
+
+
+def test_decode_time_limit(tmp_path, monkeypatch, rgb_png):
+    _, data = rgb_png
+    release = threading.Event()
+    real_decode = imageio.decode_image
+
+    def stuck_decode(payload: bytes, filename: str | None, max_pixels: int) -> imageio.DecodedImage:
+        release.wait()
+        return real_decode(payload, filename, max_pixels)
+
+    monkeypatch.setattr(imageio, "decode_image", stuck_decode)
+    slow_store = ImageStore(Settings(data_dir=tmp_path / "slow", max_decode_seconds=0.05))
+    try:
+        with pytest.raises(PayloadTooLarge) as info:
+            slow_store.put(data, "slow.png")
+        assert "took longer than 0.05 s" in info.value.message
+        assert slow_store.list_images() == []
+    finally:
+        release.set()
+        slow_store.close()
+
+
+def test_unknown_ids(store):
+    for bad in ("0" * 64, "not-an-id", "../../etc/passwd", ""):
+        with pytest.raises(NotFound) as info:
+            store.get(bad)
+        assert info.value.field == "image_id"
+        with pytest.raises(NotFound):
+            store.load(bad)
+
+
+def test_missing_file_is_a_clear_not_found(store, rgb_png):
+    _, data = rgb_png
+    record = store.put(data, "photo.png")
+    store.path_for(record.id).unlink()
+    fresh = ImageStore(store.settings)
+    try:
+        with pytest.raises(NotFound) as info:
+            fresh.load(record.id)
+        assert "missing" in info.value.message
+        # Uploading the same bytes again repairs it.
+        assert fresh.put(data, "photo.png").id == record.id
+        assert fresh.load(record.id).shape == (24, 32, 3)
+    finally:
+        fresh.close()
+
+
+def test_names_are_cleaned(store, rgb_png):
+    _, data = rgb_png
+    assert store.put(data, "C:\\Users\\me\\scan\x07 01.png").name == "scan 01.png"
+
+
+def test_thumbnail_and_display(store):
+    arr = np.random.default_rng(3).integers(0, 256, (100, 400), dtype=np.uint8)
+    record = store.put(png_bytes(arr), "wide.png")
+    thumb = Image.open(io.BytesIO(store.thumbnail_png(record.id, 64)))
+    assert thumb.size == (64, 16) and thumb.mode == "L"
+    display = Image.open(io.BytesIO(store.display_png(record.id)))
+    assert display.size == (400, 100)
+    np.testing.assert_array_equal(np.asarray(display), arr)
+    # Cached on disk and served again byte for byte.
+    assert store.display_png(record.id) == store.display_png(record.id)
+
+
+def test_pixel_stats(store, rgb_png):
+    arr, data = rgb_png
+    record = store.put(data, "photo.png")
+    stats = store.pixel_stats(record.id)
+    expected = arr / 255.0
+    assert stats["shape"] == [24, 32, 3]
+    assert stats["min"] == pytest.approx(expected.min(), abs=1e-6)
+    assert stats["max"] == pytest.approx(expected.max(), abs=1e-6)
+    assert stats["mean"] == pytest.approx(expected.mean(), abs=1e-5)
+    assert stats["channel_means"] == pytest.approx(list(expected.reshape(-1, 3).mean(axis=0)), abs=1e-5)
+
+
+def test_list_orders_samples_first_then_newest_uploads(store, monkeypatch):
+    first = store.put(png_bytes(np.zeros((4, 4), np.uint8)), "first.png")
+    monkeypatch.setattr(images_module, "_utc_now", lambda: "2999-01-01T00:00:00+00:00")
+    second = store.put(png_bytes(np.ones((4, 4), np.uint8)), "second.png")
+    monkeypatch.undo()
+    samples = store.ensure_samples()
+    listed = store.list_images()
+    assert [r.id for r in listed] == [s.id for s in samples] + [second.id, first.id]
+    assert [r.id for r in store.list_images(source="upload")] == [second.id, first.id]
+
+
+def test_ensure_samples_registers_the_gallery_once(store):
+    samples = store.ensure_samples()
+    keys = [r.metadata["sample_key"] for r in samples]
+    assert {
+        "pydicom:CT_small",
+        "pydicom:MR_small",
+        "skimage:chelsea",
+        "skimage:astronaut",
+        "skimage:coffee",
+        "skimage:rocket",
+        "skimage:retina:512",
+        "skimage:shepp_logan_phantom",
+    } <= set(keys)
+    assert all(r.source == "sample" and r.description for r in samples)
+    assert len({r.name for r in samples}) == len(samples)
+    by_key = {r.metadata["sample_key"]: r for r in samples}
+    assert by_key["pydicom:CT_small"].kind == "dicom" and by_key["pydicom:CT_small"].mode == "L"
+    assert "HU" in by_key["pydicom:CT_small"].conversion
+    assert by_key["skimage:retina:512"].width == 512
+    for record in samples:
+        pixels = store.load(record.id)
+        assert pixels.shape[:2] == (record.height, record.width)
+        assert 0.0 <= float(pixels.min()) <= float(pixels.max()) <= 1.0
+    again = ImageStore(store.settings).ensure_samples()
+    assert [r.id for r in again] == [r.id for r in samples]
+    assert len(store.list_images(source="sample")) == len(samples)
+
+
+def test_synthetic_samples_are_included_when_the_generator_exists(store):
+    pytest.importorskip("app.core.synthetic")
+    keys = {r.metadata["sample_key"] for r in store.ensure_samples()}
+    assert {"synthetic:ct_slice:v1", "synthetic:shapes:v1", "synthetic:digit3:v1"} <= keys
+
+
+def test_a_broken_sample_source_is_skipped(store, monkeypatch):
+    specs = sample_specs()
+
+    def boom() -> tuple[bytes, str] | None:
+        raise RuntimeError("generator exploded")
+
+    broken = [images_module.SampleSpec("broken", "Broken", "never appears", boom), *specs[3:5]]
+    monkeypatch.setattr(images_module, "sample_specs", lambda: broken)
+    samples = store.ensure_samples()
+    assert [r.metadata["sample_key"] for r in samples] == ["pydicom:CT_small", "pydicom:MR_small"]
+
+
+def test_concurrent_identical_uploads_end_in_one_row(store, rgb_png):
+    _, data = rgb_png
+    results: list[str] = []
+
+    def upload() -> None:
+        results.append(store.put(data, "same.png").id)
+
+    threads = [threading.Thread(target=upload) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and len(results) == 4
+    assert len(store.list_images()) == 1

@@ -144,4 +144,6 @@ def get_pixels(
                 "Cache-Control": IMMUTABLE_CACHE,
             },
         )
-    return Response(store.display_png(image_id), media_type="image/png", headers={"Cache-Control": IMMUTABLE_CACHE})
+    return Response(
+        store.display_png(image_id), media_type="image/png", headers={"Cache-Control": IMMUTABLE_CACHE}
+    )

@@ -26,7 +26,9 @@ class ConvolveRequest(BaseModel):
     amount: int = Field(0, ge=0, le=8, description="Padding width on every side (ignored for 'none').")
     stride: int = Field(1, ge=1, le=8)
     dilation: int = Field(1, ge=1, le=4)
-    flip: bool = Field(False, description="True: true convolution (kernel flipped); False: cross-correlation.")
+    flip: bool = Field(
+        False, description="True: true convolution (kernel flipped); False: cross-correlation."
+    )
     steps: bool = Field(True, description="Include the multiply-and-sum of every output cell.")
     relu: bool = False
     pool: PoolName | None = Field(None, description="Pool the (ReLU'd) output with max or avg.")
@@ -79,7 +81,9 @@ class ConvolveResponse(BaseModel):
     output: list[list[float]]
     shape: list[int]
     padded: list[list[float]]
-    kernel_applied: list[list[float]] = Field(description="The kernel as slid over the input (flipped if flip).")
+    kernel_applied: list[list[float]] = Field(
+        description="The kernel as slid over the input (flipped if flip)."
+    )
     padding: str
     amount: int
     stride: int
@@ -116,7 +120,9 @@ class FilterRequest(BaseModel):
     image_id: str
     kernels: list[KernelIn] = Field(..., min_length=1, max_length=8)
     mode: Literal["grey", "per_channel", "3d"] = "grey"
-    padding: PaddingName = Field("zeros", description="'none' gives valid (smaller) maps; others keep the size.")
+    padding: PaddingName = Field(
+        "zeros", description="'none' gives valid (smaller) maps; others keep the size."
+    )
     stride: int = Field(1, ge=1, le=8)
     flip: bool = False
     relu: bool = False
@@ -124,7 +130,9 @@ class FilterRequest(BaseModel):
     pool_size: int = Field(2, ge=1, le=16)
     pool_stride: int | None = Field(None, ge=1, le=16)
     magnitude: bool = Field(False, description="Show |value| on a sequential colour map.")
-    scale: Literal["each", "shared"] = Field("each", description="Colour limits per map or shared by all maps.")
+    scale: Literal["each", "shared"] = Field(
+        "each", description="Colour limits per map or shared by all maps."
+    )
     max_side: int | None = Field(
         None, ge=16, le=4096, description="Downscale the image first so its longer side is at most this."
     )

@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,6 +196,13 @@ def model_lock(model: nn.Module) -> threading.RLock:
             lock = threading.RLock()
             _model_locks[model] = lock
         return lock
+
+
+@contextmanager
+def guarded(model: nn.Module, lock: AbstractContextManager[object] | None = None) -> Iterator[None]:
+    """Hold the caller's lock (e.g. the service's per-model lock), then this module's per-model lock."""
+    with lock if lock is not None else nullcontext(), model_lock(model):
+        yield
 
 
 @contextmanager
@@ -467,6 +474,7 @@ def compute_cams(
     seed: int = 0,
     progress: ProgressFn | None = None,
     check: CheckFn | None = None,
+    lock: AbstractContextManager[object] | None = None,
 ) -> CamResult:
     """Raw CAMs of ``methods`` for ``x`` ``(N, C, H, W)`` at ``layer``: each map ``(N, h, w)``.
 
@@ -474,6 +482,8 @@ def compute_cams(
     baseline reuse that forward's activation; Score-CAM and Ablation-CAM run ``K`` extra forwards each
     (in batches of ``batch_size``), calling ``progress(fraction)`` and ``check()`` (which may raise to
     cancel) between batches. ``target`` is a class index (or one per sample); top-1 when None.
+    ``lock`` (the caller's per-model lock) is held during the hooked pass and around each later batch,
+    never across a whole slow method, so other requests on the model can interleave.
     Raises KeyError for an unknown method or layer, ValueError for a bad target or layer output.
     """
     unknown = [m for m in methods if m not in METHODS]
@@ -483,7 +493,7 @@ def compute_cams(
     need_grad = any(m in GRADIENT_METHODS for m in methods)
     result_maps: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
-    with model_lock(model), eval_mode(model), frozen_parameters(model):
+    with guarded(model, lock), eval_mode(model), frozen_parameters(model):
         t0 = time.perf_counter()
         capture = _Capture(as_leaf=need_grad)
         with _hooked(module, capture), torch.set_grad_enabled(need_grad):
@@ -507,23 +517,25 @@ def compute_cams(
         seconds["forward+gradient"] = time.perf_counter() - t0
         logits_np = logits.detach().numpy().astype(np.float32)
         del logits, acts
-        if "eigencam" in methods:
-            result_maps["eigencam"] = _eigen_maps(acts_d)
-        if "random" in methods:
-            result_maps["random"] = _random_maps(tuple(acts_d.shape), seed)
-        slow = [m for m in methods if m in ("scorecam", "ablationcam")]
-        for i, m in enumerate(slow):
+    if "eigencam" in methods:
+        result_maps["eigencam"] = _eigen_maps(acts_d)
+    if "random" in methods:
+        result_maps["random"] = _random_maps(tuple(acts_d.shape), seed)
+    slow = [m for m in methods if m in ("scorecam", "ablationcam")]
+    for i, m in enumerate(slow):
 
-            def sub(frac: float, i: int = i) -> None:
-                if progress is not None:
-                    progress((i + frac) / len(slow))
+        def sub(frac: float, i: int = i) -> None:
+            if progress is not None:
+                progress((i + frac) / len(slow))
 
-            t1 = time.perf_counter()
-            if m == "scorecam":
-                result_maps[m] = _score_cam(model, x, acts_d, targets, batch_size, sub, check)
-            else:
-                result_maps[m] = _ablation_cam(model, module, x, acts_d, targets, logits_np, batch_size, sub, check)
-            seconds[m] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        if m == "scorecam":
+            result_maps[m] = _score_cam(model, x, acts_d, targets, batch_size, sub, check, lock)
+        else:
+            result_maps[m] = _ablation_cam(
+                model, module, x, acts_d, targets, logits_np, batch_size, sub, check, lock
+            )
+        seconds[m] = time.perf_counter() - t1
     if progress is not None:
         progress(1.0)
     return CamResult(
@@ -545,6 +557,7 @@ def _score_cam(
     batch_size: int,
     progress: ProgressFn,
     check: CheckFn | None,
+    lock: AbstractContextManager[object] | None = None,
 ) -> np.ndarray:
     """Score-CAM as in pytorch-grad-cam (masks from align_corners=True upsampling, softmax of logits)."""
     n, k = acts.shape[:2]
@@ -563,14 +576,16 @@ def _score_cam(
             flat_channels = (hi[b, :, 0, 0] - lo[b, :, 0, 0]) == 0
             live = torch.nonzero(~flat_channels).flatten()
             if bool(flat_channels.any()):
-                zero_score = model(torch.zeros_like(x[b : b + 1]))[0, targets[b]]
+                with guarded(model, lock), eval_mode(model):
+                    zero_score = model(torch.zeros_like(x[b : b + 1]))[0, targets[b]]
                 scores[flat_channels] = zero_score
             for s in range(0, len(live), batch_size):
                 if check is not None:
                     check()
                 idx = live[s : s + batch_size]
                 batch = x[b : b + 1] * masks[b, idx, None]
-                scores[idx] = model(batch)[:, targets[b]].float()
+                with guarded(model, lock), eval_mode(model):
+                    scores[idx] = model(batch)[:, targets[b]].float()
                 done += 1
                 progress(min(1.0, done / total))
             weights = torch.softmax(scores, dim=0)
@@ -588,6 +603,7 @@ def _ablation_cam(
     batch_size: int,
     progress: ProgressFn,
     check: CheckFn | None,
+    lock: AbstractContextManager[object] | None = None,
 ) -> np.ndarray:
     """Ablation-CAM: weight_k = (y - y_k) / y with channel k of the target layer set to zero.
 
@@ -609,7 +625,7 @@ def _ablation_cam(
                 ablated = acts[b : b + 1].repeat(len(idx), 1, 1, 1)
                 ablated[torch.arange(len(idx)), idx] = 0
                 capture = _Capture(as_leaf=False, replace=ablated)
-                with _hooked(module, capture):
+                with guarded(model, lock), eval_mode(model), _hooked(module, capture):
                     out = model(x[b : b + 1].expand(len(idx), -1, -1, -1))
                 scores[idx] = out[:, targets[b]].float()
                 done += 1

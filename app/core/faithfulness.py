@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from app.core.cam import CheckFn
-from app.core.occlusion import _evaluating, make_baseline
+from app.core.occlusion import evaluating, make_baseline
 
 
 @dataclass
@@ -61,6 +61,7 @@ def _curve(
     target: int,
     batch_size: int,
     check: CheckFn | None,
+    lock: AbstractContextManager[object] | None,
 ) -> np.ndarray:
     # Image i takes ``end`` at the counts[i] top-ranked pixels and ``start`` elsewhere.
     probs = []
@@ -69,7 +70,7 @@ def _curve(
             check()
         masks = (ranks[None, None] < counts[s : s + batch_size, None, None, None]).to(start.dtype)
         batch = start * (1 - masks) + end * masks
-        with torch.inference_mode():
+        with evaluating(model, lock), torch.inference_mode():
             probs.append(torch.softmax(model(batch).float(), dim=1)[:, target])
     return torch.cat(probs).numpy().astype(np.float32)
 
@@ -86,11 +87,12 @@ def deletion_insertion(
     insertion_baseline: str = "blur",
     seed: int = 0,
     check: CheckFn | None = None,
+    lock: AbstractContextManager[object] | None = None,
 ) -> FaithfulnessResult:
     """Deletion and insertion curves of map ``saliency`` ``(h, w)`` for ``x`` ``(1, C, H, W)``.
 
     ``steps`` equal slices of the pixels, so ``2 * (steps + 1)`` forwards. AUC by the trapezoid rule
-    over the fraction of pixels in [0, 1].
+    over the fraction of pixels in [0, 1]. ``lock`` is held around each batch's forward.
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
@@ -100,10 +102,8 @@ def deletion_insertion(
     fractions = (counts.double() / (h * w)).numpy()
     deleted = make_baseline(x, deletion_baseline)
     blurred = make_baseline(x, insertion_baseline)
-    guard: AbstractContextManager[None] = _evaluating(model)
-    with guard:
-        deletion = _curve(model, x, deleted, ranks, counts, target, batch_size, check)
-        insertion = _curve(model, blurred, x, ranks, counts, target, batch_size, check)
+    deletion = _curve(model, x, deleted, ranks, counts, target, batch_size, check, lock)
+    insertion = _curve(model, blurred, x, ranks, counts, target, batch_size, check, lock)
     return FaithfulnessResult(
         fractions=fractions.astype(np.float32),
         deletion=deletion,
@@ -122,9 +122,10 @@ def evaluate_maps(
     steps: int = 32,
     seed: int = 0,
     check: CheckFn | None = None,
+    lock: AbstractContextManager[object] | None = None,
 ) -> dict[str, FaithfulnessResult]:
     """:func:`deletion_insertion` for every map in ``maps`` (name -> ``(h, w)``), same settings for all."""
     return {
-        name: deletion_insertion(model, x, m, target, steps=steps, seed=seed, check=check)
+        name: deletion_insertion(model, x, m, target, steps=steps, seed=seed, check=check, lock=lock)
         for name, m in maps.items()
     }

@@ -155,4 +155,3 @@ def paginate(indices: Sequence[int] | np.ndarray, page: int, per_page: int) -> P
     start = (page - 1) * per_page
     items = [int(i) for i in list(indices)[start : start + per_page]]
     return Page(items=items, page=page, per_page=per_page, pages=pages, total=total)
-

@@ -114,7 +114,9 @@ class Totals:
 
 
 @contextlib.contextmanager
-def forward_hooks(modules: Iterable[tuple[str, nn.Module]], make_hook: Callable[[str], Hook]) -> Iterator[None]:
+def forward_hooks(
+    modules: Iterable[tuple[str, nn.Module]], make_hook: Callable[[str], Hook]
+) -> Iterator[None]:
     """Register ``make_hook(name)`` as a forward hook on each module; always remove them on exit."""
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
@@ -253,7 +255,9 @@ def leaf_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int | 
     if isinstance(module, nn.modules.conv._ConvNd):
         return per_sample_out * (module.in_channels // module.groups) * _prod(module.kernel_size)
     if isinstance(module, nn.Linear):
-        return (out.numel() // module.out_features) // max(batch, 1) * module.in_features * module.out_features
+        return (
+            (out.numel() // module.out_features) // max(batch, 1) * module.in_features * module.out_features
+        )
     if isinstance(module, nn.Bilinear):
         return per_sample_out * module.in1_features * module.in2_features
     if isinstance(module, _NORM_TYPES):

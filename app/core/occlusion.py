@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,13 +66,16 @@ PartialFn = Callable[[PartialMap], None]
 
 
 @contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    # Only a model left in training mode needs its flags touched (and then the lock around it).
-    if any(m.training for m in model.modules()):
-        with model_lock(model), eval_mode(model):
-            yield
-    else:
-        with nullcontext():
+def evaluating(model: nn.Module, lock: AbstractContextManager[object] | None = None) -> Iterator[None]:
+    """Around one forward: the caller's lock (if any), and eval mode for a model left in training mode.
+
+    Only a model in training mode needs its flags touched (and then this module's per-model lock too).
+    """
+    with lock if lock is not None else nullcontext():
+        if any(m.training for m in model.modules()):
+            with model_lock(model), eval_mode(model):
+                yield
+        else:
             yield
 
 
@@ -135,8 +138,10 @@ def drops_to_map(
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
-def _probabilities(model: nn.Module, batch: Tensor) -> Tensor:
-    with torch.inference_mode():
+def _probabilities(
+    model: nn.Module, batch: Tensor, lock: AbstractContextManager[object] | None = None
+) -> Tensor:
+    with evaluating(model, lock), torch.inference_mode():
         return torch.softmax(model(batch).float(), dim=1)
 
 
@@ -176,11 +181,13 @@ def occlusion(
     on_partial: PartialFn | None = None,
     progress: ProgressFn | None = None,
     check: CheckFn | None = None,
+    lock: AbstractContextManager[object] | None = None,
 ) -> OcclusionResult:
     """Occlusion map of ``x`` ``(1, C, H, W)`` for class ``target`` (top-1 when None).
 
     ``progress(fraction)`` and ``check()`` (which may raise to cancel) are called after every batch;
-    in progressive mode ``on_partial`` gets the map after each coarse-to-fine level.
+    in progressive mode ``on_partial`` gets the map after each coarse-to-fine level. ``lock`` (the
+    caller's per-model lock) is held around each batch's forward only.
     Raises ValueError for a bad window/stride/target, KeyError for an unknown baseline.
     """
     if x.dim() != 4 or x.shape[0] != 1:
@@ -190,49 +197,45 @@ def occlusion(
     starts_x = window_starts(w, window, stride)
     base = make_baseline(x, baseline, window)
     ny, nx = len(starts_y), len(starts_x)
-    with _evaluating(model):
-        p0 = _probabilities(model, x)[0]
-        if target is None:
-            target = int(p0.argmax())
-        if not 0 <= target < p0.numel():
-            raise ValueError(f"target {target} is not a class index in [0, {p0.numel() - 1}]")
-        p_orig = float(p0[target])
-        steps = _levels(ny, nx) if progressive else [1]
-        done = np.zeros((ny, nx), dtype=bool)
-        drops = np.zeros((ny, nx), dtype=np.float32)
-        evaluated = 0
-        for step in steps:
-            grid = [
-                (i, j)
-                for i in range(0, ny, step)
-                for j in range(0, nx, step)
-                if not done[i, j]
-            ]
-            for s in range(0, len(grid), batch_size):
-                if check is not None:
-                    check()
-                chunk = grid[s : s + batch_size]
-                batch = x.repeat(len(chunk), 1, 1, 1)
-                for b, (i, j) in enumerate(chunk):
-                    y0, x0 = starts_y[i], starts_x[j]
-                    batch[b, :, y0 : y0 + window, x0 : x0 + window] = base[0, :, y0 : y0 + window, x0 : x0 + window]
-                probs = _probabilities(model, batch)[:, target].numpy()
-                for b, (i, j) in enumerate(chunk):
-                    drops[i, j] = p_orig - probs[b]
-                    done[i, j] = True
-                evaluated += len(chunk)
-                if progress is not None:
-                    progress(evaluated / (ny * nx))
-            if on_partial is not None and step > 1:
-                filled = _fill_nearest(drops, step)
-                on_partial(
-                    PartialMap(
-                        map=drops_to_map(filled, starts_y, starts_x, window, (h, w)),
-                        drops=filled,
-                        fraction=evaluated / (ny * nx),
-                        step=step,
-                    )
+    p0 = _probabilities(model, x, lock)[0]
+    if target is None:
+        target = int(p0.argmax())
+    if not 0 <= target < p0.numel():
+        raise ValueError(f"target {target} is not a class index in [0, {p0.numel() - 1}]")
+    p_orig = float(p0[target])
+    steps = _levels(ny, nx) if progressive else [1]
+    done = np.zeros((ny, nx), dtype=bool)
+    drops = np.zeros((ny, nx), dtype=np.float32)
+    evaluated = 0
+    for step in steps:
+        grid = [(i, j) for i in range(0, ny, step) for j in range(0, nx, step) if not done[i, j]]
+        for s in range(0, len(grid), batch_size):
+            if check is not None:
+                check()
+            chunk = grid[s : s + batch_size]
+            batch = x.repeat(len(chunk), 1, 1, 1)
+            for b, (i, j) in enumerate(chunk):
+                y0, x0 = starts_y[i], starts_x[j]
+                batch[b, :, y0 : y0 + window, x0 : x0 + window] = base[
+                    0, :, y0 : y0 + window, x0 : x0 + window
+                ]
+            probs = _probabilities(model, batch, lock)[:, target].numpy()
+            for b, (i, j) in enumerate(chunk):
+                drops[i, j] = p_orig - probs[b]
+                done[i, j] = True
+            evaluated += len(chunk)
+            if progress is not None:
+                progress(evaluated / (ny * nx))
+        if on_partial is not None and step > 1:
+            filled = _fill_nearest(drops, step)
+            on_partial(
+                PartialMap(
+                    map=drops_to_map(filled, starts_y, starts_x, window, (h, w)),
+                    drops=filled,
+                    fraction=evaluated / (ny * nx),
+                    step=step,
                 )
+            )
     return OcclusionResult(
         drops=drops,
         map=drops_to_map(drops, starts_y, starts_x, window, (h, w)),
@@ -257,7 +260,14 @@ class PatchResult:
 
 
 def hide_patch(
-    model: nn.Module, x: Tensor, cy: int, cx: int, *, window: int = 32, baseline: str = "zeros"
+    model: nn.Module,
+    x: Tensor,
+    cy: int,
+    cx: int,
+    *,
+    window: int = 32,
+    baseline: str = "zeros",
+    lock: AbstractContextManager[object] | None = None,
 ) -> PatchResult:
     """Hide the ``window``-sized square centred at pixel (cy, cx) of ``x`` ``(1, C, H, W)``.
 
@@ -272,8 +282,7 @@ def hide_patch(
     base = make_baseline(x, baseline, window)
     hidden = x.clone()
     hidden[:, :, y0 : y0 + window, x0 : x0 + window] = base[:, :, y0 : y0 + window, x0 : x0 + window]
-    with _evaluating(model):
-        probs = _probabilities(model, torch.cat([x, hidden])).numpy()
+    probs = _probabilities(model, torch.cat([x, hidden]), lock).numpy()
     return PatchResult(before=probs[0], after=probs[1], box=(y0, x0, y0 + window, x0 + window))
 
 

@@ -111,9 +111,7 @@ class RFState:
 
     def collapse(self, height: int, width: int) -> RFState:
         """Union of the RFs of all ``height x width`` positions (global pooling, flatten)."""
-        return replace(
-            self, h=self.h.kernel(height, 1, 0), w=self.w.kernel(width, 1, 0), grid=False
-        )
+        return replace(self, h=self.h.kernel(height, 1, 0), w=self.w.kernel(width, 1, 0), grid=False)
 
 
 @dataclass(frozen=True)
@@ -198,7 +196,9 @@ def _adaptive_axis(axis: AxisRF, size_in: int, size_out: int) -> tuple[AxisRF, b
         math.ceil((i + 1) * size_in / size_out) - math.floor(i * size_in / size_out) for i in range(size_out)
     )
     stride = size_in / size_out
-    return AxisRF(axis.size + (widest - 1) * axis.jump, axis.jump * stride, axis.start + (widest - 1) / 2 * axis.jump), True
+    return AxisRF(
+        axis.size + (widest - 1) * axis.jump, axis.jump * stride, axis.start + (widest - 1) / 2 * axis.jump
+    ), True
 
 
 class _RFTracker(TorchFunctionMode):

@@ -82,9 +82,11 @@ class CTPhantom:
 def _ellipse(
     u: np.ndarray, v: np.ndarray, cx: float, cy: float, ax: float, ay: float, angle: float = 0.0
 ) -> np.ndarray:
-    """Level function of an ellipse on normalised coordinates: < 1 inside. (H, W) -> (H, W)."""
-    c, s = math.cos(angle), math.sin(angle)
+    """Level function of an ellipse on normalised coordinates: < 1 inside. (1, W), (H, 1) -> (H, W)."""
     du, dv = u - cx, v - cy
+    if angle == 0.0:  # separable: the 1-D terms broadcast once, far cheaper than full-image arithmetic
+        return np.asarray((du / ax) ** 2 + (dv / ay) ** 2)
+    c, s = math.cos(angle), math.sin(angle)
     x = (c * du + s * dv) / ax
     y = (-s * du + c * dv) / ay
     return np.asarray(x * x + y * y)
@@ -100,6 +102,44 @@ def _paint(img: np.ndarray, weight: np.ndarray, value: float) -> None:
     """Blend ``value`` into ``img`` in place where ``weight`` (in [0, 1]) is set."""
     img *= 1.0 - weight
     img += weight * value
+
+
+def _window(coords: np.ndarray, lo: float, hi: float) -> slice:
+    """Index range of the sorted 1-D ``coords`` that covers [lo, hi] (small shapes touch few pixels)."""
+    return slice(int(np.searchsorted(coords, lo)), int(np.searchsorted(coords, hi, side="right")))
+
+
+def _paint_ellipse(
+    img: np.ndarray,
+    coords: np.ndarray,
+    cx: float,
+    cy: float,
+    ax: float,
+    ay: float,
+    angle: float,
+    value: float,
+) -> None:
+    """Paint a small soft-edged ellipse (normalised coordinates) into ``img`` (H, W), touching only its box."""
+    reach = max(ax, ay) + 4.0 * float(coords[1] - coords[0])
+    rows, cols = _window(coords, cy - reach, cy + reach), _window(coords, cx - reach, cx + reach)
+    u, v = coords[None, cols], coords[rows, None]
+    level = _ellipse(u, v, cx, cy, ax, ay, angle)
+    edge = 2.0 * float(coords[1] - coords[0])
+    _paint(img[rows, cols], _soft(level, edge / min(ax, ay)), value)
+
+
+def _paint_disc(img: np.ndarray, row: float, col: float, radius: float, value: float) -> None:
+    """Paint a disc (pixel coordinates) with a one-pixel soft rim into ``img`` (H, W), touching only its box."""
+    h, w = img.shape
+    r0, r1 = max(0, int(row - radius - 2)), min(h, int(row + radius + 3))
+    c0, c1 = max(0, int(col - radius - 2)), min(w, int(col + radius + 3))
+    if r0 >= r1 or c0 >= c1:
+        return
+    rr = np.arange(r0, r1, dtype=np.float64)[:, None]
+    cc = np.arange(c0, c1, dtype=np.float64)[None, :]
+    dist = np.sqrt((rr - row) ** 2 + (cc - col) ** 2)
+    # Soft rim of about one pixel: round, partial-volumed edges rather than pixel staircases.
+    _paint(img[r0:r1, c0:c1], np.clip(radius + 0.5 - dist, 0.0, 1.0), value)
 
 
 def ct_phantom(
@@ -122,7 +162,7 @@ def ct_phantom(
         raise ValueError("size must be at least 32 pixels")
     scale = size / _REFERENCE_SIZE
     coords = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
-    v, u = np.meshgrid(coords, coords, indexing="ij")  # v: rows (anterior at top), u: columns
+    u, v = coords[None, :], coords[:, None]  # u: columns, v: rows (anterior at the top)
     edge = 4.0 / size  # rim width of soft edges in level units, about one pixel
 
     # Anatomy parameters, all drawn first and in a fixed order (keeps slices reproducible).
@@ -163,14 +203,14 @@ def ct_phantom(
             t = math.radians(-75.0 + 150.0 * k / max(n_ribs - 1, 1)) + rib_jitter[0, k]
             rx = side * (body_ax - fat - 0.05) * math.cos(t)
             ry = body_cy + (body_ay - fat - 0.05) * math.sin(t) + rib_jitter[1, k]
-            _paint(img, _soft(_ellipse(u, v, rx, ry, 0.045, 0.028, t), edge / 0.03), _BONE)
-    _paint(img, _soft(_ellipse(u, v, 0.0, body_cy - body_ay + fat + 0.05, 0.06, 0.035), edge / 0.03), _BONE)
+            _paint_ellipse(img, coords, rx, ry, 0.045, 0.028, t, _BONE)
+    _paint_ellipse(img, coords, 0.0, body_cy - body_ay + fat + 0.05, 0.06, 0.035, 0.0, _BONE)
 
     # Lungs, dependent parts a little denser (brighter) as in a supine patient.
     lung_soft = np.zeros_like(img)
     for cx, cy, ax, ay, tilt in lung_params:
         lung_soft = np.maximum(lung_soft, _soft(_ellipse(u, v, cx, cy, ax, ay, tilt), edge / ax))
-    gradient = _LUNG + lung_tone + 0.04 * np.clip(v + 0.4, 0.0, 1.2)
+    gradient = np.broadcast_to(_LUNG + lung_tone + 0.04 * np.clip(v + 0.4, 0.0, 1.2), (size, size))
 
     # Mediastinum (heart, aorta, spine) is drawn over the lungs' medial edges.
     medi_soft = np.maximum(
@@ -195,26 +235,22 @@ def ct_phantom(
     lung_img = gradient.copy()
     lung_mask = lung_weight > 0.5
     lung_rows, lung_cols = np.nonzero(lung_mask)
-    rows = np.arange(size, dtype=np.float64)[:, None]
-    cols = np.arange(size, dtype=np.float64)[None, :]
     if lung_rows.size:
         idx = (vessel_rc[:, 0] * lung_rows.size).astype(int)
         for i, j in enumerate(idx):
-            d2 = (rows - lung_rows[j]) ** 2 + (cols - lung_cols[j] + vessel_rc[i, 1] - 0.5) ** 2
-            _paint(lung_img, np.clip(vessel_r[i] + 0.5 - np.sqrt(d2), 0.0, 1.0), float(vessel_value[i]))
+            col = float(lung_cols[j]) - vessel_rc[i, 1] + 0.5
+            _paint_disc(lung_img, float(lung_rows[j]), col, float(vessel_r[i]), float(vessel_value[i]))
 
     placed = _place_nodules(nodules, lung_mask, u, size, scale, radius_range, nodule_seed)
     for nod, value in placed:
-        dist = np.sqrt((rows - nod.row) ** 2 + (cols - nod.col) ** 2)
-        # Soft rim of about one pixel so nodules look round and partial-volumed rather than pixelated.
-        _paint(lung_img, np.clip(nod.radius + 0.5 - dist, 0.0, 1.0), value)
+        _paint_disc(lung_img, nod.row, nod.col, nod.radius, value)
 
     _paint(img, lung_weight, 0.0)
     img += lung_weight * lung_img
     _paint(img, medi_soft * (body_level < 1.0), _BLOOD)
     _paint(img, aorta_soft, _BLOOD + 0.04)
     _paint(img, spine_soft, _BONE)
-    _paint(img, _soft(_ellipse(u, v, 0.0, spine_cy - 0.005, 0.085, 0.07), edge / 0.08), _MARROW)
+    _paint_ellipse(img, coords, 0.0, spine_cy - 0.005, 0.085, 0.07, 0.0, _MARROW)
     _paint(img, process_soft, _BONE)
     _paint(img, canal_soft, _SOFT - 0.06)
 
@@ -259,7 +295,7 @@ def _place_nodules(
         # Prefer the drawn lung; if it is full, try the other one, then a smaller nodule.
         for attempt in range(12):
             side = first if attempt % 2 == 0 else 1 - first
-            in_side = (u < 0) if side == 0 else (u >= 0)
+            in_side = np.broadcast_to((u < 0) if side == 0 else (u >= 0), lung_mask.shape)
             ok = in_side & (depth >= radius + 1.5)
             for prev, _ in placed:  # keep nodules apart so they stay countable
                 ok &= (rr - prev.row) ** 2 + (cc - prev.col) ** 2 > (prev.radius + radius + 2.0) ** 2
@@ -342,7 +378,9 @@ def _draw_font_digit(digit: int, rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(glyph)
     font = _font(96)
     stroke = int(rng.integers(0, 7))
-    draw.text((_CANVAS // 2, _CANVAS // 2), str(digit), fill=255, font=font, stroke_width=stroke, stroke_fill=255)
+    draw.text(
+        (_CANVAS // 2, _CANVAS // 2), str(digit), fill=255, font=font, stroke_width=stroke, stroke_fill=255
+    )
     box = glyph.getbbox()
     if box is None:  # cannot happen with a real font; keep a defined result anyway
         return Image.new("L", (_CANVAS, _CANVAS), 0)

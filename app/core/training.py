@@ -119,9 +119,9 @@ BUILTIN_RECIPES: dict[str, BuiltinRecipe] = {
         input_size=(28, 28),
         in_channels=1,
         make_data=lambda n, seed, size: synthetic.digit_dataset(n, seed, size),
-        train_size=12000,
-        test_size=2000,
-        epochs=6,
+        train_size=8000,
+        test_size=1000,
+        epochs=5,
         batch_size=64,
         lr=0.005,
         weight_decay=1e-4,
@@ -205,7 +205,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _layer_table(model: nn.Module, input_size: tuple[int, int], in_channels: int) -> list[tuple[str, str, str, int]]:
+def _layer_table(
+    model: nn.Module, input_size: tuple[int, int], in_channels: int
+) -> list[tuple[str, str, str, int]]:
     """(dotted name, module type, output shape, parameter count) of every leaf layer for the model card."""
     rows: list[tuple[str, str, str, int]] = []
     handles = []
@@ -350,10 +352,12 @@ def train_builtin(
                 loss.backward()
                 optimiser.step()
                 schedule.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
                 seen += len(idx)
                 correct += int((logits.argmax(1) == yb).sum())
-            log(f"[{name}] epoch {epoch + 1}/{epochs}: loss {total / seen:.4f}, train accuracy {correct / seen:.4f}")
+            log(
+                f"[{name}] epoch {epoch + 1}/{epochs}: loss {total / seen:.4f}, train accuracy {correct / seen:.4f}"
+            )
         model.eval()
         accuracy = evaluate_accuracy(model, x_test, y_test, mean, std)
     log(f"[{name}] held-out test accuracy {accuracy:.4f} on {n_test} images")
@@ -382,7 +386,12 @@ def train_builtin(
     _atomic_write(paths[2], _model_card(recipe, meta, model, quick).encode())
     seconds = time.perf_counter() - started
     log(f"[{name}] wrote {', '.join(str(p) for p in paths)} in {seconds:.1f} s")
-    return {**meta, "parameters": count_parameters(model), "seconds": seconds, "files": [str(p) for p in paths]}
+    return {
+        **meta,
+        "parameters": count_parameters(model),
+        "seconds": seconds,
+        "files": [str(p) for p in paths],
+    }
 
 
 def train_all_builtin(

@@ -43,6 +43,7 @@ def predict_page(
     k: int = 5,
 ) -> HTMLResponse:
     model = model or registry.default_model()
+    registry.spec(model)  # an unknown name is a 404 with the choices, before anything renders
     context: dict[str, object] = {"image_id": image_id, "model": model, "weights": weights, "k": k}
     if image_id:
         loaded = registry.get(model, weights)

@@ -160,7 +160,7 @@ def test_unknown_method_and_layer() -> None:
         cam.compute_cams(model, x, ["nocam"], "features")
     with pytest.raises(KeyError):
         cam.compute_cams(model, x, ["gradcam"], "features.9")
-    with pytest.raises(ValueError, match="4-D|D output"):
+    with pytest.raises(ValueError, match=r"\d-D output"):
         cam.compute_cams(model, x, ["gradcam"], "fc")
     assert_model_clean(model)
 
@@ -177,7 +177,9 @@ def test_concurrent_calls_do_not_corrupt_each_other() -> None:
         try:
             for rep in range(3):
                 for i, x in enumerate(inputs):
-                    results[(worker, rep * 10 + i)] = cam.compute_cams(model, x, methods, "features", target=i).maps
+                    results[(worker, rep * 10 + i)] = cam.compute_cams(
+                        model, x, methods, "features", target=i
+                    ).maps
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -1,0 +1,93 @@
+"""JSON twins of the convolution lab: /convolve, /filter, /cost, /kernels, /presets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from app.api.schemas_convolution import (
+    ConvolveRequest,
+    ConvolveResponse,
+    FilterRequest,
+    FilterResponse,
+    KernelOut,
+    PresetOut,
+)
+from app.deps import ImageStoreDep
+from app.services import convolution as svc
+
+router = APIRouter(prefix="/api/v1", tags=["convolution"])
+
+
+@router.post("/convolve", response_model=ConvolveResponse)
+def convolve_route(body: ConvolveRequest) -> dict[str, Any]:
+    """Convolve a matrix (<= 16x16) with a kernel (<= 7x7); every output cell's multiply-and-sum is written out."""
+    params = svc.validate_playground(
+        body.input,
+        body.kernel,
+        padding=body.padding,
+        amount=body.amount,
+        stride=body.stride,
+        dilation=body.dilation,
+        flip=body.flip,
+        relu=body.relu,
+        pool=body.pool,
+        pool_size=body.pool_size,
+        pool_stride=body.pool_stride,
+    )
+    return svc.playground_json(svc.run_playground(params, body.steps), body.steps)
+
+
+@router.post("/filter", response_model=FilterResponse)
+def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
+    """Filter an image with named or explicit kernels; feature maps as JSON numbers, a PNG grid, or .npy."""
+    params = svc.FilterParams(
+        image_id=body.image_id,
+        kernels=[svc.KernelRequest(k.name, k.weights, k.label, k.channel_weights) for k in body.kernels],
+        mode=body.mode,
+        padding=body.padding,
+        stride=body.stride,
+        flip=body.flip,
+        relu=body.relu,
+        pool=body.pool,
+        pool_size=body.pool_size,
+        pool_stride=body.pool_stride,
+        magnitude=body.magnitude,
+        scale=body.scale,
+        max_side=body.max_side,
+    )
+    outcome = svc.run_filter(store, params)
+    if body.format == "png":
+        return Response(svc.maps_png(outcome, body.index), media_type="image/png")
+    if body.format == "npy":
+        return Response(svc.maps_npy(outcome, body.index), media_type="application/octet-stream")
+    return svc.maps_json(outcome, body.index)
+
+
+@router.get("/cost")
+def cost_route(
+    height: int = Query(256, ge=1, le=100_000),
+    width: int = Query(256, ge=1, le=100_000),
+    channels: int = Query(1, ge=1, le=10_000),
+    fc_outputs: int | None = Query(None, ge=1, le=10_000_000_000, description="Defaults to height x width."),
+    filters: int = Query(1, ge=1, le=100_000),
+    kernel: int = Query(3, ge=1, le=1_000),
+    stride: int = Query(1, ge=1, le=1_000),
+    padding: int | None = Query(None, ge=0, le=1_000, description="Defaults to kernel // 2 ('same')."),
+) -> dict[str, object]:
+    """Weights and multiplications of a fully-connected layer vs a convolution (the lecture's defaults)."""
+    return svc.cost(height, width, channels, fc_outputs, filters, kernel, stride, padding).as_dict()
+
+
+@router.get("/kernels", response_model=list[KernelOut])
+def kernels_route() -> list[dict[str, object]]:
+    """The named kernel library, each with one line on what it detects."""
+    return [k.as_dict() for k in svc.list_kernels()]
+
+
+@router.get("/presets", response_model=list[PresetOut])
+def presets_route() -> list[dict[str, object]]:
+    """The lecture's worked examples, computed; slide grids that are wrong come with a note."""
+    return [p.as_dict() for p in svc.list_presets()]

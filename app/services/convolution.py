@@ -1,0 +1,586 @@
+"""Use cases of the convolution lab, shared by the JSON API and the HTML pages.
+
+Validates what a client sent (naming the field), calls the pure core, and turns the results into
+pictures and plain numbers. Core errors (ConvolutionError, PoolingError, CostError) become
+:class:`app.errors.InvalidInput` with the same field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from app.core import conv_cost, convolution, kernels, lecture_presets, pooling
+from app.core.convolution import CellStep, ConvResult, KernelInput
+from app.core.rendering import colorize, encode_npy, encode_png, signed_limits, tile_grid, upscale_nearest
+from app.errors import InvalidInput, NotFound
+from app.services.images import ImageStore
+
+MAX_GRID = 16
+MAX_PLAYGROUND_KERNEL = 7
+MAX_FILTER_KERNEL = 11
+MAX_KERNELS = 8
+SIGNED_CMAP = "rdbu"
+MAGNITUDE_CMAP = "viridis"
+
+
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Turn the core's ValueErrors (which carry a field) into a 422 naming that field."""
+    try:
+        yield
+    except (convolution.ConvolutionError, pooling.PoolingError, conv_cost.CostError) as exc:
+        raise InvalidInput(exc.message, field=exc.field) from exc
+
+
+# ------------------------------------------------------------------------------------------ grids
+
+
+def parse_number(text: object, field_name: str) -> float:
+    """One cell: a finite number (typed text like '0.25', '-3', '1e-2'), else a 422 naming the cell."""
+    if isinstance(text, bool):
+        raise InvalidInput(f"{field_name} must be a number", field=field_name)
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        s = str(text).strip().replace("−", "-")
+        if s == "":
+            raise InvalidInput(f"{field_name} is empty: type a number", field=field_name)
+        try:
+            value = float(s)
+        except ValueError:
+            raise InvalidInput(f"{field_name}: {s[:20]!r} is not a number", field=field_name) from None
+    if not math.isfinite(value):
+        raise InvalidInput(f"{field_name} must be a finite number", field=field_name)
+    return value
+
+
+def to_matrix(
+    value: object,
+    field_name: str,
+    *,
+    max_rows: int,
+    max_cols: int,
+    odd: bool = False,
+    square: bool = False,
+    min_size: int = 1,
+) -> NDArray[np.float64]:
+    """Rows of numbers -> ``(R, C)`` float64, checking shape limits; errors name ``field_name[r][c]``."""
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes) or not value:
+        raise InvalidInput(f"{field_name} must be a non-empty list of rows", field=field_name)
+    rows: list[list[float]] = []
+    for r, row in enumerate(value):
+        if not isinstance(row, Sequence) or isinstance(row, str | bytes) or not row:
+            raise InvalidInput(
+                f"{field_name}[{r}] must be a non-empty row of numbers", field=f"{field_name}[{r}]"
+            )
+        rows.append([parse_number(v, f"{field_name}[{r}][{c}]") for c, v in enumerate(row)])
+    width = len(rows[0])
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise InvalidInput(
+                f"{field_name}: row {r} has {len(row)} numbers but row 0 has {width}; rows must be equally long",
+                field=f"{field_name}[{r}]",
+            )
+    n_rows = len(rows)
+    if n_rows > max_rows or width > max_cols:
+        raise InvalidInput(
+            f"{field_name} is {n_rows}x{width}; the largest allowed is {max_rows}x{max_cols}",
+            field=field_name,
+        )
+    if n_rows < min_size or width < min_size:
+        raise InvalidInput(f"{field_name} must be at least {min_size}x{min_size}", field=field_name)
+    if square and n_rows != width:
+        raise InvalidInput(f"{field_name} must be square (got {n_rows}x{width})", field=field_name)
+    if odd and (n_rows % 2 == 0 or width % 2 == 0):
+        raise InvalidInput(
+            f"{field_name} is {n_rows}x{width}: kernel sizes must be odd (1, 3, 5, ... {max_rows}) so the "
+            "kernel has a centre pixel",
+            field=field_name,
+        )
+    return np.array(rows, dtype=np.float64)
+
+
+def parse_form_grid(form: Mapping[str, Any], prefix: str, rows: int, cols: int) -> list[list[float]]:
+    """Cells posted by the playground as ``{prefix}_{r}_{c}``; a bad cell's error names that input."""
+    out: list[list[float]] = []
+    for r in range(rows):
+        row: list[float] = []
+        for c in range(cols):
+            name = f"{prefix}_{r}_{c}"
+            row.append(parse_number(form.get(name, "0"), name))
+        out.append(row)
+    return out
+
+
+# ------------------------------------------------------------------------------------- playground
+
+
+@dataclass(frozen=True)
+class PlaygroundParams:
+    """Everything the matrix playground (and POST /api/v1/convolve) takes."""
+
+    input: NDArray[np.float64]
+    kernel: NDArray[np.float64]
+    padding: str = "none"
+    amount: int = 0
+    stride: int = 1
+    dilation: int = 1
+    flip: bool = False
+    relu: bool = False
+    pool: str | None = None
+    pool_size: int = 2
+    pool_stride: int | None = None
+
+
+@dataclass(frozen=True)
+class PlaygroundOutcome:
+    """A playground run: the convolution, its steps, and the ReLU / pooling / flatten stages."""
+
+    params: PlaygroundParams
+    result: ConvResult
+    steps: list[CellStep]
+    relu_output: NDArray[np.float64] | None
+    pool_source: NDArray[np.float64]
+    pooled: pooling.PoolResult | None
+    windows: list[pooling.PoolWindow]
+    flattened: NDArray[np.float64]
+
+    @property
+    def final(self) -> NDArray[np.float64]:
+        """The last stage's grid (what is flattened)."""
+        if self.pooled is not None:
+            return np.asarray(self.pooled.output, dtype=np.float64)
+        return self.pool_source
+
+
+def validate_playground(
+    input_grid: object,
+    kernel_grid: object,
+    *,
+    padding: str = "none",
+    amount: int = 0,
+    stride: int = 1,
+    dilation: int = 1,
+    flip: bool = False,
+    relu: bool = False,
+    pool: str | None = None,
+    pool_size: int = 2,
+    pool_stride: int | None = None,
+) -> PlaygroundParams:
+    """Check sizes and settings, naming the field: grids <= 16x16, kernels 1x1..7x7, stride >= 1."""
+    x = to_matrix(input_grid, "input", max_rows=MAX_GRID, max_cols=MAX_GRID)
+    k = to_matrix(kernel_grid, "kernel", max_rows=MAX_PLAYGROUND_KERNEL, max_cols=MAX_PLAYGROUND_KERNEL)
+    if padding not in convolution.PADDING_MODES:
+        raise InvalidInput(f"padding must be one of {', '.join(convolution.PADDING_MODES)}", field="padding")
+    if stride < 1:
+        raise InvalidInput(
+            "stride must be at least 1 (a stride of 0 would never move the kernel)", field="stride"
+        )
+    if dilation < 1:
+        raise InvalidInput("dilation must be at least 1", field="dilation")
+    if not 0 <= amount <= 8:
+        raise InvalidInput("padding amount must be between 0 and 8", field="amount")
+    if pool is not None and pool not in pooling.POOL_KINDS:
+        raise InvalidInput("pool must be max or avg", field="pool")
+    return PlaygroundParams(x, k, padding, amount, stride, dilation, flip, relu, pool, pool_size, pool_stride)
+
+
+def run_playground(params: PlaygroundParams, with_steps: bool = True) -> PlaygroundOutcome:
+    """Convolve, write out every cell, then ReLU -> pool -> flatten as asked."""
+    with domain_errors():
+        res = convolution.convolve(
+            params.input,
+            params.kernel,
+            padding=params.padding,
+            amount=params.amount,
+            stride=params.stride,
+            dilation=params.dilation,
+            flip=params.flip,
+        )
+        steps = convolution.all_steps(res) if with_steps else []
+        relu_out = np.asarray(pooling.relu(res.output), dtype=np.float64) if params.relu else None
+        source = relu_out if relu_out is not None else res.output
+        pooled = None
+        windows: list[pooling.PoolWindow] = []
+        if params.pool is not None:
+            pooled = pooling.pool(source, params.pool, params.pool_size, params.pool_stride)
+            windows = pooling.pool_windows(source, pooled)
+        final = np.asarray(pooled.output if pooled is not None else source, dtype=np.float64)
+    return PlaygroundOutcome(
+        params=params,
+        result=res,
+        steps=steps,
+        relu_output=relu_out,
+        pool_source=source,
+        pooled=pooled,
+        windows=windows,
+        flattened=np.asarray(pooling.flatten(final), dtype=np.float64),
+    )
+
+
+def playground_json(outcome: PlaygroundOutcome, with_steps: bool = True) -> dict[str, Any]:
+    """The API twin's body (see ConvolveResponse)."""
+    res = outcome.result
+    pooled: dict[str, Any] | None = None
+    if outcome.pooled is not None:
+        pooled = {
+            "kind": outcome.pooled.kind,
+            "size": outcome.pooled.size,
+            "stride": outcome.pooled.stride,
+            "output": outcome.pooled.output.tolist(),
+            "windows": [w.as_dict() for w in outcome.windows],
+        }
+    return {
+        "output": res.output.tolist(),
+        "shape": list(res.output.shape),
+        "padded": res.padded.tolist(),
+        "kernel_applied": res.kernel.tolist(),
+        "padding": res.padding,
+        "amount": res.amount,
+        "stride": res.stride,
+        "dilation": res.dilation,
+        "flip": res.flip,
+        "flip_sentence": convolution.FLIP_SENTENCE,
+        "formulas": [f.as_dict() for f in res.formulas],
+        "steps": [s.as_dict() for s in outcome.steps] if with_steps else None,
+        "relu": outcome.relu_output.tolist() if outcome.relu_output is not None else None,
+        "pooled": pooled,
+        "flattened": outcome.flattened.tolist(),
+    }
+
+
+def list_presets() -> list[lecture_presets.LecturePreset]:
+    return lecture_presets.list_presets()
+
+
+def get_preset(name: str) -> lecture_presets.LecturePreset:
+    try:
+        return lecture_presets.get_preset(name)
+    except KeyError:
+        names = [p.name for p in lecture_presets.list_presets()]
+        raise NotFound(f"no preset called {name!r}", field="preset", choices=names) from None
+
+
+# ---------------------------------------------------------------------------------------- kernels
+
+
+def list_kernels() -> list[kernels.NamedKernel]:
+    return kernels.list_kernels()
+
+
+def get_kernel(name: str, field_name: str = "name") -> kernels.NamedKernel:
+    try:
+        return kernels.get_kernel(name)
+    except KeyError:
+        raise InvalidInput(
+            f"no kernel called {name!r}; see GET /api/v1/kernels",
+            field=field_name,
+            choices=sorted(kernels.KERNELS),
+        ) from None
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """A kernel asked for by name or given as weights (2-D, or 3-D with one grid per channel)."""
+
+    name: str | None = None
+    weights: object | None = None
+    label: str | None = None
+    channel_weights: Sequence[float] | None = None
+
+
+def resolve_kernel(req: KernelRequest, index: int, channels: int, mode: str) -> KernelInput:
+    """Library name or explicit odd-sized weights (1..11) -> a core KernelInput, errors name the field."""
+    fld = f"kernels[{index}]"
+    if req.weights is None:
+        if not req.name:
+            raise InvalidInput("give a kernel name or its weights", field=f"{fld}.name")
+        named = get_kernel(req.name, f"{fld}.name")
+        w: NDArray[np.float64] = named.weights
+        label = req.label or named.title
+    else:
+        data = req.weights
+        is_3d = (
+            isinstance(data, Sequence)
+            and len(data) > 0
+            and isinstance(data[0], Sequence)
+            and len(data[0]) > 0
+            and isinstance(data[0][0], Sequence)
+            and not isinstance(data[0][0], str)
+        )
+        if is_3d:
+            assert isinstance(data, Sequence)
+            if mode != "3d":
+                raise InvalidInput("3-D kernel weights need mode '3d'", field=f"{fld}.weights")
+            if len(data) != channels:
+                raise InvalidInput(
+                    f"a 3-D kernel needs one grid per image channel ({channels}), got {len(data)}",
+                    field=f"{fld}.weights",
+                )
+            grids = [
+                to_matrix(
+                    g, f"{fld}.weights[{d}]", max_rows=MAX_FILTER_KERNEL, max_cols=MAX_FILTER_KERNEL, odd=True
+                )
+                for d, g in enumerate(data)
+            ]
+            if any(g.shape != grids[0].shape for g in grids):
+                raise InvalidInput(
+                    "every depth slice of a 3-D kernel must have the same size", field=f"{fld}.weights"
+                )
+            w = np.stack(grids)
+        else:
+            w = to_matrix(
+                data, f"{fld}.weights", max_rows=MAX_FILTER_KERNEL, max_cols=MAX_FILTER_KERNEL, odd=True
+            )
+        label = req.label or req.name or f"custom {w.shape[-2]}x{w.shape[-1]}"
+    if req.channel_weights is not None:
+        if mode != "3d" or w.ndim != 2:
+            raise InvalidInput(
+                "channel_weights apply to a 2-D kernel in mode '3d'", field=f"{fld}.channel_weights"
+            )
+        cw = [parse_number(v, f"{fld}.channel_weights[{i}]") for i, v in enumerate(req.channel_weights)]
+        if len(cw) != channels:
+            raise InvalidInput(
+                f"channel_weights needs {channels} numbers (one per channel)", field=f"{fld}.channel_weights"
+            )
+        w = np.stack([c * w for c in cw])
+        label = f"{label} [{', '.join(convolution.format_number(c) for c in cw)}]"
+    return KernelInput(name=label, weights=w)
+
+
+# ----------------------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    image_id: str
+    kernels: list[KernelRequest]
+    mode: str = "grey"
+    padding: str = "zeros"
+    stride: int = 1
+    flip: bool = False
+    relu: bool = False
+    pool: str | None = None
+    pool_size: int = 2
+    pool_stride: int | None = None
+    magnitude: bool = False
+    scale: str = "each"
+    max_side: int | None = None
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """One displayed map ``(H, W)`` float32 with its colour limits and summary numbers."""
+
+    index: int
+    label: str
+    kernel: str
+    channel: str | None
+    values: NDArray[np.float32]
+    vmin: float
+    vmax: float
+    cmap: str
+
+    @property
+    def signed(self) -> bool:
+        return self.cmap == SIGNED_CMAP
+
+    def stats(self) -> dict[str, float]:
+        v = self.values
+        return {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean())}
+
+
+@dataclass(frozen=True)
+class FilterOutcome:
+    image_id: str
+    image: NDArray[np.float32]
+    original_shape: tuple[int, ...]
+    mode: str
+    kernels: list[KernelInput]
+    maps: list[FeatureMap]
+    notes: list[str] = field(default_factory=list)
+    params: FilterParams | None = None
+
+
+def _downscale(image: NDArray[np.float32], max_side: int) -> NDArray[np.float32]:
+    """Antialiased bilinear downscale so the longer side is ``max_side`` (never upscales)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    t = torch.from_numpy(np.ascontiguousarray(image))
+    t = t[None, None] if image.ndim == 2 else t.permute(2, 0, 1)[None]
+    out = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    arr = out[0] if image.ndim == 2 else out.permute(1, 2, 0)
+    return np.ascontiguousarray(arr.numpy().clip(0.0, 1.0))
+
+
+def run_filter(store: ImageStore, params: FilterParams) -> FilterOutcome:
+    """Load the image, resolve the kernels, filter, then ReLU / pool / magnitude for display."""
+    if not params.kernels:
+        raise InvalidInput("give at least one kernel", field="kernels")
+    if len(params.kernels) > MAX_KERNELS:
+        raise InvalidInput(f"at most {MAX_KERNELS} kernels at once", field="kernels")
+    original = store.load(params.image_id)
+    image = _downscale(original, params.max_side) if params.max_side else original
+    channels = 1 if image.ndim == 2 else int(image.shape[2])
+    notes: list[str] = []
+    if image.shape != original.shape:
+        notes.append(
+            f"The image was downscaled from {original.shape[1]}x{original.shape[0]} to "
+            f"{image.shape[1]}x{image.shape[0]} pixels before filtering."
+        )
+    if channels == 1 and params.mode != "grey":
+        notes.append("The image is greyscale (one channel), so per-channel and 3-D filtering equal 'grey'.")
+    resolved = [resolve_kernel(k, i, channels, params.mode) for i, k in enumerate(params.kernels)]
+    with domain_errors():
+        result = convolution.apply_kernels(
+            image, resolved, mode=params.mode, padding=params.padding, stride=params.stride, flip=params.flip
+        )
+        arrays: list[NDArray[np.float32]] = []
+        for m in result.maps:
+            a = np.maximum(m, 0) if params.relu else m
+            if params.pool is not None:
+                a = pooling.pool(a, params.pool, params.pool_size, params.pool_stride).output
+            arrays.append(np.abs(a) if params.magnitude else a)
+    signed = not params.magnitude and not params.relu
+    cmap = SIGNED_CMAP if signed else MAGNITUDE_CMAP
+    shared: tuple[float, float] | None = None
+    if params.scale == "shared":
+        everything = np.concatenate([a.ravel() for a in arrays])
+        shared = _limits(everything, signed)
+    maps = [
+        FeatureMap(
+            index=i,
+            label=result.labels[i],
+            kernel=resolved[result.kernel_index[i]].name,
+            channel=result.channel[i],
+            values=a.astype(np.float32, copy=False),
+            vmin=(shared or _limits(a, signed))[0],
+            vmax=(shared or _limits(a, signed))[1],
+            cmap=cmap,
+        )
+        for i, a in enumerate(arrays)
+    ]
+    if params.relu:
+        notes.append("ReLU set every negative value to 0, so the maps use a sequential colour map from 0.")
+    return FilterOutcome(params.image_id, image, original.shape, params.mode, resolved, maps, notes, params)
+
+
+def _limits(values: NDArray[np.floating], signed: bool) -> tuple[float, float]:
+    if signed:
+        return signed_limits(values)
+    hi = float(values.max()) if values.size else 1.0
+    return 0.0, hi if hi > 0 else 1.0
+
+
+def select_maps(outcome: FilterOutcome, index: int | None) -> list[FeatureMap]:
+    if index is None:
+        return outcome.maps
+    if not 0 <= index < len(outcome.maps):
+        raise InvalidInput(f"index must be between 0 and {len(outcome.maps) - 1}", field="index")
+    return [outcome.maps[index]]
+
+
+def map_picture(fm: FeatureMap, min_side: int = 0) -> NDArray[np.uint8]:
+    """A map coloured with its limits -> uint8 ``(H, W, 3)``, blown up to about ``min_side`` if small."""
+    img = colorize(fm.values, fm.cmap, fm.vmin, fm.vmax)
+    side = max(fm.values.shape)
+    if min_side and side < min_side:
+        img = upscale_nearest(img, max(1, min_side // side))
+    return img
+
+
+def maps_png(outcome: FilterOutcome, index: int | None = None, ncols: int | None = None) -> bytes:
+    """One map, or all of them side by side in a grid, as PNG bytes."""
+    chosen = select_maps(outcome, index)
+    tiles = [map_picture(m) for m in chosen]
+    if len(tiles) == 1:
+        return encode_png(tiles[0])
+    per_row = ncols or (3 if outcome.mode == "per_channel" and len(tiles) % 3 == 0 else min(4, len(tiles)))
+    return encode_png(tile_grid(tiles, per_row, pad=4))
+
+
+def maps_npy(outcome: FilterOutcome, index: int | None = None) -> bytes:
+    """The raw map values as .npy: ``(N, H, W)`` float32 (or ``(H, W)`` with ``index``)."""
+    chosen = select_maps(outcome, index)
+    if index is not None:
+        return encode_npy(chosen[0].values)
+    shapes = {m.values.shape for m in chosen}
+    if len(shapes) != 1:
+        raise InvalidInput(
+            "the maps have different sizes (padding 'none' with kernels of different sizes); ask for one "
+            "with index",
+            field="index",
+        )
+    return encode_npy(np.stack([m.values for m in chosen]))
+
+
+def rounded(values: NDArray[np.floating], digits: int = 5) -> list[list[float]]:
+    """Values rounded to about ``digits`` significant figures, so JSON stays compact."""
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    decimals = digits - (math.floor(math.log10(peak)) + 1) if peak > 0 else digits
+    out: list[list[float]] = np.round(values.astype(np.float64), max(0, decimals)).tolist()
+    return out
+
+
+def maps_json(outcome: FilterOutcome, index: int | None = None, with_values: bool = True) -> dict[str, Any]:
+    """The API twin's JSON body (see FilterResponse)."""
+    chosen = select_maps(outcome, index)
+    return {
+        "image_id": outcome.image_id,
+        "mode": outcome.mode,
+        "input_shape": list(outcome.image.shape),
+        "original_shape": list(outcome.original_shape),
+        "kernels": [
+            {"name": k.name, "shape": list(k.weights.shape), "weights": k.weights.tolist()}
+            for k in outcome.kernels
+        ],
+        "maps": [
+            {
+                "index": m.index,
+                "label": m.label,
+                "kernel": m.kernel,
+                "channel": m.channel,
+                "shape": list(m.values.shape),
+                **m.stats(),
+                "vmin": m.vmin,
+                "vmax": m.vmax,
+                "cmap": m.cmap,
+                "values": rounded(m.values) if with_values else None,
+            }
+            for m in chosen
+        ],
+        "notes": outcome.notes,
+    }
+
+
+# ------------------------------------------------------------------------------------------- cost
+
+
+def cost(
+    height: int,
+    width: int,
+    channels: int = 1,
+    fc_outputs: int | None = None,
+    filters: int = 1,
+    kernel: int = 3,
+    stride: int = 1,
+    padding: int | None = None,
+) -> conv_cost.CostComparison:
+    with domain_errors():
+        return conv_cost.compare_costs(height, width, channels, fc_outputs, filters, kernel, stride, padding)
+
+
+def cost_presets() -> list[conv_cost.CostPreset]:
+    return conv_cost.COST_PRESETS

@@ -1,0 +1,537 @@
+"""Inside the network: summaries, feature maps, learned filters, receptive fields, milestones.
+
+One forward pass serves every layer of one image: ``NetworkService`` keeps a small LRU of captured
+activations per (model, weights, image), so moving between layers only re-renders. Structure (the layer
+tree and receptive fields) depends only on the model and the input shape and is cached separately.
+Every pass that hooks the module holds ``loaded.lock``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from app.core import features as feat
+from app.core import filters_view as fv
+from app.core.layers import LayerInfo, LayerNotFound, Totals, conv_layer_names, layer_tree, spatial_layer_names, totals
+from app.core.receptive_field import LayerRF, effective_rf, receptive_fields, rf_box, stack_vs_large
+from app.core.rendering import (
+    colorize,
+    encode_png,
+    overlay,
+    resize_to,
+    signed_limits,
+    tile_grid,
+    to_uint8_image,
+    upscale_nearest,
+    value_limits,
+)
+from app.errors import InvalidInput, NotFound
+from app.services.images import ImageStore
+from app.services.models import LoadedModel, ModelRegistry
+
+TILE_PIXELS = 64  # feature-map tiles are blown up (nearest) to at least this many pixels a side
+FILTER_TILE_PIXELS = 48
+MAX_PER_PAGE = 256
+SCALES = ("channel", "layer")
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _LRU(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+        value = make()
+        with self.lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+        return value
+
+
+@dataclass
+class NetInput:
+    """The tensor a model sees and the picture of it (what overlays are drawn on)."""
+
+    tensor: torch.Tensor  # (1, C, H, W)
+    shown: np.ndarray  # (H, W, 3) uint8
+    steps: list[str]
+    image_id: str | None
+
+
+@dataclass
+class Structure:
+    tree: LayerInfo
+    totals: Totals
+    rf: dict[str, LayerRF]
+    conv_layers: list[str]
+    spatial_layers: list[str]
+
+
+@dataclass
+class Activations:
+    net_input: NetInput
+    capture: feat.Capture
+
+
+@dataclass
+class Tile:
+    channel: int
+    png: bytes
+    mean: float
+    max: float
+    min: float
+
+
+@dataclass
+class FeaturePage:
+    loaded: LoadedModel
+    layer: str
+    layer_type: str
+    shape: tuple[int, ...]
+    sort: str
+    scale: str
+    cmap: str
+    page: feat.Page
+    tiles: list[Tile]
+    vmin: float | None  # shared range when scale == "layer"
+    vmax: float | None
+    stats: feat.ChannelStats
+    rf: LayerRF | None
+    net_input: NetInput
+    grid_png: bytes = b""
+
+
+@dataclass
+class ChannelView:
+    loaded: LoadedModel
+    layer: str
+    channel: int
+    values: np.ndarray  # (h, w) raw activation
+    vmin: float
+    vmax: float
+    cmap: str
+    alpha: float
+    map_png: bytes  # the map alone, blown up
+    overlay_png: bytes  # the map over the input picture
+    net_input: NetInput
+
+
+@dataclass
+class FilterView:
+    loaded: LoadedModel
+    layer: str
+    weight_shape: tuple[int, ...]
+    first: bool
+    sort: str
+    page: feat.Page
+    tiles: list[tuple[int, bytes, float]]  # (index, png, L2 norm)
+    limit: float  # symmetric colour range of per-input-channel kernels
+    filter_index: int | None  # for later convs: which output filter's input-channel kernels are shown
+    filter_choices: list[tuple[int, float]] = field(default_factory=list)  # (index, norm), by norm
+    conv_layers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RFProbe:
+    loaded: LoadedModel
+    layer: LayerRF
+    y: int
+    x: int
+    channel: int | None
+    box: dict[str, int]
+    box_clipped: dict[str, int]
+    erf: np.ndarray  # (H, W) |d unit / d input|, raw
+    erf_max: float
+    erf_png: bytes  # normalised ERF over the input picture
+    erf_extent: dict[str, int] | None  # bounding box of ERF >= 1% of its max
+    net_input: NetInput
+
+
+def _layer_error(exc: LayerNotFound) -> NotFound:
+    return NotFound(str(exc), field="layer", choices=exc.choices)
+
+
+class NetworkService:
+    """Use cases of the /network, /receptive-fields and /milestones pages and their API twins."""
+
+    def __init__(self, registry: ModelRegistry, store: ImageStore, cache_size: int = 3) -> None:
+        self.registry = registry
+        self.store = store
+        self._structures = _LRU(8)
+        self._activations = _LRU(cache_size)
+        self._inputs = _LRU(16)
+        self.forward_passes = 0  # counts captured forward passes (tests and benchmarks read it)
+
+    # --- inputs and caches -------------------------------------------------------------------------------------
+
+    def model(self, name: str | None, weights: str = "auto") -> LoadedModel:
+        return self.registry.get(name or self.registry.default_model(), weights)
+
+    def net_input(self, loaded: LoadedModel, image_id: str | None) -> NetInput:
+        """The prepared image, or (no image) a mid-grey input of the model's default size."""
+        key = (loaded.name, loaded.weights_status, image_id)
+
+        def make() -> NetInput:
+            if image_id:
+                prepared = loaded.prepare(self.store.load(image_id))
+                return NetInput(prepared.tensor, prepared.shown, prepared.steps, image_id)
+            h, w = loaded.input_size
+            grey = np.full((h, w, 3) if loaded.in_channels == 3 else (h, w), 0.5, dtype=np.float32)
+            prepared = loaded.prepare(grey)
+            return NetInput(prepared.tensor, prepared.shown, ["no image: a uniform mid-grey input"], None)
+
+        result: NetInput = self._inputs.get_or_make(key, make)
+        return result
+
+    def structure(self, loaded: LoadedModel, image_id: str | None = None) -> Structure:
+        """Layer tree, totals and receptive fields for the input shape of ``image_id`` (or the default)."""
+        x = self.net_input(loaded, image_id).tensor
+        key = (loaded.name, loaded.weights_status, id(loaded.module), tuple(x.shape))
+
+        def make() -> Structure:
+            with loaded.lock:
+                tree = layer_tree(loaded.module, x)
+                rf = receptive_fields(loaded.module, x)
+            return Structure(
+                tree=tree,
+                totals=totals(loaded.module, tree),
+                rf=rf,
+                conv_layers=conv_layer_names(tree),
+                spatial_layers=spatial_layer_names(tree),
+            )
+
+        result: Structure = self._structures.get_or_make(key, make)
+        return result
+
+    def activations(self, loaded: LoadedModel, image_id: str | None) -> Activations:
+        """Every module's output for this image, from one cached forward pass."""
+        key = (loaded.name, loaded.weights_status, id(loaded.module), image_id)
+
+        def make() -> Activations:
+            net_input = self.net_input(loaded, image_id)
+            with loaded.lock:
+                captured = feat.capture(loaded.module, net_input.tensor, None)
+            self.forward_passes += 1
+            return Activations(net_input, captured)
+
+        result: Activations = self._activations.get_or_make(key, make)
+        return result
+
+    def layer_activation(self, loaded: LoadedModel, image_id: str | None, layer: str) -> tuple[Activations, np.ndarray]:
+        acts = self.activations(loaded, image_id)
+        if layer not in acts.capture.activations:
+            choices = list(acts.capture.activations)
+            raise NotFound(
+                f"No layer {layer!r} with a tensor output in {loaded.display_name}. "
+                f"Choose one of: {', '.join(choices[:20])}{' ...' if len(choices) > 20 else ''}",
+                field="layer",
+                choices=choices,
+            )
+        return acts, feat.as_maps(acts.capture.activations[layer])
+
+    # --- summary -----------------------------------------------------------------------------------------------
+
+    def summary(self, name: str | None, weights: str = "auto", image_id: str | None = None) -> tuple[LoadedModel, Structure, NetInput]:
+        loaded = self.model(name, weights)
+        return loaded, self.structure(loaded, image_id), self.net_input(loaded, image_id)
+
+    def default_layer(self, structure: Structure, depth: float = 0.0) -> str:
+        """The convolution at relative depth ``depth`` in [0, 1] (0 = first conv, 1 = last)."""
+        convs = structure.conv_layers or structure.spatial_layers
+        if not convs:
+            raise InvalidInput("This model has no layer with a spatial feature map.", field="layer")
+        depth = min(max(depth, 0.0), 1.0)
+        return convs[round(depth * (len(convs) - 1))]
+
+    # --- feature maps ------------------------------------------------------------------------------------------
+
+    def features(
+        self,
+        name: str | None,
+        weights: str,
+        image_id: str | None,
+        layer: str | None,
+        sort: str = "index",
+        page: int = 1,
+        per_page: int = 32,
+        channels: list[int] | None = None,
+        scale: str = "channel",
+        cmap: str = "viridis",
+        with_grid: bool = False,
+        ncols: int = 8,
+    ) -> FeaturePage:
+        """A page of channel maps of ``layer`` (sorted by index, mean, max or std)."""
+        if sort not in feat.SORT_KEYS:
+            raise InvalidInput(f"sort must be one of {', '.join(feat.SORT_KEYS)}.", field="sort")
+        if scale not in SCALES:
+            raise InvalidInput(f"scale must be one of {', '.join(SCALES)}.", field="scale")
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}.", field="per_page")
+        loaded = self.model(name, weights)
+        structure = self.structure(loaded, image_id)
+        layer = layer or self.default_layer(structure)
+        acts, maps = self.layer_activation(loaded, image_id, layer)
+        stats = feat.channel_stats(maps)
+        if channels:
+            bad = [c for c in channels if not 0 <= c < maps.shape[0]]
+            if bad:
+                raise InvalidInput(
+                    f"channel {bad[0]} out of range 0..{maps.shape[0] - 1}.", field="channels"
+                )
+            order = np.asarray(channels, dtype=np.int64)
+            if sort != "index":
+                sub = feat.ChannelStats(*(getattr(stats, k)[order] for k in ("mean", "max", "min", "std")))
+                order = order[feat.sort_channels(sub, sort)]
+        else:
+            order = feat.sort_channels(stats, sort)
+        pg = feat.paginate(order, page, per_page)
+        vmin = vmax = None
+        if scale == "layer":
+            vmin, vmax = value_limits(maps[pg.items]) if pg.items else (0.0, 1.0)
+        images = [self._tile(maps[c], cmap, vmin, vmax) for c in pg.items]
+        tiles = [
+            Tile(c, encode_png(img), float(stats.mean[c]), float(stats.max[c]), float(stats.min[c]))
+            for c, img in zip(pg.items, images, strict=True)
+        ]
+        info = structure.tree.find(layer) if layer else structure.tree
+        result = FeaturePage(
+            loaded=loaded,
+            layer=layer,
+            layer_type=info.type,
+            shape=tuple(int(s) for s in acts.capture.activations[layer].shape),
+            sort=sort,
+            scale=scale,
+            cmap=cmap,
+            page=pg,
+            tiles=tiles,
+            vmin=vmin,
+            vmax=vmax,
+            stats=stats,
+            rf=structure.rf.get(layer),
+            net_input=acts.net_input,
+        )
+        if with_grid:
+            result.grid_png = encode_png(tile_grid(images, ncols=max(1, min(ncols, len(images)))) if images else np.zeros((1, 1, 3), np.uint8))
+        return result
+
+    @staticmethod
+    def _tile(values: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
+        """``(h, w)`` map -> uint8 tile at least TILE_PIXELS a side (nearest, so units stay visible)."""
+        if vmin is None or vmax is None:
+            vmin, vmax = value_limits(values)
+        img = colorize(values, cmap, vmin, vmax)
+        factor = max(1, TILE_PIXELS // max(values.shape))
+        return upscale_nearest(img, factor) if factor > 1 else img
+
+    def channel(
+        self,
+        name: str | None,
+        weights: str,
+        image_id: str | None,
+        layer: str,
+        channel: int,
+        cmap: str = "viridis",
+        alpha: float = 0.6,
+        vmin: float | None = None,
+        vmax: float | None = None,
+    ) -> ChannelView:
+        """One channel enlarged and overlaid on the input with opacity ``alpha`` and range [vmin, vmax]."""
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidInput("alpha (opacity) must be between 0 and 1.", field="alpha")
+        loaded = self.model(name, weights)
+        acts, maps = self.layer_activation(loaded, image_id, layer)
+        if not 0 <= channel < maps.shape[0]:
+            raise InvalidInput(f"channel must be between 0 and {maps.shape[0] - 1}.", field="channel")
+        values = maps[channel]
+        lo, hi = value_limits(values)
+        lo = lo if vmin is None else vmin
+        hi = hi if vmax is None else vmax
+        if hi <= lo:
+            raise InvalidInput("vmax must be greater than vmin.", field="vmax")
+        heat = colorize(values, cmap, lo, hi)
+        shown = acts.net_input.shown
+        big = resize_to(heat, shown.shape[:2], smooth=False)
+        return ChannelView(
+            loaded=loaded,
+            layer=layer,
+            channel=channel,
+            values=values,
+            vmin=lo,
+            vmax=hi,
+            cmap=cmap,
+            alpha=alpha,
+            map_png=encode_png(big),
+            overlay_png=encode_png(overlay(shown, heat, alpha)),
+            net_input=acts.net_input,
+        )
+
+    # --- learned filters ---------------------------------------------------------------------------------------
+
+    def filters(
+        self,
+        name: str | None,
+        weights: str,
+        layer: str | None = None,
+        sort: str = "index",
+        page: int = 1,
+        per_page: int = 64,
+        filter_index: int | None = None,
+    ) -> FilterView:
+        """First conv: colour tiles per output filter. Later convs: one output filter's kernels per input
+        channel (``filter_index``, default the strongest by L2 norm)."""
+        if sort not in fv.FILTER_SORT_KEYS:
+            raise InvalidInput(f"sort must be one of {', '.join(fv.FILTER_SORT_KEYS)}.", field="sort")
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}.", field="per_page")
+        loaded = self.model(name, weights)
+        convs = [c.name for c in fv.conv_layers(loaded.module)]
+        if not convs:
+            raise NotFound(f"{loaded.display_name} has no 2-D convolution.", field="layer", choices=[])
+        try:
+            with loaded.lock:
+                layer_name, weight = fv.conv_weight(loaded.module, layer)
+        except LayerNotFound as exc:
+            raise NotFound(
+                f"No convolution named {exc.name!r} in {loaded.display_name}.", field="layer", choices=exc.choices
+            ) from exc
+        first = layer_name == convs[0]
+        if first:
+            order = fv.filter_order(weight, sort)
+            pg = feat.paginate(order, page, per_page)
+            rgb = fv.rgb_tiles(weight)
+            norms = np.sqrt((weight.reshape(weight.shape[0], -1) ** 2).sum(axis=1))
+            tiles = [(i, encode_png(self._kernel_tile(to_uint8_image(rgb[i]))), float(norms[i])) for i in pg.items]
+            return FilterView(loaded, layer_name, weight.shape, True, sort, pg, tiles, 1.0, None, conv_layers=convs)
+        norms = np.sqrt((weight.reshape(weight.shape[0], -1) ** 2).sum(axis=1))
+        by_norm = np.argsort(-norms, kind="stable")
+        if filter_index is None:
+            filter_index = int(by_norm[0])
+        if not 0 <= filter_index < weight.shape[0]:
+            raise InvalidInput(f"filter must be between 0 and {weight.shape[0] - 1}.", field="filter")
+        kernels, limit = fv.per_input_channel(weight, filter_index)
+        k_norms = np.sqrt((kernels.reshape(kernels.shape[0], -1) ** 2).sum(axis=1))
+        order = np.arange(kernels.shape[0]) if sort == "index" else np.argsort(-k_norms, kind="stable")
+        pg = feat.paginate(order, page, per_page)
+        tiles = [
+            (c, encode_png(self._kernel_tile(colorize(kernels[c], "rdbu", -limit, limit))), float(k_norms[c]))
+            for c in pg.items
+        ]
+        choices = [(int(i), float(norms[i])) for i in by_norm]
+        return FilterView(
+            loaded, layer_name, weight.shape, False, sort, pg, tiles, limit, filter_index, choices, convs
+        )
+
+    @staticmethod
+    def _kernel_tile(img: np.ndarray) -> np.ndarray:
+        factor = max(1, FILTER_TILE_PIXELS // max(img.shape[:2]))
+        return upscale_nearest(img, factor) if factor > 1 else img
+
+    def filter_weights(self, name: str | None, weights: str, layer: str | None) -> tuple[LoadedModel, str, np.ndarray]:
+        loaded = self.model(name, weights)
+        try:
+            with loaded.lock:
+                layer_name, weight = fv.conv_weight(loaded.module, layer)
+        except LayerNotFound as exc:
+            raise NotFound(
+                f"No convolution named {exc.name!r} in {loaded.display_name}.", field="layer", choices=exc.choices
+            ) from exc
+        return loaded, layer_name, weight
+
+    # --- receptive fields --------------------------------------------------------------------------------------
+
+    def rf_table(self, name: str | None, weights: str = "auto", image_id: str | None = None) -> tuple[LoadedModel, Structure]:
+        loaded = self.model(name, weights)
+        return loaded, self.structure(loaded, image_id)
+
+    def rf_probe(
+        self,
+        name: str | None,
+        weights: str,
+        image_id: str | None,
+        layer: str,
+        y: int,
+        x: int,
+        channel: int | None = None,
+        cmap: str = "magma",
+    ) -> RFProbe:
+        """Theoretical box of unit (y, x) of ``layer`` and its effective RF by gradient."""
+        loaded = self.model(name, weights)
+        structure = self.structure(loaded, image_id)
+        if layer not in structure.rf:
+            choices = [n for n, r in structure.rf.items() if r.grid]
+            raise NotFound(
+                f"No layer {layer!r} with a spatial map in {loaded.display_name}.", field="layer", choices=choices
+            )
+        lrf = structure.rf[layer]
+        if not lrf.grid or lrf.output_shape is None or len(lrf.output_shape) != 3:
+            raise InvalidInput(f"{layer} has no spatial map: its units see the whole image.", field="layer")
+        _, height, width = lrf.output_shape
+        if not 0 <= y < height:
+            raise InvalidInput(f"y must be between 0 and {height - 1} for {layer}.", field="y")
+        if not 0 <= x < width:
+            raise InvalidInput(f"x must be between 0 and {width - 1} for {layer}.", field="x")
+        if channel is not None and not 0 <= channel < lrf.output_shape[0]:
+            raise InvalidInput(f"channel must be between 0 and {lrf.output_shape[0] - 1}.", field="channel")
+        net_input = self.net_input(loaded, image_id)
+        with loaded.lock:
+            erf = effective_rf(loaded.module, net_input.tensor, layer, y, x, channel)
+        box = rf_box(lrf, y, x)
+        img_h, img_w = net_input.shown.shape[:2]
+        peak = float(erf.max())
+        norm = erf / peak if peak > 0 else erf
+        heat = colorize(norm, cmap, 0.0, 1.0)
+        ys, xs = np.nonzero(norm >= 0.01)
+        extent = (
+            {"top": int(ys.min()), "left": int(xs.min()), "bottom": int(ys.max()), "right": int(xs.max())}
+            if ys.size
+            else None
+        )
+        return RFProbe(
+            loaded=loaded,
+            layer=lrf,
+            y=y,
+            x=x,
+            channel=channel,
+            box=box.to_dict(),
+            box_clipped=box.clipped(img_h, img_w).to_dict(),
+            erf=erf,
+            erf_max=peak,
+            erf_png=encode_png(overlay(net_input.shown, heat, 0.7)),
+            erf_extent=extent,
+            net_input=net_input,
+        )
+
+    @staticmethod
+    def stack_comparison(max_layers: int = 4, channels: int = 64) -> list[Any]:
+        return stack_vs_large(max_layers=max_layers, channels=channels, size=16)
+
+    # --- milestones --------------------------------------------------------------------------------------------
+
+    def mean_map_png(self, loaded: LoadedModel, image_id: str | None, layer: str, cmap: str = "viridis") -> tuple[bytes, float, float]:
+        """The channel-mean of a layer's maps, blown up to the input size (for side-by-side views)."""
+        acts, maps = self.layer_activation(loaded, image_id, layer)
+        mean = maps.mean(axis=0)
+        lo, hi = value_limits(mean)
+        img = resize_to(colorize(mean, cmap, lo, hi), acts.net_input.shown.shape[:2], smooth=False)
+        return encode_png(img), lo, hi
+
+
+def signed_range(values: np.ndarray) -> tuple[float, float]:
+    """Symmetric range for signed pictures (weights)."""
+    return signed_limits(values)

@@ -1,0 +1,179 @@
+"""The convolution lab's JSON API: results, formats and 422s that name the field."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from fastapi.testclient import TestClient
+from PIL import Image
+
+EDGE = [[10, 10, 10, 0, 0, 0]] * 6
+EDGE_K = [[1, 0, -1]] * 3
+
+
+def test_convolve_vertical_edge_with_steps(client: TestClient) -> None:
+    r = client.post("/api/v1/convolve", json={"input": EDGE, "kernel": EDGE_K})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["output"] == [[0, 30, 30, 0]] * 4
+    assert body["shape"] == [4, 4]
+    assert len(body["steps"]) == 16
+    assert body["steps"][1]["text"].endswith("= 30")
+    assert body["formulas"][0]["result"] == 4
+    assert body["flattened"][:4] == [0, 30, 30, 0]
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate", "circular"])
+def test_convolve_matches_torch_for_every_padding(client: TestClient, padding: str) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(7, 9)).round(3)
+    k = rng.normal(size=(3, 5)).round(3)
+    body = {"input": x.tolist(), "kernel": k.tolist(), "padding": padding, "amount": 2, "stride": 2,
+            "dilation": 2, "flip": True, "steps": False}  # fmt: skip
+    r = client.post("/api/v1/convolve", json=body)
+    assert r.status_code == 200, r.text
+    mode = {"zeros": "constant"}.get(padding, padding)
+    xt = F.pad(torch.tensor(x)[None, None], (2, 2, 2, 2), mode=mode)
+    ref = F.conv2d(xt, torch.tensor(k[::-1, ::-1].copy())[None, None], stride=2, dilation=2)[0, 0].numpy()
+    np.testing.assert_allclose(np.array(r.json()["output"]), ref, atol=1e-9)
+    assert r.json()["steps"] is None
+
+
+def test_convolve_relu_pool(client: TestClient) -> None:
+    r = client.post(
+        "/api/v1/convolve",
+        json={"input": EDGE, "kernel": [[-1, 0, 1]] * 3, "relu": True, "pool": "max", "pool_size": 2},
+    )
+    body = r.json()
+    assert body["output"][0] == [0, -30, -30, 0]
+    assert body["relu"][0] == [0, 0, 0, 0]
+    assert body["pooled"]["output"] == [[0, 0], [0, 0]]
+    assert body["pooled"]["windows"][0]["rows"] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"input": [[1, "x"], [1, 1]], "kernel": [[1]]}, "input.0.1"),
+        ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "stride": 0}, "stride"),
+        ({"input": [[1] * 17] * 3, "kernel": [[1]]}, "input"),
+        ({"input": [[1] * 8] * 8, "kernel": [[1] * 8] * 8}, "kernel"),
+        ({"input": [[1, 1], [1, 1]], "kernel": [[1, 1, 1]] * 3}, "kernel"),
+        ({"input": [[1, 1], [1]], "kernel": [[1]]}, "input[1]"),
+        ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "mirror"}, "padding"),
+        ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "reflect", "amount": 3}, "amount"),
+    ],
+)
+def test_convolve_422_names_field(client: TestClient, body: dict[str, object], field: str) -> None:
+    r = client.post("/api/v1/convolve", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_convolve_non_finite_is_422(client: TestClient) -> None:
+    r = client.post(
+        "/api/v1/convolve",
+        content=b'{"input": [[1, NaN], [1, 1]], "kernel": [[1]]}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["field"].startswith("input")
+
+
+def test_filter_json_png_npy(client: TestClient, sample_image_id: str) -> None:
+    base = {
+        "image_id": sample_image_id,
+        "kernels": [{"name": "sobel_x"}, {"weights": [[0, 1, 0], [1, 1, 1], [0, 1, 0]]}],
+    }
+    r = client.post("/api/v1/filter", json=base)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [m["shape"] for m in body["maps"]] == [[64, 64], [64, 64]]
+    assert body["maps"][0]["vmin"] == -body["maps"][0]["vmax"]
+    assert body["maps"][0]["cmap"] == "rdbu"
+    png = client.post("/api/v1/filter", json={**base, "format": "png"})
+    assert png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size[0] > 64 * 2
+    one = client.post("/api/v1/filter", json={**base, "format": "png", "index": 1})
+    assert Image.open(io.BytesIO(one.content)).size == (64, 64)
+    npy = client.post("/api/v1/filter", json={**base, "format": "npy"})
+    arr = np.load(io.BytesIO(npy.content))
+    assert arr.shape == (2, 64, 64)
+    np.testing.assert_allclose(arr[0], np.array(body["maps"][0]["values"]), atol=1e-3)
+
+
+def test_filter_modes_and_options(client: TestClient, sample_image_id: str) -> None:
+    per = client.post(
+        "/api/v1/filter",
+        json={"image_id": sample_image_id, "kernels": [{"name": "laplacian"}], "mode": "per_channel"},
+    ).json()
+    assert [m["channel"] for m in per["maps"]] == ["R", "G", "B"]
+    three = client.post(
+        "/api/v1/filter",
+        json={"image_id": sample_image_id, "mode": "3d",
+              "kernels": [{"name": "laplacian", "channel_weights": [1, 0, -1]},
+                          {"weights": [[[1]], [[0]], [[-1]]], "label": "R minus B"}],
+              "relu": True, "pool": "max", "pool_size": 2, "max_side": 32},
+    ).json()  # fmt: skip
+    assert len(three["maps"]) == 2
+    assert three["maps"][0]["shape"] == [16, 16]
+    assert three["maps"][0]["min"] >= 0
+    assert three["maps"][1]["label"] == "R minus B"
+    assert any("downscaled" in n for n in three["notes"])
+
+
+@pytest.mark.parametrize(
+    ("kernel", "field"),
+    [
+        ({"weights": [[1, 1], [1, 1]]}, "kernels[0].weights"),
+        ({"weights": [[1] * 13] * 13}, "kernels[0].weights"),
+        ({"weights": [[1, "a", 1]] * 3}, "kernels[0].weights[0][1]"),
+        ({"name": "nope"}, "kernels[0].name"),
+        ({}, "kernels[0].name"),
+    ],
+)
+def test_filter_422(client: TestClient, gray_image_id: str, kernel: dict[str, object], field: str) -> None:
+    r = client.post("/api/v1/filter", json={"image_id": gray_image_id, "kernels": [kernel]})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_filter_kernel_larger_than_image_and_unknown_image(client: TestClient) -> None:
+    tiny = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tiny, format="PNG")
+    up = client.post("/api/v1/images", files={"file": ("tiny.png", tiny.getvalue(), "image/png")})
+    assert up.status_code == 201, up.text
+    r = client.post(
+        "/api/v1/filter",
+        json={"image_id": up.json()["id"], "kernels": [{"weights": [[1] * 7] * 7}], "padding": "none"},
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "kernels[0]"
+    r = client.post("/api/v1/filter", json={"image_id": "0" * 64, "kernels": [{"name": "sobel_x"}]})
+    assert r.status_code == 404
+
+
+def test_cost_defaults_are_the_lecture(client: TestClient) -> None:
+    body = client.get("/api/v1/cost", params={"fc_outputs": 65536}).json()
+    assert body["convolution"]["multiplications"] == 589_824
+    assert body["fully_connected"]["multiplications"] == 4_294_967_296
+    assert body["percent_text"] == "0.01 %"
+    ct = client.get("/api/v1/cost", params={"height": 512, "width": 512}).json()
+    assert ct["input"]["values"] == 262_144
+    r = client.get("/api/v1/cost", params={"kernel": 0})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "kernel"
+    r = client.get("/api/v1/cost", params={"height": 2, "width": 2, "kernel": 5, "padding": 0})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "kernel"
+
+
+def test_kernels_and_presets(client: TestClient) -> None:
+    ks = client.get("/api/v1/kernels").json()
+    assert {"sobel_x", "cross", "sobel_lecture"} <= {k["name"] for k in ks}
+    ps = {p["name"]: p for p in client.get("/api/v1/presets").json()}
+    assert ps["vertical_edge"]["output"] == [[0, 30, 30, 0]] * 4
+    assert ps["small_nodule"]["slide_is_wrong"]
+    assert ps["padded_nodule"]["output"][3][3] == 5

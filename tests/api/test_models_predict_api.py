@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+
+def test_models_list_has_milestones_builtins_and_offline_flags(client: TestClient) -> None:
+    models = client.get("/api/v1/models", params={"milestones": True}).json()
+    by_name = {m["name"]: m for m in models}
+    assert {"alexnet", "vgg16", "googlenet", "inception_v3", "resnet50", "densenet121"} <= set(by_name)
+    assert by_name["efficientnet_lite0"]["pretrained_available"] is True
+    assert by_name["resnet18"]["pretrained_available"] is False  # the tests' TORCH_HOME is empty
+    assert by_name["resnet18"]["year"] == 2015 and by_name["resnet18"]["params"] == 11_689_512
+    assert by_name["nodule-cnn"]["builtin"] is True and by_name["nodule-cnn"]["in_channels"] == 1
+
+
+def test_unknown_model_is_a_404_with_choices(client: TestClient) -> None:
+    response = client.get("/api/v1/models/lenet9000")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "not_found" and error["field"] == "model" and "resnet18" in error["choices"]
+
+
+def test_predict_with_the_builtin_nodule_model(client: TestClient, gray_image_id: str) -> None:
+    response = client.post("/api/v1/predict", json={"image_id": gray_image_id, "k": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "nodule-cnn" and body["weights"] == "pretrained"
+    labels = {p["label"] for p in body["predictions"]}
+    assert labels == {"nodule", "no nodule"}
+    assert abs(sum(p["probability"] for p in body["predictions"]) - 1.0) < 1e-5
+    assert body["preprocessing"]["input_shape"][:2] == [1, 1]
+
+
+def test_predict_untrained_resnet18_is_labelled(client: TestClient, sample_image_id: str) -> None:
+    response = client.post(
+        "/api/v1/predict", json={"image_id": sample_image_id, "model": "resnet18", "weights": "auto", "k": 3}
+    )
+    body = response.json()
+    assert response.status_code == 200
+    assert body["weights"] == "untrained"
+    assert "resnet18-f37072fd.pth" in body["weights_note"]
+    assert len(body["predictions"]) == 3
+    assert body["preprocessing"]["input_shape"] == [1, 3, 224, 224]
+    assert any("normalised" in s for s in body["preprocessing"]["steps"])
+
+
+def test_predict_pretrained_missing_is_a_409_with_the_fix(client: TestClient, sample_image_id: str) -> None:
+    response = client.post(
+        "/api/v1/predict", json={"image_id": sample_image_id, "model": "resnet18", "weights": "pretrained"}
+    )
+    assert response.status_code == 409
+    assert "convscope weights download resnet18" in response.json()["error"]["message"]
+
+
+def test_predict_validation_names_the_field(client: TestClient, sample_image_id: str) -> None:
+    response = client.post("/api/v1/predict", json={"image_id": sample_image_id, "k": 0})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "k"
+    response = client.post("/api/v1/predict", json={"image_id": "0" * 64})
+    assert response.status_code == 404
+
+
+def test_model_input_picture_and_tensor(client: TestClient, sample_image_id: str) -> None:
+    png = client.get("/api/v1/predict/input", params={"image_id": sample_image_id, "model": "efficientnet_lite0"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    npy = client.get(
+        "/api/v1/predict/input", params={"image_id": sample_image_id, "model": "efficientnet_lite0", "format": "npy"}
+    )
+    tensor = np.load(io.BytesIO(npy.content))
+    assert tensor.shape == (1, 3, 224, 224)
+    assert tensor.min() >= -1.0 - 1e-6 and tensor.max() <= 1.0 + 1e-6  # mean = std = 0.5
+
+
+def test_download_job_fails_cleanly_offline(client: TestClient) -> None:
+    response = client.post("/api/v1/models/squeezenet1_1/weights/download")
+    assert response.status_code == 202
+    status_url = response.json()["status_url"]
+    for _ in range(200):
+        job = client.get(status_url).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    assert job["status"] == "failed"
+    assert "Could not download" in job["error"]
+
+
+def test_download_of_shipped_weights_is_refused(client: TestClient) -> None:
+    job = client.post("/api/v1/models/efficientnet_lite0/weights/download").json()
+    for _ in range(100):
+        status = client.get(job["status_url"]).json()
+        if status["status"] != "queued" and status["status"] != "running":
+            break
+        time.sleep(0.05)
+    assert status["status"] == "failed" and "needs no download" in status["error"]
+
+
+def test_unknown_job_is_a_404(client: TestClient) -> None:
+    assert client.get("/api/v1/jobs/nope").status_code == 404

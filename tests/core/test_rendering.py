@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.core import rendering
+
+
+def test_colorize_spans_the_lut_ends() -> None:
+    values = np.array([[0.0, 1.0], [2.0, 3.0]])
+    rgb = rendering.colorize(values, "viridis")
+    lut = rendering.colormap_lut("viridis")
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert (rgb[0, 0] == lut[0]).all() and (rgb[1, 1] == lut[255]).all()
+
+
+def test_diverging_map_puts_zero_in_the_middle() -> None:
+    values = np.array([[-1.0, 0.0, 4.0]])
+    vmin, vmax = rendering.signed_limits(values)
+    assert (vmin, vmax) == (-4.0, 4.0)
+    rgb = rendering.colorize(values, "rdbu")
+    lut = rendering.colormap_lut("rdbu")
+    assert (rgb[0, 1] == lut[128]).all()  # 0 maps to the centre (white-ish)
+    assert rgb[0, 2, 0] > rgb[0, 2, 2]  # positive is red
+    assert rgb[0, 0, 2] > rgb[0, 0, 0]  # negative is blue
+
+
+def test_flat_map_does_not_divide_by_zero() -> None:
+    rgb = rendering.colorize(np.full((3, 3), 5.0))
+    assert rgb.shape == (3, 3, 3)
+
+
+def test_unknown_cmap_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown colour map"):
+        rendering.colorize(np.zeros((2, 2)), "jet")
+
+
+def test_png_round_trip_and_grid() -> None:
+    tiles = [np.full((4, 5, 3), i * 40, np.uint8) for i in range(5)]
+    grid = rendering.tile_grid(tiles, ncols=3, pad=1)
+    assert grid.shape == (4 * 2 + 1, 5 * 3 + 2, 3)
+    png = rendering.encode_png(grid)
+    back = np.asarray(Image.open(io.BytesIO(png)))
+    assert (back == grid).all()
+    assert rendering.png_data_uri(png).startswith("data:image/png;base64,")
+
+
+def test_overlay_resizes_heat_to_image() -> None:
+    base = np.zeros((20, 30, 3), np.uint8)
+    heat = np.full((5, 5, 3), 200, np.uint8)
+    out = rendering.overlay(base, heat, 0.5)
+    assert out.shape == (20, 30, 3)
+    assert out[10, 15, 0] == 100
+
+
+def test_npy_loads_without_pickle() -> None:
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert (np.load(io.BytesIO(rendering.encode_npy(arr)), allow_pickle=False) == arr).all()
+
+
+def test_css_gradient_lists_stops() -> None:
+    css = rendering.cmap_css_gradient("magma", stops=5)
+    assert css.startswith("linear-gradient(to right") and css.count("rgb(") == 5

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 36_000_000
     max_decode_seconds: float = 20.0
+    # Uploaded model weights (.safetensors) can be larger than images.
+    max_model_bytes: int = 256 * 1024 * 1024
 
     # Models: how many stay loaded at once, which one pages open with when nothing is chosen.
     model_cache_size: int = 4

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.api.schemas import JobCreated, ModelInfo
+from app.api.uploads import read_bounded
 from app.deps import JobsDep, RegistryDep, SettingsDep
+from app.services.custom_models import MAX_ARCHITECTURE_BYTES
 from app.services.weights import start_download
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
@@ -32,3 +37,21 @@ def download(
     job = start_download(registry, jobs, name, settings.download_timeout_seconds)
     body = JobCreated(job_id=job.id, status_url=str(request.url_for("job_status", job_id=job.id)))
     return JSONResponse(body.model_dump(), status_code=202)
+
+
+@router.post("/models", status_code=201, response_model=ModelInfo)
+async def upload_model(
+    registry: RegistryDep,
+    architecture: Annotated[
+        UploadFile, File(description="JSON: layers or a torchvision name, see the README")
+    ],
+    weights: Annotated[UploadFile | None, File(description=".safetensors state dict (optional)")] = None,
+) -> ModelInfo:
+    """Add a model: a JSON architecture plus optional safetensors weights (never a pickle)."""
+    arch_bytes = await read_bounded(architecture, MAX_ARCHITECTURE_BYTES, "architecture")
+    weight_bytes = (
+        await read_bounded(weights, registry.max_model_bytes, "weights") if weights is not None else None
+    )
+    record = await run_in_threadpool(registry.custom.put, arch_bytes, weight_bytes)
+    spec = registry.spec(record.id)
+    return ModelInfo.from_spec(spec, registry.pretrained_available(spec))

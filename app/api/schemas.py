@@ -15,7 +15,7 @@ class ModelInfo(BaseModel):
     family: str
     year: int | None
     key_idea: str
-    source: Literal["torchvision", "pypi", "convscope"]
+    source: Literal["torchvision", "pypi", "convscope", "custom"]
     params: int | None
     depth: int | None
     input_size: tuple[int, int]

@@ -381,7 +381,8 @@ def train_builtin(
     }
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     paths = [out_dir / f"{name}.safetensors", out_dir / f"{name}.json", out_dir / f"{name}.md"]
-    _atomic_write(paths[0], save(state, metadata={"name": name, "architecture": recipe.architecture}))
+    # No safetensors metadata: its header map has no fixed order, and identical runs must give identical bytes.
+    _atomic_write(paths[0], save(state))
     _atomic_write(paths[1], (json.dumps(meta, indent=2) + "\n").encode())
     _atomic_write(paths[2], _model_card(recipe, meta, model, quick).encode())
     seconds = time.perf_counter() - started

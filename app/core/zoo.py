@@ -156,7 +156,7 @@ class ModelSpec:
     family: str
     year: int | None
     key_idea: str
-    source: str  # "torchvision" | "pypi" | "convscope"
+    source: str  # "torchvision" | "pypi" | "convscope" | "custom"
     params: int | None
     depth: int | None  # number of weighted layers (convolutions and fully-connected)
     input_size: tuple[int, int]

@@ -22,6 +22,7 @@ from app.config import Settings
 from app.core import zoo
 from app.core.preprocess import PreparedInput, preprocess
 from app.errors import ConvScopeError, InvalidInput, NotFound, WeightsUnavailable
+from app.services.custom_models import CUSTOM_PREFIX, CustomModelStore
 
 WeightsChoice = Literal["auto", "pretrained", "untrained"]
 WEIGHTS_CHOICES: tuple[str, ...] = ("auto", "pretrained", "untrained")
@@ -54,6 +55,8 @@ class LoadedModel:
             return "untrained (random weights)"
         if self.spec.builtin:
             return "trained by ConvScope on synthetic data"
+        if self.spec.source == "custom":
+            return "weights uploaded by a user"
         return "pretrained on ImageNet"
 
     def prepare(self, image: NDArray[np.floating]) -> PreparedInput:
@@ -72,18 +75,30 @@ class ModelRegistry:
         # One lock per model key, so two first requests for the same model build it once.
         self._build_locks: dict[tuple[str, str], threading.Lock] = {}
         self._builtin_meta = zoo.builtin_metadata(settings.builtin_models_dir)
+        self.custom = CustomModelStore(settings)
+
+    @property
+    def max_model_bytes(self) -> int:
+        return self._settings.max_model_bytes
 
     # --- what exists -----------------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         """Built-ins first (they always work offline), then EfficientNet-Lite0, then torchvision's list."""
-        return [*self._builtin_meta, zoo.EFFICIENTNET_LITE0, *zoo.classification_model_names()]
+        return [
+            *self._builtin_meta,
+            *self.custom.ids(),
+            zoo.EFFICIENTNET_LITE0,
+            *zoo.classification_model_names(),
+        ]
 
     def spec(self, name: str) -> zoo.ModelSpec:
         if name in self._builtin_meta:
             return zoo.builtin_spec(self._builtin_meta[name])
         if name == zoo.EFFICIENTNET_LITE0:
             return zoo.efficientnet_lite0_spec()
+        if name.startswith(CUSTOM_PREFIX):
+            return self.custom.spec(name)
         if name in set(zoo.classification_model_names()):
             return zoo.torchvision_spec(name)
         raise NotFound(
@@ -110,10 +125,14 @@ class ModelRegistry:
     def pretrained_available(self, spec: zoo.ModelSpec) -> bool:
         if spec.offline_weights:
             return True
+        if spec.source == "custom":
+            return bool(spec.extra.get("has_weights"))
         path = zoo.cached_weights_path(spec)
         return path is not None and path.is_file()
 
     def missing_weights_message(self, spec: zoo.ModelSpec) -> str:
+        if spec.source == "custom":
+            return f"The uploaded model {spec.display_name} came without weights (upload a .safetensors file with it)."
         path = zoo.cached_weights_path(spec)
         return (
             f"Pretrained weights for {spec.display_name} are not on this machine: the file "
@@ -173,6 +192,9 @@ class ModelRegistry:
             if not pretrained:
                 module = _reinitialised(module)
             categories = list(meta["categories"])
+        elif spec.source == "custom":
+            module = self.custom.build(spec.name, with_weights=pretrained)
+            categories = list(spec.extra["categories"])
         elif spec.name == zoo.EFFICIENTNET_LITE0:
             module = _seeded(lambda: zoo.build_efficientnet_lite0(pretrained))
             categories = zoo.imagenet_categories()

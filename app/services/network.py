@@ -12,21 +12,28 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from app.core import features as feat
 from app.core import filters_view as fv
-from app.core.layers import LayerInfo, LayerNotFound, Totals, conv_layer_names, layer_tree, spatial_layer_names, totals
+from app.core.layers import (
+    LayerInfo,
+    LayerNotFound,
+    Totals,
+    conv_layer_names,
+    layer_tree,
+    spatial_layer_names,
+    totals,
+)
 from app.core.receptive_field import LayerRF, effective_rf, receptive_fields, rf_box, stack_vs_large
 from app.core.rendering import (
     colorize,
     encode_png,
     overlay,
     resize_to,
-    signed_limits,
     tile_grid,
     to_uint8_image,
     upscale_nearest,
@@ -40,8 +47,6 @@ TILE_PIXELS = 64  # feature-map tiles are blown up (nearest) to at least this ma
 FILTER_TILE_PIXELS = 48
 MAX_PER_PAGE = 256
 SCALES = ("channel", "layer")
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 class _LRU(OrderedDict[Any, Any]):
@@ -145,6 +150,7 @@ class FilterView:
     filter_index: int | None  # for later convs: which output filter's input-channel kernels are shown
     filter_choices: list[tuple[int, float]] = field(default_factory=list)  # (index, norm), by norm
     conv_layers: list[str] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)  # the tiles as uint8 (h, w, 3), same order
 
 
 @dataclass
@@ -233,7 +239,9 @@ class NetworkService:
         result: Activations = self._activations.get_or_make(key, make)
         return result
 
-    def layer_activation(self, loaded: LoadedModel, image_id: str | None, layer: str) -> tuple[Activations, np.ndarray]:
+    def layer_activation(
+        self, loaded: LoadedModel, image_id: str | None, layer: str
+    ) -> tuple[Activations, np.ndarray]:
         acts = self.activations(loaded, image_id)
         if layer not in acts.capture.activations:
             choices = list(acts.capture.activations)
@@ -247,7 +255,9 @@ class NetworkService:
 
     # --- summary -----------------------------------------------------------------------------------------------
 
-    def summary(self, name: str | None, weights: str = "auto", image_id: str | None = None) -> tuple[LoadedModel, Structure, NetInput]:
+    def summary(
+        self, name: str | None, weights: str = "auto", image_id: str | None = None
+    ) -> tuple[LoadedModel, Structure, NetInput]:
         loaded = self.model(name, weights)
         return loaded, self.structure(loaded, image_id), self.net_input(loaded, image_id)
 
@@ -291,9 +301,7 @@ class NetworkService:
         if channels:
             bad = [c for c in channels if not 0 <= c < maps.shape[0]]
             if bad:
-                raise InvalidInput(
-                    f"channel {bad[0]} out of range 0..{maps.shape[0] - 1}.", field="channels"
-                )
+                raise InvalidInput(f"channel {bad[0]} out of range 0..{maps.shape[0] - 1}.", field="channels")
             order = np.asarray(channels, dtype=np.int64)
             if sort != "index":
                 sub = feat.ChannelStats(*(getattr(stats, k)[order] for k in ("mean", "max", "min", "std")))
@@ -327,7 +335,11 @@ class NetworkService:
             net_input=acts.net_input,
         )
         if with_grid:
-            result.grid_png = encode_png(tile_grid(images, ncols=max(1, min(ncols, len(images)))) if images else np.zeros((1, 1, 3), np.uint8))
+            result.grid_png = encode_png(
+                tile_grid(images, ncols=max(1, min(ncols, len(images))))
+                if images
+                else np.zeros((1, 1, 3), np.uint8)
+            )
         return result
 
     @staticmethod
@@ -408,7 +420,9 @@ class NetworkService:
                 layer_name, weight = fv.conv_weight(loaded.module, layer)
         except LayerNotFound as exc:
             raise NotFound(
-                f"No convolution named {exc.name!r} in {loaded.display_name}.", field="layer", choices=exc.choices
+                f"No convolution named {exc.name!r} in {loaded.display_name}.",
+                field="layer",
+                choices=exc.choices,
             ) from exc
         first = layer_name == convs[0]
         if first:
@@ -416,8 +430,21 @@ class NetworkService:
             pg = feat.paginate(order, page, per_page)
             rgb = fv.rgb_tiles(weight)
             norms = np.sqrt((weight.reshape(weight.shape[0], -1) ** 2).sum(axis=1))
-            tiles = [(i, encode_png(self._kernel_tile(to_uint8_image(rgb[i]))), float(norms[i])) for i in pg.items]
-            return FilterView(loaded, layer_name, weight.shape, True, sort, pg, tiles, 1.0, None, conv_layers=convs)
+            images = [self._kernel_tile(to_uint8_image(rgb[i])) for i in pg.items]
+            tiles = [(i, encode_png(img), float(norms[i])) for i, img in zip(pg.items, images, strict=True)]
+            return FilterView(
+                loaded,
+                layer_name,
+                weight.shape,
+                True,
+                sort,
+                pg,
+                tiles,
+                1.0,
+                None,
+                conv_layers=convs,
+                images=images,
+            )
         norms = np.sqrt((weight.reshape(weight.shape[0], -1) ** 2).sum(axis=1))
         by_norm = np.argsort(-norms, kind="stable")
         if filter_index is None:
@@ -428,13 +455,22 @@ class NetworkService:
         k_norms = np.sqrt((kernels.reshape(kernels.shape[0], -1) ** 2).sum(axis=1))
         order = np.arange(kernels.shape[0]) if sort == "index" else np.argsort(-k_norms, kind="stable")
         pg = feat.paginate(order, page, per_page)
-        tiles = [
-            (c, encode_png(self._kernel_tile(colorize(kernels[c], "rdbu", -limit, limit))), float(k_norms[c]))
-            for c in pg.items
-        ]
+        images = [self._kernel_tile(colorize(kernels[c], "rdbu", -limit, limit)) for c in pg.items]
+        tiles = [(c, encode_png(img), float(k_norms[c])) for c, img in zip(pg.items, images, strict=True)]
         choices = [(int(i), float(norms[i])) for i in by_norm]
         return FilterView(
-            loaded, layer_name, weight.shape, False, sort, pg, tiles, limit, filter_index, choices, convs
+            loaded,
+            layer_name,
+            weight.shape,
+            False,
+            sort,
+            pg,
+            tiles,
+            limit,
+            filter_index,
+            choices,
+            convs,
+            images,
         )
 
     @staticmethod
@@ -442,20 +478,26 @@ class NetworkService:
         factor = max(1, FILTER_TILE_PIXELS // max(img.shape[:2]))
         return upscale_nearest(img, factor) if factor > 1 else img
 
-    def filter_weights(self, name: str | None, weights: str, layer: str | None) -> tuple[LoadedModel, str, np.ndarray]:
+    def filter_weights(
+        self, name: str | None, weights: str, layer: str | None
+    ) -> tuple[LoadedModel, str, np.ndarray]:
         loaded = self.model(name, weights)
         try:
             with loaded.lock:
                 layer_name, weight = fv.conv_weight(loaded.module, layer)
         except LayerNotFound as exc:
             raise NotFound(
-                f"No convolution named {exc.name!r} in {loaded.display_name}.", field="layer", choices=exc.choices
+                f"No convolution named {exc.name!r} in {loaded.display_name}.",
+                field="layer",
+                choices=exc.choices,
             ) from exc
         return loaded, layer_name, weight
 
     # --- receptive fields --------------------------------------------------------------------------------------
 
-    def rf_table(self, name: str | None, weights: str = "auto", image_id: str | None = None) -> tuple[LoadedModel, Structure]:
+    def rf_table(
+        self, name: str | None, weights: str = "auto", image_id: str | None = None
+    ) -> tuple[LoadedModel, Structure]:
         loaded = self.model(name, weights)
         return loaded, self.structure(loaded, image_id)
 
@@ -476,7 +518,9 @@ class NetworkService:
         if layer not in structure.rf:
             choices = [n for n, r in structure.rf.items() if r.grid]
             raise NotFound(
-                f"No layer {layer!r} with a spatial map in {loaded.display_name}.", field="layer", choices=choices
+                f"No layer {layer!r} with a spatial map in {loaded.display_name}.",
+                field="layer",
+                choices=choices,
             )
         lrf = structure.rf[layer]
         if not lrf.grid or lrf.output_shape is None or len(lrf.output_shape) != 3:
@@ -523,15 +567,12 @@ class NetworkService:
 
     # --- milestones --------------------------------------------------------------------------------------------
 
-    def mean_map_png(self, loaded: LoadedModel, image_id: str | None, layer: str, cmap: str = "viridis") -> tuple[bytes, float, float]:
+    def mean_map_png(
+        self, loaded: LoadedModel, image_id: str | None, layer: str, cmap: str = "viridis"
+    ) -> tuple[bytes, float, float]:
         """The channel-mean of a layer's maps, blown up to the input size (for side-by-side views)."""
         acts, maps = self.layer_activation(loaded, image_id, layer)
         mean = maps.mean(axis=0)
         lo, hi = value_limits(mean)
         img = resize_to(colorize(mean, cmap, lo, hi), acts.net_input.shown.shape[:2], smooth=False)
         return encode_png(img), lo, hi
-
-
-def signed_range(values: np.ndarray) -> tuple[float, float]:
-    """Symmetric range for signed pictures (weights)."""
-    return signed_limits(values)

@@ -1,15 +1,40 @@
-"""HTML route: the model zoo."""
+"""HTML routes: the model zoo, and uploading a model described in JSON with safetensors weights."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from app.api.uploads import read_bounded
 from app.core.zoo import torch_cache_dir
 from app.deps import RegistryDep
+from app.services.custom_models import MAX_ARCHITECTURE_BYTES
 from app.web.templating import render
 
 router = APIRouter()
+
+EXAMPLE_ARCHITECTURE = {
+    "name": "My nodule net",
+    "in_channels": 1,
+    "input_size": [64, 64],
+    "categories": ["no nodule", "nodule"],
+    "mean": [0.5],
+    "std": [0.25],
+    "layers": [
+        {"type": "conv2d", "out_channels": 8, "kernel_size": 3},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel_size": 2},
+        {"type": "conv2d", "out_channels": 16, "kernel_size": 3},
+        {"type": "relu"},
+        {"type": "global_avgpool"},
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 2},
+    ],
+}
 
 
 @router.get("/models", response_class=HTMLResponse)
@@ -24,5 +49,23 @@ def models_page(request: Request, registry: RegistryDep) -> HTMLResponse:
             "available": available,
             "cache_dir": str(torch_cache_dir()),
             "default_model": registry.default_model(),
+            "example": json.dumps(EXAMPLE_ARCHITECTURE, indent=1),
         },
+    )
+
+
+@router.post("/models/upload", response_class=HTMLResponse)
+async def upload_model_form(
+    request: Request,
+    registry: RegistryDep,
+    architecture: Annotated[UploadFile, File()],
+    weights: Annotated[UploadFile | None, File()] = None,
+) -> HTMLResponse:
+    arch_bytes = await read_bounded(architecture, MAX_ARCHITECTURE_BYTES, "architecture")
+    weight_bytes = None
+    if weights is not None and weights.filename:
+        weight_bytes = await read_bounded(weights, registry.max_model_bytes, "weights")
+    record = await run_in_threadpool(registry.custom.put, arch_bytes, weight_bytes)
+    return render(
+        request, "partials/model_uploaded.html", {"spec": registry.spec(record.id), "record": record}
     )

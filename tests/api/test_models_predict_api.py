@@ -65,10 +65,13 @@ def test_predict_validation_names_the_field(client: TestClient, sample_image_id:
 
 
 def test_model_input_picture_and_tensor(client: TestClient, sample_image_id: str) -> None:
-    png = client.get("/api/v1/predict/input", params={"image_id": sample_image_id, "model": "efficientnet_lite0"})
+    png = client.get(
+        "/api/v1/predict/input", params={"image_id": sample_image_id, "model": "efficientnet_lite0"}
+    )
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     npy = client.get(
-        "/api/v1/predict/input", params={"image_id": sample_image_id, "model": "efficientnet_lite0", "format": "npy"}
+        "/api/v1/predict/input",
+        params={"image_id": sample_image_id, "model": "efficientnet_lite0", "format": "npy"},
     )
     tensor = np.load(io.BytesIO(npy.content))
     assert tensor.shape == (1, 3, 224, 224)

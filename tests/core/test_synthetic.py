@@ -80,7 +80,9 @@ def test_same_seed_same_slice_with_and_without_nodule() -> None:
     dist = np.hypot(rows - nod.row, cols - nod.col)
     assert dist.max() <= nod.radius + 3.0
     # The nodule is clearly brighter than the lung around it.
-    assert with_one.image[round(nod.row), round(nod.col)] > without.image[round(nod.row), round(nod.col)] + 0.25
+    assert (
+        with_one.image[round(nod.row), round(nod.col)] > without.image[round(nod.row), round(nod.col)] + 0.25
+    )
 
 
 def test_explicit_nodules_are_drawn_where_asked() -> None:
@@ -114,7 +116,7 @@ def test_render_digit_shape_range_determinism(digit: int) -> None:
     b = synthetic.render_digit(digit, _rng(digit))
     assert a.shape == (28, 28)
     assert a.dtype == np.float32
-    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     np.testing.assert_array_equal(a, b)
     # White on black: a bright digit fills some of the frame, most of it stays dark.
     assert float(a.max()) > 0.6
@@ -148,7 +150,7 @@ def test_sample_shapes_colour_and_edges() -> None:
     img = synthetic.sample_shapes(256)
     assert img.shape == (256, 256, 3)
     assert img.dtype == np.float32
-    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
     # Several distinct flat colours (background + shapes), i.e. it is really in colour.
     colours = {tuple(np.round(px, 2)) for px in img.reshape(-1, 3)[::37]}
     assert len(colours) >= 5

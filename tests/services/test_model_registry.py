@@ -35,7 +35,9 @@ def test_weights_file_placed_in_the_cache_is_loaded(registry: ModelRegistry, emp
     assert registry.pretrained_available(spec)
     loaded = registry.get("squeezenet1_1", "pretrained")
     assert loaded.weights_status == "pretrained" and not loaded.untrained
-    for ours, theirs in zip(loaded.module.state_dict().values(), reference.state_dict().values(), strict=True):
+    for ours, theirs in zip(
+        loaded.module.state_dict().values(), reference.state_dict().values(), strict=True
+    ):
         assert torch.equal(ours, theirs)
     assert not loaded.module.training
     assert len(loaded.categories) == 1000

@@ -42,6 +42,8 @@ def test_htmx_errors_come_back_as_a_partial(client: TestClient) -> None:
 
 
 def test_user_text_is_escaped(client: TestClient) -> None:
-    response = client.get("/predict", params={"model": "<script>alert(1)</script>"}, headers={"HX-Request": "true"})
+    response = client.get(
+        "/predict", params={"model": "<script>alert(1)</script>"}, headers={"HX-Request": "true"}
+    )
     assert response.status_code == 404
     assert "<script>alert(1)</script>" not in response.text

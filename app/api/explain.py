@@ -1,0 +1,161 @@
+"""JSON routes for explanations: CAM maps, occlusion sensitivity (a job), one hidden patch, comparison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.api.schemas import JobCreated
+from app.api.schemas_explain import (
+    CamFormat,
+    CamOut,
+    CamRequest,
+    CompareOut,
+    CompareRequest,
+    LayersOut,
+    MethodOut,
+    OcclusionRequest,
+    PatchOut,
+    PatchRequest,
+    PredictionOut,
+    WeightsField,
+)
+from app.core import cam
+from app.core.rendering import encode_npy, encode_png
+from app.deps import ImageStoreDep, JobsDep, RegistryDep
+from app.services import explain
+
+router = APIRouter(prefix="/api/v1", tags=["explain"])
+
+
+def _accepted(request: Request, job_id: str) -> JSONResponse:
+    body = JobCreated(job_id=job_id, status_url=str(request.url_for("job_status", job_id=job_id)))
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+@router.get("/explain/methods", response_model=list[MethodOut])
+def methods() -> list[MethodOut]:
+    """The CAM methods, what each computes, and which are slow (run as jobs)."""
+    return [MethodOut(**m.__dict__) for m in cam.METHODS.values()]
+
+
+@router.get("/explain/layers", response_model=LayersOut)
+def layers(
+    registry: RegistryDep,
+    image_id: str,
+    store: ImageStoreDep,
+    model: str | None = None,
+    weights: WeightsField = "auto",
+) -> LayersOut:
+    """Layers with a spatial map (CAM targets) and the default one."""
+    loaded = registry.get(model or registry.default_model(), weights)
+    infos, default = explain.layer_choices(loaded, loaded.prepare(store.load(image_id)).tensor)
+    return LayersOut(
+        model=loaded.name,
+        default=default,
+        why=cam.WHY_LAST_CONV,
+        layers=[{"name": i.name, "type": i.type, "shape": list(i.shape)} for i in infos],
+    )
+
+
+@router.post(
+    "/explain/cam",
+    response_model=None,
+    responses={
+        200: {"description": "PNG (overlay or heatmap), JSON or .npy", "model": CamOut},
+        202: {"description": "a slow method (Score-CAM, Ablation-CAM) started as a job", "model": JobCreated},
+    },
+)
+def cam_route(
+    body: CamRequest,
+    request: Request,
+    store: ImageStoreDep,
+    registry: RegistryDep,
+    jobs: JobsDep,
+    format: CamFormat | None = Query(default=None, description="overrides the body's format"),
+) -> Response:
+    """One CAM. Score-CAM and Ablation-CAM answer 202 with a job (artifacts `map`, `values`)."""
+    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    image = store.load(body.image_id)
+    picture: dict[str, Any] = {
+        "opacity": body.opacity,
+        "cmap": body.cmap,
+        "normalise": body.normalise,
+        "resolution": body.resolution,
+    }
+    if explain.needs_job([explain.check_method(body.method).key]):
+        job = explain.submit_cam_job(
+            jobs, loaded, image, body.method, body.target, body.layer, body.k, picture
+        )
+        return _accepted(request, job.id)
+    outcome = explain.explain_cam(loaded, image, body.method, body.target, body.layer, body.k)
+    pic = explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture)
+    fmt = format or body.format
+    if fmt == "png":
+        return Response(encode_png(pic.overlay), media_type="image/png")
+    if fmt == "heatmap":
+        return Response(encode_png(pic.heatmap), media_type="image/png")
+    if fmt == "npy":
+        return Response(encode_npy(pic.values), media_type="application/octet-stream")
+    return JSONResponse(CamOut(**explain.cam_summary(outcome, pic)).model_dump())
+
+
+@router.post("/explain/occlusion", status_code=202, response_model=JobCreated)
+def occlusion_route(
+    body: OcclusionRequest, request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep
+) -> JSONResponse:
+    """Start occlusion sensitivity as a job. Poll GET /api/v1/jobs/{id}; arrays at .../artifacts/map|drops."""
+    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    settings = explain.OcclusionSettings(
+        target=body.target,
+        window=body.window,
+        stride=body.stride,
+        baseline=body.baseline,
+        progressive=body.progressive,
+        k=body.k,
+    )
+    job = explain.submit_occlusion(jobs, loaded, store.load(body.image_id), settings)
+    return _accepted(request, job.id)
+
+
+@router.post("/explain/occlusion/patch", response_model=PatchOut)
+def patch_route(body: PatchRequest, store: ImageStoreDep, registry: RegistryDep) -> PatchOut:
+    """Hide one square at (y, x) of the network's input: the top-k before and after, at once."""
+    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    res = explain.hide_patch(
+        loaded, store.load(body.image_id), body.y, body.x, body.window, body.baseline, body.target, body.k
+    )
+    return PatchOut(
+        model=loaded.name,
+        box=list(res.box),
+        target=res.target,
+        label=res.target_label,
+        target_before=res.target_before,
+        target_after=res.target_after,
+        before=[PredictionOut(**p.__dict__) for p in res.before],
+        after=[PredictionOut(**p.__dict__) for p in res.after],
+    )
+
+
+@router.post(
+    "/explain/compare",
+    response_model=None,
+    responses={200: {"model": CompareOut}, 202: {"model": JobCreated}},
+)
+def compare_route(
+    body: CompareRequest, request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep
+) -> Response:
+    """Several methods on one image, one shared [0, 1] scale, deletion/insertion AUC each and the random map's."""
+    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    image = store.load(body.image_id)
+    chosen = explain.check_compare_methods(body.methods)
+    if explain.needs_job(chosen):
+        job = explain.submit_compare_job(
+            jobs, loaded, image, chosen, body.target, body.layer, body.steps, body.k, body.cmap
+        )
+        return _accepted(request, job.id)
+    outcome = explain.compare_methods(loaded, image, chosen, body.target, body.layer, body.steps, body.k)
+    summary = explain.compare_summary(outcome, body.cmap, images=body.images)
+    return JSONResponse(CompareOut(**summary).model_dump())

@@ -1,0 +1,727 @@
+"""Explanations: CAM maps, occlusion sensitivity (as a job), one-patch hiding, and method comparison.
+
+Shared by the HTML pages (app/web/explain.py) and the JSON API (app/api/explain.py). Core maths lives in
+app/core/cam.py, occlusion.py and faithfulness.py; this module turns requests into those calls, holds
+the model's lock while hooks are registered, runs slow work as jobs, and turns arrays into pictures with
+app/core/rendering.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from app.core import cam, faithfulness, occlusion
+from app.core.preprocess import PreparedInput, topk
+from app.core.rendering import (
+    SEQUENTIAL_COLORMAPS,
+    colorize,
+    encode_png,
+    overlay,
+    png_data_uri,
+    resize_to,
+    signed_limits,
+)
+from app.errors import InvalidInput
+from app.services.jobs import Job, JobContext, JobManager
+from app.services.models import LoadedModel
+
+Normalise = Literal["raw", "normalised"]
+Resolution = Literal["feature", "input"]
+
+CAM_COLORMAPS: tuple[str, ...] = tuple(c for c in SEQUENTIAL_COLORMAPS if c != "gray")
+DEFAULT_CMAP = "viridis"
+FAST_METHODS: tuple[str, ...] = tuple(k for k, m in cam.METHODS.items() if not m.slow)
+SLOW_METHODS: tuple[str, ...] = tuple(k for k, m in cam.METHODS.items() if m.slow)
+DEFAULT_COMPARE: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
+MAX_K = 20
+
+
+@dataclass
+class Predicted:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass
+class CamOutcome:
+    """One CAM for one image: ``raw`` ``(h, w)`` at feature-map resolution, unnormalised, ReLU applied."""
+
+    loaded: LoadedModel
+    method: cam.MethodInfo
+    raw: NDArray[np.float32]
+    target: int
+    target_label: str
+    target_probability: float
+    layer: str
+    default_layer: str
+    activation_shape: tuple[int, int, int]
+    predictions: list[Predicted]
+    prepared: PreparedInput
+    seconds: float
+
+
+@dataclass
+class CamPicture:
+    """What is drawn: ``values`` ``(H, W)`` (feature or input resolution) and its colour limits."""
+
+    values: NDArray[np.float32]
+    vmin: float
+    vmax: float
+    heatmap: NDArray[np.uint8]  # (H', W', 3) colour-mapped values, enlarged to the input size
+    overlay: NDArray[np.uint8]  # (H', W', 3) heat map over what the network saw
+    cmap: str
+    normalise: Normalise
+    resolution: Resolution
+
+    @property
+    def label(self) -> str:
+        if self.normalise == "normalised":
+            return "normalised to [0, 1] (min-max of this map)"
+        return "raw map value (weighted sum of activations, after ReLU)"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Choices and validation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_method(method: str, field_name: str = "method") -> cam.MethodInfo:
+    info = cam.METHODS.get(method)
+    if info is None:
+        raise InvalidInput(
+            f"Unknown method {method!r}. Choose one of: {', '.join(cam.METHODS)}.",
+            field=field_name,
+            choices=list(cam.METHODS),
+        )
+    return info
+
+
+def check_cmap(cmap: str) -> str:
+    if cmap not in CAM_COLORMAPS:
+        raise InvalidInput(
+            f"Unknown colour map {cmap!r}. Choose one of: {', '.join(CAM_COLORMAPS)}.",
+            field="cmap",
+            choices=list(CAM_COLORMAPS),
+        )
+    return cmap
+
+
+def check_target(loaded: LoadedModel, target: int | None) -> int | None:
+    n = len(loaded.categories)
+    if target is not None and not 0 <= target < n:
+        raise InvalidInput(f"target must be a class index from 0 to {n - 1}.", field="target")
+    return target
+
+
+def _check_k(k: int) -> int:
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be between 1 and {MAX_K}.", field="k")
+    return k
+
+
+_layer_cache_lock = threading.Lock()
+_layer_cache: OrderedDict[tuple[int, tuple[int, ...]], tuple[list[cam.LayerInfo], str]] = OrderedDict()
+
+
+def layer_choices(loaded: LoadedModel, x: torch.Tensor) -> tuple[list[cam.LayerInfo], str]:
+    """Every layer with a ``(C, h, w)`` output (execution order) and the default CAM layer, cached."""
+    key = (id(loaded.module), tuple(x.shape))
+    with _layer_cache_lock:
+        hit = _layer_cache.get(key)
+        if hit is not None:
+            _layer_cache.move_to_end(key)
+            return hit
+    with loaded.lock:
+        layers = cam.trace_layers(loaded.module, x)
+        default = cam.default_layer(loaded.module, x)
+    # Keep spatial maps only: a (C, 1, 1) output has no "where" to show.
+    spatial = [info for info in layers if info.shape[1] * info.shape[2] > 1]
+    with _layer_cache_lock:
+        _layer_cache[key] = (spatial, default)
+        while len(_layer_cache) > 16:
+            _layer_cache.popitem(last=False)
+    return spatial, default
+
+
+def resolve_layer(loaded: LoadedModel, x: torch.Tensor, layer: str | None) -> tuple[str, str]:
+    """(the layer to use, the default layer); InvalidInput listing the choices for a bad name."""
+    layers, default = layer_choices(loaded, x)
+    if not layer:
+        return default, default
+    names = [info.name for info in layers]
+    if layer not in names:
+        shown = ", ".join(names[-12:])
+        raise InvalidInput(
+            f"{layer!r} is not a layer of {loaded.display_name} with a spatial map. The last ones are: "
+            f"{shown} (default: {default}).",
+            field="layer",
+            choices=names,
+        )
+    return layer, default
+
+
+def predictions_from(loaded: LoadedModel, probs: NDArray[np.floating], k: int) -> list[Predicted]:
+    """Top-k of a ``(K,)`` probability vector, with labels."""
+    logits = torch.from_numpy(np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None)))
+    return [Predicted(i, label, p) for i, label, p in topk(logits, loaded.categories, k)]
+
+
+def _label(loaded: LoadedModel, index: int) -> str:
+    return loaded.categories[index] if index < len(loaded.categories) else str(index)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CAM
+# ---------------------------------------------------------------------------------------------------------
+
+
+def explain_cam(
+    loaded: LoadedModel,
+    image: NDArray[np.floating],
+    method: str = "gradcam",
+    target: int | None = None,
+    layer: str | None = None,
+    k: int = 5,
+    ctx: JobContext | None = None,
+) -> CamOutcome:
+    """One CAM of ``image`` ``(H, W)`` or ``(H, W, 3)`` in [0, 1]. Slow methods report to ``ctx``."""
+    info = check_method(method)
+    check_target(loaded, target)
+    _check_k(k)
+    prepared = loaded.prepare(image)
+    x = prepared.tensor
+    layer_name, default = resolve_layer(loaded, x, layer)
+    t0 = time.perf_counter()
+    res = cam.compute_cams(
+        loaded.module,
+        x,
+        [method],
+        layer_name,
+        target,
+        progress=(lambda f: ctx.report(f)) if ctx is not None else None,
+        check=ctx.check_cancelled if ctx is not None else None,
+        lock=loaded.lock,
+    )
+    probs = res.probabilities[0]
+    tgt = res.targets[0]
+    shape = res.activation_shape
+    return CamOutcome(
+        loaded=loaded,
+        method=info,
+        raw=res.maps[method][0],
+        target=tgt,
+        target_label=_label(loaded, tgt),
+        target_probability=float(probs[tgt]),
+        layer=layer_name,
+        default_layer=default,
+        activation_shape=(int(shape[1]), int(shape[2]), int(shape[3])),
+        predictions=predictions_from(loaded, probs, k),
+        prepared=prepared,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def cam_picture(
+    raw: NDArray[np.floating],
+    shown: NDArray[np.uint8],
+    opacity: float = 0.5,
+    cmap: str = DEFAULT_CMAP,
+    normalise: Normalise = "normalised",
+    resolution: Resolution = "input",
+) -> CamPicture:
+    """Colour a raw ``(h, w)`` map over ``shown`` ``(H, W, 3)``.
+
+    ``resolution="feature"`` keeps the map's own grid (drawn as blocks); ``"input"`` upsamples it
+    bilinearly to the input size first. ``normalise="normalised"`` min-max scales to [0, 1]; ``"raw"``
+    keeps the values, coloured from 0 to the map's maximum.
+    """
+    check_cmap(cmap)
+    if not 0.0 <= opacity <= 1.0:
+        raise InvalidInput("opacity must be between 0 and 1.", field="opacity")
+    size = (int(shown.shape[0]), int(shown.shape[1]))
+    values = np.asarray(raw, dtype=np.float32)
+    if resolution == "input":
+        values = cam.upsample(values, size)
+    if normalise == "normalised":
+        values = cam.normalise(values)
+        vmin, vmax = 0.0, 1.0
+    else:
+        vmin = min(0.0, float(values.min()))
+        vmax = float(values.max())
+        if vmax <= vmin:
+            vmax = vmin + 1.0
+    heat = colorize(values, cmap, vmin, vmax)
+    # Feature-resolution maps are enlarged with visible blocks (a 7x7 map stays 7x7 squares).
+    heat_big = resize_to(heat, size, smooth=False)
+    return CamPicture(
+        values=values,
+        vmin=vmin,
+        vmax=vmax,
+        heatmap=heat_big,
+        overlay=overlay(shown, heat_big, opacity),
+        cmap=cmap,
+        normalise=normalise,
+        resolution=resolution,
+    )
+
+
+def cam_summary(outcome: CamOutcome, picture: CamPicture) -> dict[str, Any]:
+    """The JSON description of a CAM (also a job's result)."""
+    return {
+        "model": outcome.loaded.name,
+        "weights": outcome.loaded.weights_status,
+        "untrained": outcome.loaded.untrained,
+        "method": outcome.method.key,
+        "method_name": outcome.method.name,
+        "target": outcome.target,
+        "label": outcome.target_label,
+        "target_probability": outcome.target_probability,
+        "layer": outcome.layer,
+        "default_layer": outcome.default_layer,
+        "activation_shape": list(outcome.activation_shape),
+        "shape": list(picture.values.shape),
+        "min": float(picture.values.min()),
+        "max": float(picture.values.max()),
+        "raw_min": float(outcome.raw.min()),
+        "raw_max": float(outcome.raw.max()),
+        "normalise": picture.normalise,
+        "resolution": picture.resolution,
+        "input_size": list(outcome.prepared.tensor.shape[2:]),
+        "predictions": [p.__dict__ for p in outcome.predictions],
+        "seconds": outcome.seconds,
+    }
+
+
+def submit_cam_job(
+    jobs: JobManager,
+    loaded: LoadedModel,
+    image: NDArray[np.floating],
+    method: str,
+    target: int | None,
+    layer: str | None,
+    k: int,
+    picture: dict[str, Any],
+) -> Job:
+    """A slow CAM (Score-CAM, Ablation-CAM) as a job. Artifacts: ``map`` (raw) and ``values`` (drawn)."""
+    check_method(method)
+    check_target(loaded, target)
+    check_cmap(str(picture.get("cmap", DEFAULT_CMAP)))
+    # Validate the layer now, so a bad name is a 422 instead of a failed job.
+    resolve_layer(loaded, loaded.prepare(image).tensor, layer)
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        outcome = explain_cam(loaded, image, method, target, layer, k, ctx=ctx)
+        pic = cam_picture(outcome.raw, outcome.prepared.shown, **picture)
+        ctx.artifacts["map"] = outcome.raw
+        ctx.artifacts["values"] = pic.values
+        ctx.artifacts["shown"] = outcome.prepared.shown
+        return cam_summary(outcome, pic)
+
+    return jobs.submit("cam", run)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Occlusion
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OcclusionSettings:
+    target: int | None = None
+    window: int | None = None  # default: about a fourteenth of the input side
+    stride: int | None = None  # default: half the window
+    baseline: str = "zeros"
+    progressive: bool = True
+    k: int = 5
+
+
+def occlusion_defaults(input_size: tuple[int, int]) -> tuple[int, int]:
+    """(window, stride) giving the lecture's 16 px / 8 px at 224 and the same proportions elsewhere."""
+    side = min(input_size)
+    window = max(2, round(side * 16 / 224))
+    return window, max(1, window // 2)
+
+
+def check_occlusion(loaded: LoadedModel, settings: OcclusionSettings) -> tuple[int, int]:
+    """Validate window/stride/baseline/target for this model; returns the (window, stride) to use."""
+    h, w = loaded.input_size
+    d_window, _ = occlusion_defaults((h, w))
+    window = settings.window or d_window
+    stride = settings.stride or max(1, window // 2)
+    if settings.baseline not in occlusion.BASELINES:
+        raise InvalidInput(
+            f"Unknown baseline {settings.baseline!r}. Choose one of: {', '.join(occlusion.BASELINES)}.",
+            field="baseline",
+            choices=list(occlusion.BASELINES),
+        )
+    if not 1 <= window <= min(h, w):
+        raise InvalidInput(f"window must be between 1 and {min(h, w)} px for this model.", field="window")
+    if not 1 <= stride <= window:
+        raise InvalidInput(f"stride must be between 1 and the window ({window} px).", field="stride")
+    check_target(loaded, settings.target)
+    _check_k(settings.k)
+    n = len(occlusion.window_starts(h, window, stride)) * len(occlusion.window_starts(w, window, stride))
+    if n > 40_000:
+        raise InvalidInput(f"{n} windows is too many; use a larger stride.", field="stride")
+    return window, stride
+
+
+def submit_occlusion(
+    jobs: JobManager, loaded: LoadedModel, image: NDArray[np.floating], settings: OcclusionSettings
+) -> Job:
+    """Occlusion sensitivity as a job.
+
+    Progress and, in progressive mode, a partial ``{"step", "fraction", "min", "max"}`` with the coarse
+    map in the artifact ``partial``; the result names the target and top-k; artifacts ``map`` ``(H, W)``
+    (mean probability drop per pixel), ``drops`` ``(ny, nx)`` (per window) and ``shown``.
+    """
+    window, stride = check_occlusion(loaded, settings)
+    prepared = loaded.prepare(image)
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ctx.artifacts["shown"] = prepared.shown
+
+        def on_partial(part: occlusion.PartialMap) -> None:
+            ctx.artifacts["partial"] = part.map
+            ctx.report(
+                part.fraction,
+                partial={
+                    "step": part.step,
+                    "fraction": part.fraction,
+                    "min": float(part.map.min()),
+                    "max": float(part.map.max()),
+                    "seconds": time.perf_counter() - t0,
+                },
+            )
+
+        res = occlusion.occlusion(
+            loaded.module,
+            prepared.tensor,
+            settings.target,
+            window=window,
+            stride=stride,
+            baseline=settings.baseline,
+            progressive=settings.progressive,
+            on_partial=on_partial,
+            progress=ctx.report,
+            check=ctx.check_cancelled,
+            lock=loaded.lock,
+        )
+        ctx.artifacts["map"] = res.map
+        ctx.artifacts["drops"] = res.drops
+        ctx.artifacts.pop("partial", None)
+        peak = np.unravel_index(int(res.map.argmax()), res.map.shape)
+        probs = class_probabilities(loaded, prepared.tensor)
+        return {
+            "model": loaded.name,
+            "weights": loaded.weights_status,
+            "untrained": loaded.untrained,
+            "target": res.target,
+            "label": _label(loaded, res.target),
+            "probability": res.probability,
+            "window": res.window,
+            "stride": res.stride,
+            "baseline": res.baseline,
+            "progressive": settings.progressive,
+            "grid": [len(res.starts_y), len(res.starts_x)],
+            "windows": res.evaluated,
+            "shape": list(res.map.shape),
+            "min": float(res.map.min()),
+            "max": float(res.map.max()),
+            "peak": [int(peak[0]), int(peak[1])],
+            "predictions": [p.__dict__ for p in predictions_from(loaded, probs, settings.k)],
+            "seconds": time.perf_counter() - t0,
+        }
+
+    return jobs.submit("occlusion", run)
+
+
+def class_probabilities(loaded: LoadedModel, x: torch.Tensor) -> NDArray[np.float32]:
+    """Softmax of one forward: ``(1, C, H, W) -> (K,)``."""
+    with loaded.lock, torch.inference_mode():
+        return torch.softmax(loaded.module(x).float(), dim=1)[0].numpy()
+
+
+def occlusion_picture(
+    values: NDArray[np.floating], shown: NDArray[np.uint8], opacity: float = 0.6
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], float, float]:
+    """(heat map, overlay, vmin, vmax) of a probability-drop map: diverging, centred on zero.
+
+    A positive drop (red) means hiding that region lowered the class probability; blue means hiding it
+    made the class MORE likely.
+    """
+    vmin, vmax = signed_limits(np.asarray(values, dtype=np.float64))
+    heat = colorize(values, "rdbu", vmin, vmax)
+    size = (int(shown.shape[0]), int(shown.shape[1]))
+    heat = resize_to(heat, size, smooth=False)
+    return heat, overlay(shown, heat, opacity), vmin, vmax
+
+
+@dataclass
+class PatchOutcome:
+    loaded: LoadedModel
+    box: tuple[int, int, int, int]
+    before: list[Predicted]
+    after: list[Predicted]
+    target: int
+    target_label: str
+    target_before: float
+    target_after: float
+    hidden: NDArray[np.uint8]  # (H, W, 3) what the network saw with the patch hidden
+
+
+def hide_patch(
+    loaded: LoadedModel,
+    image: NDArray[np.floating],
+    y: int,
+    x: int,
+    window: int | None = None,
+    baseline: str = "zeros",
+    target: int | None = None,
+    k: int = 5,
+) -> PatchOutcome:
+    """Hide the square centred at (y, x) of the network's input and give the new top-k at once."""
+    h, w = loaded.input_size
+    if not (0 <= y < h and 0 <= x < w):
+        raise InvalidInput(
+            f"(y, x) must lie inside the {h} x {w} input.", field="y" if not 0 <= y < h else "x"
+        )
+    win = window or max(4, min(h, w) // 7)
+    if not 1 <= win <= min(h, w):
+        raise InvalidInput(f"window must be between 1 and {min(h, w)} px for this model.", field="window")
+    if baseline not in occlusion.BASELINES:
+        raise InvalidInput(
+            f"Unknown baseline {baseline!r}. Choose one of: {', '.join(occlusion.BASELINES)}.",
+            field="baseline",
+            choices=list(occlusion.BASELINES),
+        )
+    check_target(loaded, target)
+    _check_k(k)
+    prepared = loaded.prepare(image)
+    res = occlusion.hide_patch(
+        loaded.module, prepared.tensor, y, x, window=win, baseline=baseline, lock=loaded.lock
+    )
+    tgt = int(np.argmax(res.before)) if target is None else target
+    y0, x0, y1, x1 = res.box
+    hidden = prepared.shown.copy()
+    # Show the hidden square as the network got it: grey hatch over the box.
+    hidden[y0:y1, x0:x1] = (0.35 * hidden[y0:y1, x0:x1] + 0.65 * 128).astype(np.uint8)
+    return PatchOutcome(
+        loaded=loaded,
+        box=res.box,
+        before=predictions_from(loaded, res.before, k),
+        after=predictions_from(loaded, res.after, k),
+        target=tgt,
+        target_label=_label(loaded, tgt),
+        target_before=float(res.before[tgt]),
+        target_after=float(res.after[tgt]),
+        hidden=hidden,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Compare
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodScore:
+    method: cam.MethodInfo
+    raw: NDArray[np.float32]  # (h, w)
+    normalised: NDArray[np.float32]  # (H, W) upsampled, [0, 1]: the shared scale
+    scores: faithfulness.FaithfulnessResult
+
+
+@dataclass
+class CompareOutcome:
+    loaded: LoadedModel
+    target: int
+    target_label: str
+    target_probability: float
+    layer: str
+    default_layer: str
+    predictions: list[Predicted]
+    prepared: PreparedInput
+    rows: list[MethodScore]  # the methods asked for, then the random baseline
+    steps: int
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def check_compare_methods(methods: Sequence[str]) -> list[str]:
+    chosen = [m for m in dict.fromkeys(methods) if m != "random"]
+    for m in chosen:
+        check_method(m, "methods")
+    if not chosen:
+        raise InvalidInput("Pick at least one method to compare.", field="methods", choices=list(cam.METHODS))
+    return chosen
+
+
+def compare_methods(
+    loaded: LoadedModel,
+    image: NDArray[np.floating],
+    methods: Sequence[str] = DEFAULT_COMPARE,
+    target: int | None = None,
+    layer: str | None = None,
+    steps: int = 24,
+    k: int = 5,
+    ctx: JobContext | None = None,
+) -> CompareOutcome:
+    """Several CAMs on one image (one shared hooked pass), each with deletion/insertion AUC, plus random."""
+    chosen = check_compare_methods(methods)
+    check_target(loaded, target)
+    _check_k(k)
+    if not 4 <= steps <= 100:
+        raise InvalidInput("steps must be between 4 and 100.", field="steps")
+    prepared = loaded.prepare(image)
+    x = prepared.tensor
+    layer_name, default = resolve_layer(loaded, x, layer)
+    t0 = time.perf_counter()
+    all_methods = [*chosen, "random"]
+    n_slow = sum(1 for m in chosen if m in SLOW_METHODS)
+    # Progress budget: slow CAMs first (if any), then the faithfulness curves.
+    cam_share = 0.7 if n_slow else 0.2
+
+    def cam_progress(f: float) -> None:
+        if ctx is not None:
+            ctx.report(cam_share * f)
+
+    res = cam.compute_cams(
+        loaded.module,
+        x,
+        all_methods,
+        layer_name,
+        target,
+        progress=cam_progress,
+        check=ctx.check_cancelled if ctx is not None else None,
+        lock=loaded.lock,
+    )
+    tgt = res.targets[0]
+    size = (int(x.shape[2]), int(x.shape[3]))
+    rows = []
+    for i, m in enumerate(all_methods):
+        raw = res.maps[m][0]
+        scores = faithfulness.deletion_insertion(
+            loaded.module,
+            x,
+            raw,
+            tgt,
+            steps=steps,
+            check=ctx.check_cancelled if ctx is not None else None,
+            lock=loaded.lock,
+        )
+        rows.append(MethodScore(cam.METHODS[m], raw, cam.normalise(cam.upsample(raw, size)), scores))
+        if ctx is not None:
+            ctx.report(cam_share + (1 - cam_share) * (i + 1) / len(all_methods))
+    probs = res.probabilities[0]
+    notes = []
+    flat = [r.method.name for r in rows if float(r.raw.max()) <= 0.0]
+    if flat:
+        notes.append(
+            f"{', '.join(flat)}: the map is zero everywhere (nothing in this layer pushes the class score up), "
+            "so its pixel order is random."
+        )
+    return CompareOutcome(
+        loaded=loaded,
+        target=tgt,
+        target_label=_label(loaded, tgt),
+        target_probability=float(probs[tgt]),
+        layer=layer_name,
+        default_layer=default,
+        predictions=predictions_from(loaded, probs, k),
+        prepared=prepared,
+        rows=rows,
+        steps=steps,
+        seconds=time.perf_counter() - t0,
+        notes=notes,
+    )
+
+
+def compare_summary(
+    outcome: CompareOutcome, cmap: str = DEFAULT_CMAP, images: bool = False
+) -> dict[str, Any]:
+    """The JSON description of a comparison (also a job's result)."""
+    check_cmap(cmap)
+    random_row = outcome.rows[-1]
+    methods = []
+    for row in outcome.rows:
+        entry: dict[str, Any] = {
+            "method": row.method.key,
+            "name": row.method.name,
+            "kind": row.method.kind,
+            "shape": list(row.raw.shape),
+            "raw_min": float(row.raw.min()),
+            "raw_max": float(row.raw.max()),
+            "deletion_auc": row.scores.deletion_auc,
+            "insertion_auc": row.scores.insertion_auc,
+            "beats_random_deletion": row.scores.deletion_auc < random_row.scores.deletion_auc,
+            "beats_random_insertion": row.scores.insertion_auc > random_row.scores.insertion_auc,
+            "deletion_curve": [float(v) for v in row.scores.deletion],
+            "insertion_curve": [float(v) for v in row.scores.insertion],
+        }
+        if images:
+            pic = cam_picture(row.raw, outcome.prepared.shown, 0.5, cmap, "normalised", "input")
+            entry["heatmap_png"] = png_data_uri(encode_png(pic.heatmap))
+            entry["overlay_png"] = png_data_uri(encode_png(pic.overlay))
+        methods.append(entry)
+    return {
+        "model": outcome.loaded.name,
+        "weights": outcome.loaded.weights_status,
+        "untrained": outcome.loaded.untrained,
+        "target": outcome.target,
+        "label": outcome.target_label,
+        "target_probability": outcome.target_probability,
+        "layer": outcome.layer,
+        "default_layer": outcome.default_layer,
+        "scale": {"min": 0.0, "max": 1.0, "cmap": cmap, "note": "each map min-max normalised to [0, 1]"},
+        "fractions": [float(f) for f in outcome.rows[0].scores.fractions],
+        "steps": outcome.steps,
+        "methods": methods[:-1],
+        "random": methods[-1],
+        "predictions": [p.__dict__ for p in outcome.predictions],
+        "notes": outcome.notes,
+        "seconds": outcome.seconds,
+    }
+
+
+def submit_compare_job(
+    jobs: JobManager,
+    loaded: LoadedModel,
+    image: NDArray[np.floating],
+    methods: Sequence[str],
+    target: int | None,
+    layer: str | None,
+    steps: int,
+    k: int,
+    cmap: str,
+) -> Job:
+    """A comparison that includes a slow method, as a job; artifacts ``map:<method>`` ``(H, W)`` in [0, 1]."""
+    check_compare_methods(methods)
+    check_cmap(cmap)
+    check_target(loaded, target)
+    resolve_layer(loaded, loaded.prepare(image).tensor, layer)
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        outcome = compare_methods(loaded, image, methods, target, layer, steps, k, ctx=ctx)
+        for row in outcome.rows:
+            ctx.artifacts[f"map:{row.method.key}"] = row.normalised
+        ctx.artifacts["shown"] = outcome.prepared.shown
+        return compare_summary(outcome, cmap)
+
+    return jobs.submit("compare", run)
+
+
+def needs_job(methods: Sequence[str]) -> bool:
+    """Whether any of ``methods`` is slow enough to run as a job."""
+    return any(m in SLOW_METHODS for m in methods)

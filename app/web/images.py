@@ -1,0 +1,79 @@
+"""HTML routes for image intake: the gallery page, the upload form, and the served PNGs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.api.images import IMMUTABLE_CACHE, read_upload
+from app.deps import ImageStoreDep, IsHtmx
+from app.errors import ConvScopeError
+from app.services.images import ImageStore
+from app.web.templating import render
+
+router = APIRouter()
+
+
+def _page_context(store: ImageStore, **extra: Any) -> dict[str, Any]:
+    images = store.list_images()
+    return {
+        "samples": [r for r in images if r.source == "sample"],
+        "uploads": [r for r in images if r.source != "sample"],
+        "max_upload_mib": store.settings.max_upload_bytes / 2**20,
+        "max_megapixels": store.settings.max_image_pixels / 1e6,
+        "selected": None,
+        "upload_error": None,
+        **extra,
+    }
+
+
+@router.get("/images", response_class=HTMLResponse)
+def images_page(
+    request: Request, store: ImageStoreDep, htmx: IsHtmx, image_id: str | None = None
+) -> HTMLResponse:
+    """The gallery and upload form; with image_id, that image's card on top (HTMX: the card alone)."""
+    selected = store.get(image_id) if image_id else None
+    if htmx and selected is not None:
+        return render(request, "partials/image_card.html", {"image": selected})
+    context = _page_context(store, selected=selected)
+    if htmx:
+        return render(request, "partials/gallery.html", context)
+    return render(request, "pages/images.html", context)
+
+
+@router.post("/images", response_class=HTMLResponse, response_model=None)
+async def upload_from_form(request: Request, store: ImageStoreDep, htmx: IsHtmx) -> Response:
+    """Upload from the page. HTMX gets the new card (and a fresh gallery out of band); a plain form
+    post is redirected to the card, or re-shown with the error next to the form."""
+    try:
+        data, filename = await read_upload(request, store)
+        record = await run_in_threadpool(store.put, data, filename)
+    except ConvScopeError as exc:
+        if htmx:
+            raise  # the global handler renders the error partial into the form's result area
+        context = _page_context(store, upload_error=exc.to_dict()["error"], upload_status=exc.status_code)
+        return render(request, "pages/images.html", context, status_code=exc.status_code)
+    if htmx:
+        context = _page_context(store, image=record, oob_gallery=True)
+        return render(request, "partials/image_card.html", context)
+    return RedirectResponse(f"/images?image_id={record.id}", status_code=303)
+
+
+def _png_response(png: bytes, etag: str) -> Response:
+    # Content-addressed: the bytes behind a URL never change, so browsers may keep them for good.
+    return Response(
+        png, media_type="image/png", headers={"Cache-Control": IMMUTABLE_CACHE, "ETag": f'"{etag}"'}
+    )
+
+
+@router.get("/images/{image_id}/thumb.png", response_class=Response)
+def thumbnail(image_id: str, store: ImageStoreDep) -> Response:
+    return _png_response(store.thumbnail_png(image_id), f"{image_id}-thumb")
+
+
+@router.get("/images/{image_id}/display.png", response_class=Response)
+def display(image_id: str, store: ImageStoreDep) -> Response:
+    return _png_response(store.display_png(image_id), f"{image_id}-display")

@@ -1,0 +1,142 @@
+// Matrix playground: painting 0/1 cells, stepping through output cells (click, Next/Previous, Play),
+// and marking the field named by a 422 error. Everything else is HTMX.
+(function () {
+  "use strict";
+  let playTimer = null;
+  let painting = false;
+  let paintValue = "1";
+
+  function steps() {
+    const el = document.getElementById("conv-steps-data");
+    if (!el) return [];
+    try { return JSON.parse(el.textContent || "[]"); } catch (e) { return []; }
+  }
+
+  function fmt(v) {
+    if (Math.abs(v - Math.round(v)) < 1e-9) { const r = Math.round(v); return String(r === 0 ? 0 : r); }
+    return String(Number(v.toPrecision(4)));
+  }
+
+  function show(index) {
+    const all = steps();
+    const body = document.getElementById("conv-result-body");
+    if (!all.length || !body) return;
+    const i = ((index % all.length) + all.length) % all.length;
+    const st = all[i];
+    body.dataset.index = String(i);
+    document.querySelectorAll("#conv-padded td.in-window").forEach((td) => td.classList.remove("in-window", "win-first"));
+    st.cells.forEach(([r, c], k) => {
+      const td = document.querySelector(`#conv-padded td[data-r="${r}"][data-c="${c}"]`);
+      if (td) { td.classList.add("in-window"); if (k === 0) td.classList.add("win-first"); }
+    });
+    document.querySelectorAll("#conv-output td.active").forEach((td) => td.classList.remove("active"));
+    const out = document.querySelector(`#conv-output td[data-row="${st.row}"][data-col="${st.col}"]`);
+    if (out) out.classList.add("active");
+    const text = document.getElementById("conv-step-text");
+    if (text) {
+      const sums = st.products.map(fmt).join(" + ").replace(/\+ -/g, "− ");
+      text.textContent = st.text + "\n= " + sums + " = " + fmt(st.total);
+    }
+    const where = document.getElementById("conv-step-where");
+    if (where) where.textContent = `output row ${st.row + 1}, column ${st.col + 1}`;
+    const fr = document.getElementById("conv-focus-row");
+    const fc = document.getElementById("conv-focus-col");
+    if (fr && fc) { fr.value = String(st.row); fc.value = String(st.col); }
+  }
+
+  function current() {
+    const body = document.getElementById("conv-result-body");
+    return body && body.dataset.index ? parseInt(body.dataset.index, 10) : 0;
+  }
+
+  function stopPlay() {
+    if (playTimer) { clearInterval(playTimer); playTimer = null; }
+    const b = document.getElementById("conv-play");
+    if (b) { b.textContent = "Play"; b.setAttribute("aria-pressed", "false"); }
+  }
+
+  function init() {
+    const body = document.getElementById("conv-result-body");
+    if (!body) return;
+    const all = steps();
+    const row = parseInt(body.dataset.focusRow || "0", 10);
+    const col = parseInt(body.dataset.focusCol || "0", 10);
+    const idx = all.findIndex((s) => s.row === row && s.col === col);
+    show(idx >= 0 ? idx : 0);
+  }
+
+  document.addEventListener("click", (ev) => {
+    const t = ev.target instanceof Element ? ev.target : null;
+    if (!t) return;
+    const cell = t.closest("#conv-output td.out-cell");
+    if (cell) {
+      stopPlay();
+      const all = steps();
+      const i = all.findIndex((s) => s.row === +cell.dataset.row && s.col === +cell.dataset.col);
+      if (i >= 0) show(i);
+      return;
+    }
+    if (t.closest("#conv-next")) { stopPlay(); show(current() + 1); }
+    else if (t.closest("#conv-prev")) { stopPlay(); show(current() - 1); }
+    else if (t.closest("#conv-play")) {
+      const b = t.closest("#conv-play");
+      if (playTimer) { stopPlay(); return; }
+      b.textContent = "Pause"; b.setAttribute("aria-pressed", "true");
+      playTimer = setInterval(() => show(current() + 1), 900);
+    }
+  });
+
+  document.addEventListener("keydown", (ev) => {
+    const t = ev.target instanceof Element ? ev.target : null;
+    if (t && t.matches("#conv-output td.out-cell") && (ev.key === "Enter" || ev.key === " ")) {
+      ev.preventDefault(); t.click();
+    }
+  });
+
+  // Painting: with the toggle on, press on an input cell and drag; the first cell decides 1 or 0.
+  function paintable(t) {
+    const toggle = document.getElementById("conv-paint-toggle");
+    return toggle && toggle.checked && t instanceof Element && t.matches("#conv-input-grid input.cell-input");
+  }
+  function paint(input) {
+    if (input.value !== paintValue) { input.value = paintValue; input.classList.add("painted"); }
+  }
+  document.addEventListener("mousedown", (ev) => {
+    if (!paintable(ev.target)) return;
+    ev.preventDefault();
+    painting = true;
+    paintValue = ev.target.value.trim() === "1" ? "0" : "1";
+    paint(ev.target);
+  });
+  document.addEventListener("mouseover", (ev) => { if (painting && paintable(ev.target)) paint(ev.target); });
+  document.addEventListener("mouseup", () => {
+    if (!painting) return;
+    painting = false;
+    const form = document.getElementById("conv-form");
+    if (form && window.htmx) window.htmx.trigger(form, "conv-paint");
+  });
+
+  // Put the error next to its field: outline the input the 422 names.
+  function markError(target) {
+    document.querySelectorAll("#conv-form .invalid").forEach((el) => el.classList.remove("invalid"));
+    const box = target.querySelector ? target.querySelector(".error-box code") : null;
+    if (!box) return;
+    const name = box.textContent.trim();
+    const el = document.querySelector(`#conv-form [name="${CSS.escape(name)}"]`);
+    if (el) { el.classList.add("invalid"); el.setAttribute("aria-invalid", "true"); }
+  }
+
+  document.addEventListener("htmx:afterSwap", (ev) => {
+    const target = ev.detail && ev.detail.target;
+    if (!target) return;
+    if (target.id === "conv-result" || target.id === "conv-workspace") {
+      stopPlay();
+      init();
+      markError(target);
+      if (!target.querySelector(".error-box")) {
+        document.querySelectorAll("#conv-form .invalid").forEach((el) => { el.classList.remove("invalid"); el.removeAttribute("aria-invalid"); });
+      }
+    }
+  });
+  document.addEventListener("DOMContentLoaded", init);
+})();

@@ -1,0 +1,139 @@
+"""Uploading a model: JSON architecture + safetensors weights; it then works like any zoo model."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from fastapi.testclient import TestClient
+from safetensors.torch import save
+
+from app.core.custom_models import build_module, parse_architecture
+
+TINY = {
+    "name": "Tiny <b>edge</b> net",
+    "in_channels": 1,
+    "input_size": [32, 32],
+    "categories": ["dark", "bright"],
+    "mean": [0.5],
+    "std": [0.25],
+    "layers": [
+        {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel_size": 2},
+        {"type": "conv2d", "out_channels": 8, "kernel_size": 3},
+        {"type": "relu"},
+        {"type": "global_avgpool"},
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 2},
+    ],
+}
+
+
+def _weights() -> tuple[bytes, dict[str, torch.Tensor]]:
+    module = build_module(parse_architecture(TINY))
+    torch.manual_seed(7)
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    return save(state), state
+
+
+def test_upload_architecture_and_weights_then_predict(client: TestClient, gray_image_id: str) -> None:
+    blob, state = _weights()
+    response = client.post(
+        "/api/v1/models",
+        files={
+            "architecture": ("net.json", json.dumps(TINY), "application/json"),
+            "weights": ("w.safetensors", blob),
+        },
+    )
+    assert response.status_code == 201, response.text
+    info = response.json()
+    assert info["name"].startswith("custom-") and info["source"] == "custom"
+    assert info["pretrained_available"] is True and info["in_channels"] == 1
+    assert info["params"] == sum(v.numel() for v in state.values() if v.is_floating_point())
+
+    loaded = client.app.state.registry.get(info["name"])  # type: ignore[attr-defined]
+    for key, value in state.items():
+        assert torch.equal(loaded.module.state_dict()[key], value)
+    pred = client.post(
+        "/api/v1/predict", json={"image_id": gray_image_id, "model": info["name"], "k": 2}
+    ).json()
+    assert {p["label"] for p in pred["predictions"]} == {"dark", "bright"}
+    assert pred["weights"] == "pretrained"
+
+    # The same upload again is the same id (content-addressed), and the page escapes the user's name.
+    again = client.post(
+        "/api/v1/models",
+        files={
+            "architecture": ("net.json", json.dumps(TINY), "application/json"),
+            "weights": ("w.safetensors", blob),
+        },
+    )
+    assert again.json()["name"] == info["name"]
+    html = client.get("/models").text
+    assert "Tiny &lt;b&gt;edge&lt;/b&gt; net" in html and "Tiny <b>edge</b> net" not in html
+
+
+def test_architecture_without_weights_is_untrained(client: TestClient, gray_image_id: str) -> None:
+    info = client.post("/api/v1/models", files={"architecture": ("net.json", json.dumps(TINY))}).json()
+    pred = client.post("/api/v1/predict", json={"image_id": gray_image_id, "model": info["name"]}).json()
+    assert pred["weights"] == "untrained"
+
+
+def test_bad_architectures_name_the_field(client: TestClient) -> None:
+    bad = dict(TINY, layers=[{"type": "conv2d", "out_channels": 4, "kernel_size": 13}])
+    response = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(bad))})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "architecture.layers.0.kernel_size"
+
+    response = client.post("/api/v1/models", files={"architecture": ("a.json", "{not json")})
+    assert response.status_code == 422 and response.json()["error"]["field"] == "architecture"
+
+    wrong_out = dict(TINY, layers=[*TINY["layers"][:-1], {"type": "linear", "out_features": 3}])  # type: ignore[misc]
+    response = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(wrong_out))})
+    assert response.status_code == 422 and "expected (1, 2)" in response.json()["error"]["message"]
+
+
+def test_weights_that_do_not_fit_or_are_not_safetensors(client: TestClient) -> None:
+    files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", b"\x80\x04pickle")}
+    response = client.post("/api/v1/models", files=files)
+    assert response.status_code == 422 and response.json()["error"]["field"] == "weights"
+    other = save({"conv9.weight": torch.zeros(1)})
+    files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", other)}
+    response = client.post("/api/v1/models", files=files)
+    assert response.status_code == 422 and "missing" in response.json()["error"]["message"]
+
+
+def test_torchvision_architecture_with_new_head(client: TestClient) -> None:
+    arch = {
+        "name": "ResNet-18 for 3 classes",
+        "torchvision": "resnet18",
+        "input_size": [64, 64],
+        "categories": ["a", "b", "c"],
+    }
+    info = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(arch))}).json()
+    assert info["num_classes"] == 3 and info["params"] == 11_178_051
+    bad = dict(arch, torchvision="resnet19")
+    response = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(bad))})
+    assert response.status_code == 422 and response.json()["error"]["field"] == "architecture.torchvision"
+
+
+def test_uploaded_models_survive_a_restart(client: TestClient, settings: object) -> None:
+    from app.services.models import ModelRegistry
+
+    info = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(TINY))}).json()
+    fresh = ModelRegistry(settings)  # type: ignore[arg-type]
+    assert info["name"] in fresh.names()
+
+
+def test_upload_form_on_the_models_page(client: TestClient) -> None:
+    page = client.get("/models").text
+    assert 'hx-post="/models/upload"' in page and "Example architecture" in page
+    response = client.post(
+        "/models/upload", files={"architecture": ("a.json", json.dumps(TINY))}, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 200 and "UNTRAINED" in response.text and "custom-" in response.text
+    bad = client.post(
+        "/models/upload", files={"architecture": ("a.json", "[]")}, headers={"HX-Request": "true"}
+    )
+    assert bad.status_code == 422 and 'class="error-box"' in bad.text

@@ -235,20 +235,25 @@ class _Capture:
     """Forward hook that records one module's output; with ``as_leaf`` the output becomes a grad leaf.
 
     The leaf is returned as a clone so that in-place operations after the layer (``ReLU(inplace=True)``)
-    act on the clone, never on the leaf autograd differentiates against.
+    act on the clone, never on the leaf autograd differentiates against. A module called several times
+    in one forward (a shared activation) keeps its LAST output; ``replace`` substitutes only the call
+    numbered ``replace_call`` (1-based), so earlier calls of a shared module are left alone.
     """
 
-    def __init__(self, as_leaf: bool, replace: Tensor | None = None) -> None:
+    def __init__(self, as_leaf: bool, replace: Tensor | None = None, replace_call: int = 1) -> None:
         self.as_leaf = as_leaf
         self.replace = replace
+        self.replace_call = replace_call
         self.output: Tensor | None = None
+        self.calls = 0
 
     def __call__(self, module: nn.Module, inputs: object, output: object) -> Tensor | None:
+        self.calls += 1
         if not isinstance(output, Tensor):
             raise TypeError(f"layer output is {type(output).__name__}, a tensor is needed for a CAM")
         if self.replace is not None:
             # Ablation-CAM: substitute the precomputed, channel-ablated activations.
-            return self.replace
+            return self.replace if self.calls == self.replace_call else None
         if self.as_leaf:
             leaf = output.detach().requires_grad_(True)
             self.output = leaf
@@ -499,6 +504,7 @@ def compute_cams(
         with _hooked(module, capture), torch.set_grad_enabled(need_grad):
             logits = model(x)
         acts = capture.output
+        calls = capture.calls
         if acts is None:
             raise ValueError(f"layer {layer!r} was not called during the forward pass")
         if acts.dim() != 4:
@@ -533,7 +539,7 @@ def compute_cams(
             result_maps[m] = _score_cam(model, x, acts_d, targets, batch_size, sub, check, lock)
         else:
             result_maps[m] = _ablation_cam(
-                model, module, x, acts_d, targets, logits_np, batch_size, sub, check, lock
+                model, module, x, acts_d, targets, logits_np, batch_size, sub, check, lock, calls
             )
         seconds[m] = time.perf_counter() - t1
     if progress is not None:
@@ -604,6 +610,7 @@ def _ablation_cam(
     progress: ProgressFn,
     check: CheckFn | None,
     lock: AbstractContextManager[object] | None = None,
+    calls: int = 1,
 ) -> np.ndarray:
     """Ablation-CAM: weight_k = (y - y_k) / y with channel k of the target layer set to zero.
 
@@ -624,7 +631,7 @@ def _ablation_cam(
                 idx = torch.arange(s, min(k, s + batch_size))
                 ablated = acts[b : b + 1].repeat(len(idx), 1, 1, 1)
                 ablated[torch.arange(len(idx)), idx] = 0
-                capture = _Capture(as_leaf=False, replace=ablated)
+                capture = _Capture(as_leaf=False, replace=ablated, replace_call=calls)
                 with guarded(model, lock), eval_mode(model), _hooked(module, capture):
                     out = model(x[b : b + 1].expand(len(idx), -1, -1, -1))
                 scores[idx] = out[:, targets[b]].float()

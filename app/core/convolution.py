@@ -279,6 +279,8 @@ def convolve(
         out = np.einsum("ijkl,kl->ij", win, applied)
     else:
         out = np.einsum("cijkl,ckl->ij", win, applied)
+    if not np.all(np.isfinite(out)):
+        raise ConvolutionError("the numbers are too large: the products overflow to infinity", "kernel")
     formulas = (
         size_formula("rows", xa.shape[-2], kh, amt, stride, dilation),
         size_formula("columns", xa.shape[-1], kw, amt, stride, dilation),
@@ -390,7 +392,12 @@ def to_grey(image: NDArray[np.float32]) -> NDArray[np.float32]:
     """``(H, W)`` or ``(H, W, 3)`` in [0, 1] -> ``(H, W)`` luminance."""
     if image.ndim == 2:
         return image.astype(np.float32, copy=False)
-    return np.tensordot(image[..., :3].astype(np.float32), _LUMA, axes=([2], [0])).astype(np.float32)
+    # three scaled adds: several times faster than tensordot over the interleaved last axis
+    img = image.astype(np.float32, copy=False)
+    grey = img[..., 0] * _LUMA[0]
+    grey += img[..., 1] * _LUMA[1]
+    grey += img[..., 2] * _LUMA[2]
+    return grey
 
 
 def apply_kernels(
@@ -487,4 +494,9 @@ def apply_kernels(
                 labels.append(kin.name)
                 kidx.append(i)
                 chans.append(None)
+    for i, m in enumerate(maps):
+        if not np.all(np.isfinite(m)):
+            raise ConvolutionError(
+                "the kernel's weights are too large: the feature map overflows", f"kernels[{kidx[i]}]"
+            )
     return FilterResult(maps=maps, labels=labels, kernel_index=kidx, channel=chans, mode=mode)

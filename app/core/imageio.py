@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.core.rendering import encode_png
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from app.errors import ConvScopeError, InvalidInput, PayloadTooLarge, UnsupportedMedia
 
 FloatImage = NDArray[np.float32]
 
@@ -33,6 +33,7 @@ SUPPORTED_FORMATS = "PNG, JPEG, TIFF (8 or 16 bit), BMP, WebP, GIF (first frame)
 PIL_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 FORMAT_NAMES = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "bmp": "BMP", "webp": "WebP", "gif": "GIF"}
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 # EXIF orientation tag values -> what exif_transpose does to put the picture upright.
 EXIF_ORIENTATION_TAG = 0x0112
@@ -98,9 +99,17 @@ def decode_image(data: bytes, filename: str | None, max_pixels: int) -> DecodedI
     label = display_name(filename)
     if not data:
         raise InvalidInput(f"{label} is empty (0 bytes); choose an image file.", field="file")
-    if _looks_like_dicom(data, filename):
-        return _decode_dicom(data, label, max_pixels)
-    return _decode_pil(data, label, max_pixels)
+    try:
+        if _looks_like_dicom(data, filename):
+            return _decode_dicom(data, label, max_pixels)
+        return _decode_pil(data, label, max_pixels)
+    except ConvScopeError:
+        raise
+    except Exception as exc:
+        # Decoders raise a zoo of exception types on hostile bytes (TypeError, NotImplementedError,
+        # pydicom's BytesLengthException...); whatever they are, the client sent a broken file.
+        detail = f"{type(exc).__name__}: {exc}"[:200]
+        raise InvalidInput(f"{label} is damaged and cannot be decoded ({detail}).", field="file") from exc
 
 
 def pixels_to_uint8(pixels: NDArray[np.floating]) -> NDArray[np.uint8]:
@@ -201,6 +210,9 @@ def _decode_pil(data: bytes, label: str, max_pixels: int) -> DecodedImage:
             f"{label} declares more pixels than ConvScope will decode ({exc}).", field="file"
         ) from exc
     except UnidentifiedImageError as exc:
+        if data[:4] in TIFF_MAGIC:
+            # Float colour and other TIFF layouts PIL does not know: tifffile reads them exactly.
+            return _decode_tifffile(data, label, max_pixels)
         raise _not_an_image(label) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # A recognised header that is itself broken (e.g. a PNG cut inside its first chunk).
@@ -217,6 +229,8 @@ def _decode_pil(data: bytes, label: str, max_pixels: int) -> DecodedImage:
             raise _too_many_pixels(label, width, height, max_pixels)
         if width < 1 or height < 1:
             raise InvalidInput(f"{label} has no pixels ({width} × {height}).", field="file")
+        if kind == "tiff" and _pil_would_lose_bits(im):
+            return _decode_tifffile(data, label, max_pixels)
         frames = int(getattr(im, "n_frames", 1) or 1)
         try:
             im.seek(0)
@@ -228,6 +242,82 @@ def _decode_pil(data: bytes, label: str, max_pixels: int) -> DecodedImage:
                 f"{label} looks like a {fmt_name} file but is truncated or corrupt ({exc}).", field="file"
             ) from exc
         return _pil_to_decoded(im, kind, fmt_name, frames, label)
+
+
+def _pil_would_lose_bits(im: Image.Image) -> bool:
+    """True for TIFFs PIL would quietly squeeze (16-bit colour to 8 bits, signed 16-bit into "I")."""
+    tags = getattr(im, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    if bits is None:
+        return False
+    widest = max(bits) if isinstance(bits, (tuple, list)) else int(bits)
+    return widest > 8 and im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _decode_tifffile(data: bytes, label: str, max_pixels: int) -> DecodedImage:
+    """TIFF variants beyond PIL (16-bit RGB, float RGB, signed 16-bit) -> float32 in [0, 1]."""
+    try:
+        import tifffile
+    except ImportError as exc:
+        raise UnsupportedMedia(
+            f"{label} is a TIFF variant that needs the tifffile package.", field="file"
+        ) from exc
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            pages = len(tif.pages)
+            page = tif.pages.first
+            height, width = int(page.imagelength), int(page.imagewidth)
+            if height * width > max_pixels:
+                raise _too_many_pixels(label, width, height, max_pixels)
+            samples = int(page.samplesperpixel)
+            bits = int(page.bitspersample)
+            photometric = getattr(page.photometric, "name", str(page.photometric))
+            arr = np.asarray(page.asarray())
+    except (PayloadTooLarge, UnsupportedMedia):
+        raise
+    except Exception as exc:
+        # tifffile raises many types (TiffFileError, ValueError, struct.error...) on damaged files.
+        message = f"{label} looks like a TIFF file but is truncated or corrupt ({exc})."
+        raise InvalidInput(message, field="file") from exc
+    if arr.ndim == 3 and arr.shape[0] == samples and arr.shape[-1] != samples:
+        arr = np.moveaxis(arr, 0, -1)  # planar (S, H, W) -> interleaved (H, W, S)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise UnsupportedMedia(
+            f"{label} is a TIFF with {samples} samples per pixel ({photometric}); "
+            "ConvScope reads greyscale and RGB(A) TIFFs.",
+            field="file",
+        )
+    kind_text = "float " if arr.dtype.kind == "f" else ("signed " if arr.dtype.kind == "i" else "")
+    colour = "greyscale" if arr.ndim == 2 else "RGB"
+    steps: list[str] = []
+    colour_arr = arr[..., :3] if arr.ndim == 3 else arr
+    pixels, lo, hi = _stretch(colour_arr)
+    # One range for all channels, so the colour balance is kept.
+    steps.append(f"{bits}-bit {kind_text}{colour} TIFF scaled from {_range_text(lo, hi)} to [0, 1]")
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        # Alpha is a fraction of the type's full scale (not of its own range): 65535 means opaque.
+        alpha_raw = arr[..., 3].astype(np.float64)
+        full = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else 1.0
+        alpha = np.clip(alpha_raw / full, 0.0, 1.0)
+        pixels = (pixels * alpha[..., None] + (1.0 - alpha[..., None])).astype(np.float32)
+        steps.append("alpha composited on white and dropped")
+    if pages > 1:
+        steps.append(f"first of {pages} pages used")
+    sentence = "; ".join(steps) + " (read with tifffile)."
+    sentence = sentence[0].upper() + sentence[1:]
+    metadata: dict[str, Any] = {
+        "format": "TIFF",
+        "file_width": width,
+        "file_height": height,
+        "reader": "tifffile",
+    }
+    if pages > 1:
+        metadata["frames"] = pages
+    return DecodedImage(
+        np.ascontiguousarray(pixels, dtype=np.float32), "tiff", photometric, bits, sentence, metadata
+    )
 
 
 def _bit_depth(mode: str) -> int:

@@ -413,6 +413,8 @@ def submit_occlusion(
             stride=stride,
             baseline=settings.baseline,
             progressive=settings.progressive,
+            # Batches of 16: progress, partial maps and cancellation come every 16 forwards.
+            batch_size=16,
             on_partial=on_partial,
             progress=ctx.report,
             check=ctx.check_cancelled,

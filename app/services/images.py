@@ -191,6 +191,10 @@ class ImageStore:
         self.db_path = self.root / DB_NAME
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.derived_dir.mkdir(parents=True, exist_ok=True)
+        # decode_image checks width x height against settings.max_image_pixels itself; PIL's own bomb
+        # guard (an error at twice MAX_IMAGE_PIXELS) must never be stricter than the configured limit.
+        if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
         self._cache = _ArrayCache(cache_items, cache_bytes)
         # Two workers: one slow decode never blocks every other upload, and runaways stay bounded.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
@@ -453,9 +457,9 @@ class ImageStore:
         pixels = imageio.pixels_to_uint8(self.load(image_id))
         if size is not None:
             picture = Image.fromarray(pixels)
-            picture.thumbnail((size, size), Image.Resampling.LANCZOS)
+            picture.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
             buffer = io.BytesIO()
-            picture.save(buffer, format="PNG", optimize=True)
+            picture.save(buffer, format="PNG")
             png = buffer.getvalue()
         else:
             png = encode_png(pixels)

@@ -45,15 +45,29 @@ from app.services.models import LoadedModel, ModelRegistry
 
 TILE_PIXELS = 64  # feature-map tiles are blown up (nearest) to at least this many pixels a side
 FILTER_TILE_PIXELS = 48
+MAX_TILE_PIXELS = 96  # grid tiles of larger maps are shrunk to this
 MAX_PER_PAGE = 256
 SCALES = ("channel", "layer")
 
 
 class _LRU(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
+    """A small thread-safe LRU bounded by entry count and, optionally, by total bytes (``weigh``)."""
+
+    def __init__(
+        self, size: int, max_bytes: int | None = None, weigh: Callable[[Any], int] | None = None
+    ) -> None:
         super().__init__()
         self.size = size
+        self.max_bytes = max_bytes
+        self.weigh = weigh
         self.lock = threading.Lock()
+
+    def _too_big(self) -> bool:
+        if len(self) > self.size:
+            return True
+        if self.max_bytes is None or self.weigh is None or len(self) <= 1:
+            return False
+        return sum(self.weigh(v) for v in self.values()) > self.max_bytes
 
     def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
         with self.lock:
@@ -64,7 +78,7 @@ class _LRU(OrderedDict[Any, Any]):
         with self.lock:
             self[key] = value
             self.move_to_end(key)
-            while len(self) > self.size:
+            while self._too_big():
                 self.popitem(last=False)
         return value
 
@@ -176,11 +190,18 @@ def _layer_error(exc: LayerNotFound) -> NotFound:
 class NetworkService:
     """Use cases of the /network, /receptive-fields and /milestones pages and their API twins."""
 
-    def __init__(self, registry: ModelRegistry, store: ImageStore, cache_size: int = 3) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        store: ImageStore,
+        cache_size: int = 3,
+        cache_bytes: int = 512 * 2**20,
+    ) -> None:
         self.registry = registry
         self.store = store
         self._structures = _LRU(8)
-        self._activations = _LRU(cache_size)
+        # ResNet-50 at 224x224 keeps ~140 MiB of activations per image (every module's output).
+        self._activations = _LRU(cache_size, cache_bytes, lambda a: a.capture.nbytes)
         self._inputs = _LRU(16)
         self.forward_passes = 0  # counts captured forward passes (tests and benchmarks read it)
 
@@ -344,11 +365,17 @@ class NetworkService:
 
     @staticmethod
     def _tile(values: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
-        """``(h, w)`` map -> uint8 tile at least TILE_PIXELS a side (nearest, so units stay visible)."""
+        """``(h, w)`` map -> uint8 tile: small maps blown up (nearest, units stay visible), large ones shrunk."""
         if vmin is None or vmax is None:
             vmin, vmax = value_limits(values)
         img = colorize(values, cmap, vmin, vmax)
-        factor = max(1, TILE_PIXELS // max(values.shape))
+        longest = max(values.shape)
+        if longest > MAX_TILE_PIXELS:
+            # Large early maps are shrunk for the grid (the enlarged view keeps every unit).
+            scale = MAX_TILE_PIXELS / longest
+            size = (max(1, round(values.shape[0] * scale)), max(1, round(values.shape[1] * scale)))
+            return resize_to(img, size)
+        factor = max(1, TILE_PIXELS // longest)
         return upscale_nearest(img, factor) if factor > 1 else img
 
     def channel(

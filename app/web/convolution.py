@@ -351,6 +351,7 @@ def _filters_result_context(outcome: svc.FilterOutcome, api: dict[str, Any]) -> 
         "maps": maps,
         "source_uri": png_data_uri(encode_png(to_uint8_image(outcome.image))),
         "api_json": json.dumps(api),
+        "flat_length": sum(int(m.values.size) for m in outcome.maps),
         "kernels_used": [{"name": k.name, "shape": list(k.weights.shape), "cells": _kernel_text(k.weights)}
                          for k in outcome.kernels],
     }  # fmt: skip

@@ -16,6 +16,9 @@ from app.web.templating import render
 
 router = APIRouter()
 
+# Largest side of the picture shown on a page (the browser scales it down further).
+DISPLAY_MAX_SIDE = 1024
+
 
 def _page_context(store: ImageStore, **extra: Any) -> dict[str, Any]:
     images = store.list_images()
@@ -76,4 +79,5 @@ def thumbnail(image_id: str, store: ImageStoreDep) -> Response:
 
 @router.get("/images/{image_id}/display.png", response_class=Response)
 def display(image_id: str, store: ImageStoreDep) -> Response:
-    return _png_response(store.display_png(image_id), f"{image_id}-display")
+    # Capped for the page; the full-size pixels are at /api/v1/images/{id}/pixels?format=png.
+    return _png_response(store.thumbnail_png(image_id, DISPLAY_MAX_SIDE), f"{image_id}-display")

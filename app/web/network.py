@@ -337,12 +337,15 @@ def receptive_fields_page(
 
 
 def _rf_plot(structure: Any, input_size: tuple[int, int]) -> dict[str, Any]:
-    """Points of an SVG line plot: RF size and jump of every conv/pool leaf, in execution order."""
-    points = [
-        (name, r.size, r.jump)
-        for name, r in structure.rf.items()
-        if r.grid and r.type in ("Conv2d", "MaxPool2d", "AvgPool2d")
-    ]
+    """Points of an SVG line plot: RF size and jump of the conv/pool leaves of the main path, in order."""
+    points = []
+    widest = 0.0
+    for name, r in structure.rf.items():
+        # The main path only: a side branch that sees less than what came before (a 1x1 shortcut, an
+        # Inception 1x1 branch) would make the curve zig-zag without changing what the network sees.
+        if r.grid and r.type in ("Conv2d", "MaxPool2d", "AvgPool2d") and r.size >= widest:
+            points.append((name, r.size, r.jump))
+            widest = r.size
     if not points:
         return {"points": [], "width": 0}
     width, height, pad = 900, 300, 40
@@ -456,6 +459,11 @@ def milestones_page(
     context: dict[str, Any] = {
         "milestones": sorted((s for s in specs if not s.builtin), key=lambda s: (s.year or 0, s.name)),
         "all_specs": specs,
+        "others": [
+            s
+            for s in registry.list_specs()
+            if not s.milestone and not s.builtin and s.source == "torchvision"
+        ],
         "images": store.list_images(),
         "image_id": image_id,
         "model_a": model_a,

@@ -66,6 +66,7 @@ def test_convolve_relu_pool(client: TestClient) -> None:
         ({"input": [[1, 1], [1]], "kernel": [[1]]}, "input[1]"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "mirror"}, "padding"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "reflect", "amount": 3}, "amount"),
+        ({"input": [[1e308, 1e308]], "kernel": [[10, 10]]}, "kernel"),
     ],
 )
 def test_convolve_422_names_field(client: TestClient, body: dict[str, object], field: str) -> None:
@@ -177,3 +178,24 @@ def test_kernels_and_presets(client: TestClient) -> None:
     assert ps["vertical_edge"]["output"] == [[0, 30, 30, 0]] * 4
     assert ps["small_nodule"]["slide_is_wrong"]
     assert ps["padded_nodule"]["output"][3][3] == 5
+
+
+def test_random_garbage_never_500(client: TestClient, gray_image_id: str) -> None:
+    rng = np.random.default_rng(99)
+    junk: list[object] = [None, "x", "", [], [[]], [1, 2], [[1, "a"]], {"a": 1}, -1, 0, 10**9, [[1e308, -1e308]],
+                          [[[1]]], True, 3.5]  # fmt: skip
+    for _ in range(60):
+        body: dict[str, object] = {"input": [[1, 2, 3]] * 3, "kernel": [[1]]}
+        key = str(
+            rng.choice(["input", "kernel", "padding", "amount", "stride", "dilation", "pool", "pool_size"])
+        )
+        body[key] = junk[int(rng.integers(len(junk)))]
+        r = client.post("/api/v1/convolve", json=body)
+        assert r.status_code < 500, (body, r.text)
+        fbody: dict[str, object] = {"image_id": gray_image_id, "kernels": [{"name": "sobel_x"}]}
+        fkey = str(rng.choice(["kernels", "mode", "padding", "stride", "pool_size", "max_side", "index"]))
+        fbody[fkey] = junk[int(rng.integers(len(junk)))]
+        if fkey == "kernels" and rng.random() < 0.5:
+            fbody["kernels"] = [{"weights": junk[int(rng.integers(len(junk)))], "mode": "3d"}]
+        r = client.post("/api/v1/filter", json=fbody)
+        assert r.status_code < 500, (fbody, r.text)

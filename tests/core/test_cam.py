@@ -242,3 +242,38 @@ def test_upsample_and_normalise() -> None:
     batch = cam.upsample(np.stack([m, 2 * m]), (8, 6))
     assert batch.shape == (2, 8, 6)
     np.testing.assert_allclose(batch[1], 2 * batch[0])
+
+
+class _SharedActivation(torch.nn.Module):
+    """One ReLU module called twice (as ResNet blocks and EfficientNet's swish do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 6, 3, padding=1)
+        self.act = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.conv2(self.act(self.conv1(x))))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def test_shared_module_uses_its_last_call() -> None:
+    model = _SharedActivation().eval()
+    x = torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    res = cam.compute_cams(model, x, ["gradcam", "ablationcam"], "act", target=0)
+    assert res.activation_shape == (1, 6, 12, 12)
+    # Ablation-CAM replaces only the last call: its weights equal a manual per-channel ablation.
+    with torch.no_grad():
+        acts = model.act(model.conv2(model.act(model.conv1(x))))
+        y = model.fc(acts.mean(dim=(2, 3)))[0, 0]
+        weights = []
+        for c in range(6):
+            ablated = acts.clone()
+            ablated[:, c] = 0
+            weights.append((y - model.fc(ablated.mean(dim=(2, 3)))[0, 0]) / y)
+        expected = torch.relu((torch.stack(weights)[:, None, None] * acts[0]).sum(0)).numpy()
+    np.testing.assert_allclose(res.maps["ablationcam"][0], expected, rtol=1e-4, atol=1e-6)
+    assert_model_clean(model)

@@ -276,3 +276,19 @@ def test_apply_kernels_errors() -> None:
     assert err.value.field == "kernels[0]"
     with pytest.raises(ConvolutionError):
         apply_kernels(img, [], mode="grey")
+
+
+def test_to_grey_uses_bt601_luma() -> None:
+    img = _image(6, (5, 7, 3))
+    expected = img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+    np.testing.assert_allclose(to_grey(img), expected, atol=1e-6)
+    assert to_grey(img[..., 0]) is not None and to_grey(img[..., 0]).shape == (5, 7)
+
+
+def test_overflow_is_an_error_not_inf() -> None:
+    with pytest.raises(ConvolutionError) as err:
+        convolve([[1e308, 1e308]], [[10.0, 10.0]])
+    assert err.value.field == "kernel"
+    with pytest.raises(ConvolutionError) as err:
+        apply_kernels(_image(1, (6, 6)), [KernelInput("huge", np.full((3, 3), 1e38))])
+    assert err.value.field == "kernels[0]"

@@ -95,6 +95,55 @@ def test_16_bit_png_keeps_all_its_levels():
     assert len(np.unique(decoded.pixels)) > 256
 
 
+def tiff_bytes(arr: np.ndarray, **kwargs: object) -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, arr, **kwargs)
+    return buffer.getvalue()
+
+
+def test_16_bit_rgb_tiff_keeps_its_precision():
+    rgb16 = np.random.default_rng(8).integers(0, 65536, (12, 10, 3)).astype(np.uint16)
+    decoded = decode(tiff_bytes(rgb16, photometric="rgb"), "colour16.tif")
+    lo, hi = int(rgb16.min()), int(rgb16.max())
+    assert decoded.pixels.shape == (12, 10, 3) and decoded.bit_depth == 16
+    # One range for all three channels keeps the colour balance.
+    np.testing.assert_allclose(decoded.pixels, (rgb16.astype(np.float64) - lo) / (hi - lo), atol=1e-6)
+    assert decoded.conversion == f"16-bit RGB TIFF scaled from [{lo}, {hi}] to [0, 1] (read with tifffile)."
+
+
+def test_float_rgb_and_signed_tiffs():
+    rgb = np.linspace(0.25, 0.75, 6 * 5 * 3, dtype=np.float32).reshape(6, 5, 3)
+    decoded = decode(tiff_bytes(rgb, photometric="rgb"))
+    np.testing.assert_allclose(decoded.pixels, (rgb - 0.25) / 0.5, atol=1e-5)
+    assert "32-bit float RGB TIFF" in decoded.conversion
+    signed = np.array([[-1000, 0], [500, 3000]], dtype=np.int16)
+    grey = decode(tiff_bytes(signed))
+    np.testing.assert_allclose(grey.pixels, (signed + 1000) / 4000.0, atol=1e-6)
+    assert "16-bit signed greyscale TIFF scaled from [-1000, 3000]" in grey.conversion
+
+
+def test_16_bit_rgba_tiff_alpha_is_a_fraction_of_full_scale():
+    rgba = np.zeros((2, 2, 4), dtype=np.uint16)
+    rgba[..., 0] = 40000
+    rgba[..., 1] = 20000
+    rgba[0, 0, 3] = 65535
+    rgba[1, 1, 3] = 0
+    decoded = decode(tiff_bytes(rgba, photometric="rgb", extrasamples=["unassalpha"]))
+    assert decoded.pixels.shape == (2, 2, 3)
+    # Colour range [0, 40000]; opaque keeps its colour, transparent turns white.
+    np.testing.assert_allclose(decoded.pixels[0, 0], [1.0, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(decoded.pixels[1, 1], [1.0, 1.0, 1.0], atol=1e-6)
+    assert "alpha composited on white" in decoded.conversion
+
+
+def test_truncated_16_bit_rgb_tiff():
+    data = tiff_bytes(np.ones((40, 40, 3), dtype=np.uint16), photometric="rgb")
+    with pytest.raises(InvalidInput):
+        decode(data[: len(data) // 2], "cut.tif")
+
+
 def test_float_tiff_scaled_from_its_range():
     arr = np.linspace(-2.0, 6.0, 12 * 10, dtype=np.float32).reshape(12, 10)
     decoded = decode(encode(Image.fromarray(arr, mode="F"), "TIFF"))
@@ -420,3 +469,36 @@ def test_filename_is_cleaned_in_messages():
     with pytest.raises(UnsupportedMedia) as info:
         decode(b"not an image at all", "../../etc/\x00passwd")
     assert "“passwd”" in info.value.message
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "TIFF16", "DICOM"])
+def test_mangled_files_give_domain_errors_only(fmt, rgb_array):
+    """Truncations and byte flips (seeded) either decode to valid pixels or raise a ConvScope error."""
+    from app.errors import ConvScopeError
+
+    if fmt == "DICOM":
+        data, name = Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes(), "m.dcm"
+    elif fmt == "TIFF16":
+        data, name = tiff_bytes(rgb_array.astype(np.uint16) * 200, photometric="rgb"), "t.tif"
+    else:
+        data, name = encode(Image.fromarray(rgb_array), fmt), f"x.{fmt.lower()}"
+    rng = np.random.default_rng(sum(map(ord, fmt)))
+    outcomes = {"decoded": 0, "rejected": 0}
+    for _ in range(60):
+        mangled = bytearray(data)
+        if rng.random() < 0.5:
+            mangled = mangled[: int(rng.integers(1, len(mangled)))]
+        else:
+            for _ in range(int(rng.integers(1, 8))):
+                mangled[int(rng.integers(0, min(len(mangled), 400)))] = int(rng.integers(0, 256))
+        try:
+            decoded = decode(bytes(mangled), name)
+        except ConvScopeError as exc:
+            assert exc.field == "file" and exc.message
+            outcomes["rejected"] += 1
+        else:
+            assert decoded.pixels.dtype == np.float32 and decoded.pixels.ndim in (2, 3)
+            assert float(decoded.pixels.min()) >= 0.0 and float(decoded.pixels.max()) <= 1.0
+            outcomes["decoded"] += 1
+    assert outcomes["rejected"] > 0

@@ -1,0 +1,320 @@
+"""The explanation API: CAM in every format, occlusion as a job (202, poll, cancel), patch, compare, errors."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+SMALL_MODELS = ("nodule-cnn", "digit-cnn", "squeezenet1_1")
+
+
+@pytest.fixture
+def model_name(registry: Any) -> str:
+    """The smallest model available: a built-in when trained, else SqueezeNet (untrained)."""
+    names = set(registry.names())
+    return next(m for m in SMALL_MODELS if m in names)
+
+
+def _wait(client: TestClient, url: str, timeout: float = 240.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = client.get(url).json()
+        if body["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+def _small_layer(client: TestClient, image_id: str, model: str) -> str:
+    """The spatial layer with the fewest channels (keeps Score-CAM to a handful of forwards)."""
+    r = client.get("/api/v1/explain/layers", params={"image_id": image_id, "model": model})
+    assert r.status_code == 200
+    layers = r.json()["layers"]
+    return str(min(layers, key=lambda info: (info["shape"][0], -len(info["name"])))["name"])
+
+
+def test_methods_and_layers(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    methods = client.get("/api/v1/explain/methods").json()
+    keys = [m["key"] for m in methods]
+    for key in (
+        "gradcam",
+        "gradcam++",
+        "xgradcam",
+        "layercam",
+        "hirescam",
+        "scorecam",
+        "ablationcam",
+        "eigencam",
+        "random",
+    ):
+        assert key in keys
+    assert {m["key"] for m in methods if m["slow"]} == {"scorecam", "ablationcam"}
+    body = client.get(
+        "/api/v1/explain/layers", params={"image_id": sample_image_id, "model": model_name}
+    ).json()
+    names = [info["name"] for info in body["layers"]]
+    assert body["default"] in names
+    assert "last convolutional block" in body["why"]
+    assert all(len(info["shape"]) == 3 for info in body["layers"])
+
+
+def test_cam_json(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    r = client.post(
+        "/api/v1/explain/cam",
+        json={"image_id": sample_image_id, "model": model_name, "format": "json", "normalise": "raw", "k": 3},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "gradcam" and body["layer"] == body["default_layer"]
+    assert body["shape"] == body["input_size"]
+    assert len(body["predictions"]) == 3
+    # Default target = top-1.
+    assert body["target"] == body["predictions"][0]["index"]
+    assert body["label"] == body["predictions"][0]["label"]
+    assert body["min"] >= 0.0
+    assert body["raw_max"] >= body["raw_min"] >= 0.0
+
+
+def test_cam_formats(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    base = {"image_id": sample_image_id, "model": model_name, "method": "layercam", "target": 1}
+    png = client.post("/api/v1/explain/cam", json=base)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    overlay = np.asarray(Image.open(io.BytesIO(png.content)))
+    heat = client.post("/api/v1/explain/cam", json={**base, "format": "heatmap"})
+    assert heat.headers["content-type"] == "image/png"
+    assert np.asarray(Image.open(io.BytesIO(heat.content))).shape == overlay.shape
+    # Feature resolution, raw values: the .npy is the layer's own grid with the raw numbers.
+    js = client.post(
+        "/api/v1/explain/cam", json={**base, "format": "json", "resolution": "feature", "normalise": "raw"}
+    )
+    info = js.json()
+    npy = client.post(
+        "/api/v1/explain/cam",
+        params={"format": "npy"},
+        json={**base, "resolution": "feature", "normalise": "raw"},
+    )
+    assert npy.headers["content-type"] == "application/octet-stream"
+    arr = np.load(io.BytesIO(npy.content))
+    assert list(arr.shape) == info["shape"] == info["activation_shape"][1:]
+    assert info["target"] == 1
+    assert float(arr.max()) == pytest.approx(info["raw_max"], rel=1e-5)
+    # Normalised, upsampled: values in [0, 1] at the input size.
+    up = np.load(io.BytesIO(client.post("/api/v1/explain/cam", json={**base, "format": "npy"}).content))
+    assert list(up.shape) == info["input_size"]
+    assert up.min() >= 0.0 and up.max() <= 1.0 + 1e-6
+
+
+def test_cam_greyscale_and_dicom(client: TestClient, gray_image_id: str, model_name: str) -> None:
+    from pydicom.data import get_testdata_file
+
+    r = client.post(
+        "/api/v1/explain/cam", json={"image_id": gray_image_id, "model": model_name, "format": "json"}
+    )
+    assert r.status_code == 200, r.text
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    with open(path, "rb") as fh:
+        up = client.post("/api/v1/images", files={"file": ("ct.dcm", fh.read(), "application/dicom")})
+    assert up.status_code == 201, up.text
+    dicom_id = up.json()["id"]
+    r = client.post(
+        "/api/v1/explain/cam",
+        json={"image_id": dicom_id, "model": model_name, "format": "json", "method": "hirescam"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["max"] <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("patch", "status", "field"),
+    [
+        ({"method": "jetcam"}, 422, "method"),
+        ({"layer": "no.such.layer"}, 422, "layer"),
+        ({"model": "no-such-model"}, 404, "model"),
+        ({"target": 10_000_000}, 422, "target"),
+        ({"opacity": 2}, 422, "opacity"),
+        ({"cmap": "jet"}, 422, "cmap"),
+    ],
+)
+def test_cam_errors_name_the_field(
+    client: TestClient, sample_image_id: str, model_name: str, patch: dict[str, Any], status: int, field: str
+) -> None:
+    r = client.post("/api/v1/explain/cam", json={"image_id": sample_image_id, "model": model_name, **patch})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["field"] == field
+    if field in ("method", "layer", "model"):
+        assert err["choices"]
+
+
+def test_unknown_image_is_404(client: TestClient, model_name: str) -> None:
+    r = client.post("/api/v1/explain/cam", json={"image_id": "0" * 64, "model": model_name})
+    assert r.status_code == 404
+
+
+def test_slow_cam_is_a_job(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    layer = _small_layer(client, sample_image_id, model_name)
+    r = client.post(
+        "/api/v1/explain/cam",
+        json={"image_id": sample_image_id, "model": model_name, "method": "scorecam", "layer": layer},
+    )
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["status_url"])
+    assert job["status"] == "done", job
+    assert job["result"]["method"] == "scorecam" and job["result"]["layer"] == layer
+    raw = client.get(f"/api/v1/jobs/{job['id']}/artifacts/map", params={"format": "npy"})
+    arr = np.load(io.BytesIO(raw.content))
+    assert list(arr.shape) == job["result"]["activation_shape"][1:]
+    assert (
+        client.get(f"/api/v1/jobs/{job['id']}/artifacts/values", params={"format": "png"}).status_code == 200
+    )
+
+
+def test_occlusion_job_lifecycle(
+    client: TestClient, sample_image_id: str, model_name: str, registry: Any
+) -> None:
+    size = min(registry.get(model_name).input_size)
+    window = size // 4
+    r = client.post(
+        "/api/v1/explain/occlusion",
+        json={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "window": window,
+            "stride": window // 2,
+            "baseline": "blur",
+        },
+    )
+    assert r.status_code == 202, r.text
+    created = r.json()
+    assert set(created) == {"job_id", "status_url"}
+    assert created["status_url"].endswith(f"/api/v1/jobs/{created['job_id']}")
+    job = _wait(client, created["status_url"])
+    assert job["status"] == "done", job
+    res = job["result"]
+    assert res["window"] == window and res["stride"] == window // 2 and res["baseline"] == "blur"
+    assert res["grid"] == [7, 7] and res["windows"] == 49
+    assert res["target"] == res["predictions"][0]["index"]
+    assert job["progress"] == 1.0
+    # Progressive mode reported a coarse map on the way (its partial survives in the job).
+    assert job["partial"] is not None and job["partial"]["fraction"] < 1.0
+    arr = np.load(io.BytesIO(client.get(f"/api/v1/jobs/{job['id']}/artifacts/map?format=npy").content))
+    assert list(arr.shape) == res["shape"]
+    assert float(arr.max()) == pytest.approx(res["max"], rel=1e-5)
+    drops = np.load(io.BytesIO(client.get(f"/api/v1/jobs/{job['id']}/artifacts/drops?format=npy").content))
+    assert drops.shape == (7, 7)
+    png = client.get(f"/api/v1/jobs/{job['id']}/artifacts/map?format=png")
+    assert png.headers["content-type"] == "image/png"
+
+
+def test_occlusion_cancel(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    r = client.post(
+        "/api/v1/explain/occlusion",
+        json={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "window": 4,
+            "stride": 2,
+            "progressive": False,
+        },
+    )
+    assert r.status_code == 202, r.text
+    url = r.json()["status_url"]
+    cancelled = client.delete(url)
+    assert cancelled.status_code == 200
+    job = _wait(client, url, timeout=120)
+    assert job["status"] == "cancelled"
+    assert job["result"] is None
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"window": 100_000}, "window"),
+        ({"window": 8, "stride": 9}, "stride"),
+        ({"baseline": "noise"}, "baseline"),
+    ],
+)
+def test_occlusion_validation(
+    client: TestClient, sample_image_id: str, model_name: str, patch: dict[str, Any], field: str
+) -> None:
+    r = client.post(
+        "/api/v1/explain/occlusion", json={"image_id": sample_image_id, "model": model_name, **patch}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_patch(client: TestClient, gray_image_id: str, model_name: str, registry: Any) -> None:
+    h, w = registry.get(model_name).input_size
+    r = client.post(
+        "/api/v1/explain/occlusion/patch",
+        json={
+            "image_id": gray_image_id,
+            "model": model_name,
+            "y": h // 2,
+            "x": w // 2,
+            "window": h // 4,
+            "k": 2,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    y0, x0, y1, x1 = body["box"]
+    assert y1 - y0 == h // 4 and x1 - x0 == h // 4 and y0 <= h // 2 < y1
+    assert len(body["before"]) == len(body["after"]) == 2
+    assert body["target"] == body["before"][0]["index"]
+    assert body["target_before"] == pytest.approx(body["before"][0]["probability"], rel=1e-5)
+    outside = client.post(
+        "/api/v1/explain/occlusion/patch",
+        json={"image_id": gray_image_id, "model": model_name, "y": h + 5, "x": 0},
+    )
+    assert outside.status_code == 422
+
+
+def test_compare(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    r = client.post(
+        "/api/v1/explain/compare",
+        json={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "methods": ["gradcam", "eigencam"],
+            "steps": 4,
+            "images": True,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [m["method"] for m in body["methods"]] == ["gradcam", "eigencam"]
+    assert body["random"]["method"] == "random"
+    assert body["scale"]["min"] == 0.0 and body["scale"]["max"] == 1.0
+    assert len(body["fractions"]) == 5
+    for entry in [*body["methods"], body["random"]]:
+        assert 0.0 <= entry["deletion_auc"] <= 1.0 and 0.0 <= entry["insertion_auc"] <= 1.0
+        assert len(entry["deletion_curve"]) == 5
+        assert entry["overlay_png"].startswith("data:image/png;base64,")
+    bad = client.post(
+        "/api/v1/explain/compare",
+        json={"image_id": sample_image_id, "model": model_name, "methods": ["nope"]},
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "methods"
+
+
+def test_no_hooks_or_gradients_linger(
+    client: TestClient, sample_image_id: str, model_name: str, registry: Any
+) -> None:
+    for method in ("gradcam", "gradcam++", "eigencam"):
+        r = client.post(
+            "/api/v1/explain/cam", json={"image_id": sample_image_id, "model": model_name, "method": method}
+        )
+        assert r.status_code == 200
+    module = registry.get(model_name).module
+    for name, m in module.named_modules():
+        assert not m._forward_hooks and not m._backward_hooks, name
+    assert all(p.grad is None for p in module.parameters())
+    assert not any(m.training for m in module.modules())

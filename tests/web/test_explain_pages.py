@@ -1,0 +1,198 @@
+"""The explanation pages: /explain, /occlusion (polling job partial, cancel, click-to-hide), /compare."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+SMALL_MODELS = ("nodule-cnn", "digit-cnn", "squeezenet1_1")
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def model_name(registry: Any) -> str:
+    names = set(registry.names())
+    return next(m for m in SMALL_MODELS if m in names)
+
+
+def _poll_url(html: str) -> str | None:
+    match = re.search(r'hx-get="([^"]+)"\s+hx-trigger="every 500ms"', html)
+    return match.group(1).replace("&amp;", "&") if match else None
+
+
+def _poll_until_done(client: TestClient, html: str, timeout: float = 240.0) -> str:
+    deadline = time.monotonic() + timeout
+    url = _poll_url(html)
+    while url is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        html = client.get(url, headers=HX).text
+        url = _poll_url(html) or None
+    return html
+
+
+def test_explain_page_without_image(client: TestClient, model_name: str) -> None:
+    r = client.get("/explain", params={"model": model_name})
+    assert r.status_code == 200
+    html = r.text
+    assert "<form" in html and 'name="method"' in html and 'name="layer"' in html
+    assert "(default)" in html and "last convolutional block" in html
+    assert '<datalist id="explain-categories">' in html
+    for cmap in ("viridis", "magma", "inferno"):
+        assert f'value="{cmap}"' in html
+    assert 'name="opacity"' in html and 'value="raw"' in html and 'value="feature"' in html
+
+
+def test_explain_page_with_result(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    r = client.get("/explain", params={"image_id": sample_image_id, "model": model_name, "k": 3})
+    assert r.status_code == 200
+    html = r.text
+    assert "cam-result" in html and 'class="colorbar"' in html
+    assert html.count('src="data:image/png;base64,') >= 3
+    assert re.search(r'<ul class="bars topk">', html)
+    assert r.headers["vary"] == "HX-Request"
+
+
+def test_explain_partial_options(client: TestClient, gray_image_id: str, model_name: str) -> None:
+    params = {
+        "image_id": gray_image_id,
+        "model": model_name,
+        "weights": "untrained",
+        "method": "eigencam",
+        "resolution": "feature",
+        "normalise": "raw",
+        "cmap": "magma",
+        "target": "1 · whatever",
+        "opacity": 0.8,
+    }
+    r = client.get("/explain", params=params, headers=HX)
+    assert r.status_code == 200
+    html = r.text
+    assert "<html" not in html  # a partial
+    assert "UNTRAINED" in html
+    assert 'data-cmap="magma"' in html and "raw map value" in html
+    assert "#1</span>" in html  # the typed class is the explained one
+    assert "the layer&#39;s own grid" in html or "own grid" in html
+
+
+def test_explain_target_by_name_and_errors(
+    client: TestClient, sample_image_id: str, model_name: str, registry: Any
+) -> None:
+    label = registry.get(model_name).categories[0]
+    ok = client.get(
+        "/explain", params={"image_id": sample_image_id, "model": model_name, "target": label}, headers=HX
+    )
+    assert ok.status_code == 200 and "#0</span>" in ok.text
+    bad = client.get(
+        "/explain",
+        params={"image_id": sample_image_id, "model": model_name, "target": "no such class"},
+        headers=HX,
+    )
+    assert bad.status_code == 422 and "error-box" in bad.text
+    bad_method = client.get("/explain", params={"model": model_name, "method": "jet"}, headers=HX)
+    assert bad_method.status_code == 422 and "gradcam" in bad_method.text
+    # A layer from another model falls back to the default, with a note (the model picker changed).
+    other = client.get(
+        "/explain", params={"image_id": sample_image_id, "model": model_name, "layer": "layer4.1"}, headers=HX
+    )
+    assert other.status_code == 200 and "using the default" in other.text
+
+
+def test_slow_cam_polls_then_shows_the_map(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    layers = client.get(
+        "/api/v1/explain/layers", params={"image_id": sample_image_id, "model": model_name}
+    ).json()
+    small = min(layers["layers"], key=lambda info: info["shape"][0])["name"]
+    r = client.get(
+        "/explain",
+        params={"image_id": sample_image_id, "model": model_name, "method": "ablationcam", "layer": small},
+        headers=HX,
+    )
+    assert r.status_code == 200
+    assert 'hx-trigger="every 500ms"' in r.text and "<progress" in r.text and "Cancel" in r.text
+    final = _poll_until_done(client, r.text)
+    assert 'hx-trigger="every 500ms"' not in final  # polling stopped
+    assert "cam-result" in final and 'class="colorbar"' in final
+
+
+def test_occlusion_page_job_and_patch(
+    client: TestClient, sample_image_id: str, model_name: str, registry: Any
+) -> None:
+    page = client.get("/occlusion", params={"image_id": sample_image_id, "model": model_name})
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="occlusion-image"' in html and "/static/js/explain.js" in html
+    assert 'name="window"' in html and 'name="stride"' in html and 'name="baseline"' in html
+    assert "Cancel" not in html
+    size = min(registry.get(model_name).input_size)
+    started = client.post(
+        "/occlusion/run",
+        data={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "window": str(size // 4),
+            "stride": str(size // 8),
+            "baseline": "mean",
+            "progressive": "on",
+        },
+        headers=HX,
+    )
+    assert started.status_code == 200
+    assert 'hx-trigger="every 500ms"' in started.text and "Cancel" in started.text
+    final = _poll_until_done(client, started.text)
+    assert "occlusion-result" in final and 'data-cmap="rdbu"' in final
+    assert 'hx-trigger="every 500ms"' not in final
+    patch = client.get(
+        "/occlusion/patch",
+        params={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "y": size // 2,
+            "x": size // 2,
+            "window": size // 4,
+        },
+        headers=HX,
+    )
+    assert patch.status_code == 200 and "after hiding" in patch.text and "→" in patch.text
+
+
+def test_occlusion_cancel_button(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    started = client.post(
+        "/occlusion/run",
+        data={"image_id": sample_image_id, "model": model_name, "window": "4", "stride": "2"},
+        headers=HX,
+    )
+    job_id = re.search(r'data-job-id="([0-9a-f]+)"', started.text)
+    assert job_id
+    cancelled = client.post(f"/occlusion/job/{job_id.group(1)}/cancel", headers=HX)
+    assert cancelled.status_code == 200
+    final = _poll_until_done(client, cancelled.text, timeout=120)
+    assert 'data-status="cancelled"' in final and "Cancelled" in final
+
+
+def test_occlusion_run_needs_an_image(client: TestClient, model_name: str) -> None:
+    r = client.post("/occlusion/run", data={"model": model_name}, headers=HX)
+    assert r.status_code == 422 and "Pick an image" in r.text
+
+
+def test_compare_page(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    r = client.get(
+        "/compare",
+        params=[
+            ("image_id", sample_image_id),
+            ("model", model_name),
+            ("methods", "gradcam"),
+            ("methods", "layercam"),
+            ("steps", "4"),
+        ],
+    )
+    assert r.status_code == 200
+    html = r.text
+    assert html.count('class="compare-tile') == 4  # input + 2 methods + random
+    assert "Random baseline" in html and "Deletion AUC" in html and "Insertion AUC" in html
+    assert "shared scale" in html and 'class="colorbar"' in html
+    empty = client.get("/compare", params={"model": model_name})
+    assert empty.status_code == 200 and 'type="checkbox" name="methods"' in empty.text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -95,10 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         application.state.registry = ModelRegistry(settings)
         application.state.jobs = JobManager(settings.job_workers, settings.job_ttl_seconds)
         application.state.image_store.ensure_samples()
-        # Warm the zoo's facts (it builds each architecture on the meta device) off the request path.
-        threading.Thread(target=application.state.registry.list_specs, daemon=True).start()
         yield
         application.state.jobs.shutdown()
+        application.state.image_store.close()
 
     application = FastAPI(
         title="ConvScope",

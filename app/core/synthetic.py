@@ -154,7 +154,8 @@ def ct_phantom(
 
     ``nodules`` is either a count (each placed at a random position fully inside a randomly chosen lung,
     radius uniform in ``radius_range`` pixels at 128 px, scaled with ``size``) or explicit ``Nodule``s in
-    pixel coordinates. The anatomy, vessels and noise depend only on the generator state, not on
+    pixel coordinates (drawn into lung tissue only: any part outside the lungs stays hidden, as the chest
+    wall and mediastinum would hide it). The anatomy, vessels and noise depend only on the generator state, not on
     ``nodules``, so the same seed gives the same slice with and without nodules.
     Returns a ``CTPhantom`` whose ``image`` is (size, size) float32 in [0, 1].
     """

@@ -158,7 +158,7 @@ class ModelSpec:
     key_idea: str
     source: str  # "torchvision" | "pypi" | "convscope" | "custom"
     params: int | None
-    depth: int | None  # number of weighted layers (convolutions and fully-connected)
+    known_depth: int | None  # weighted layers, when known without building (see `depth`)
     input_size: tuple[int, int]
     top1: float | None
     top5: float | None
@@ -170,6 +170,14 @@ class ModelSpec:
     weights_file: str | None = None
     preprocessing: Preprocessing | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int | None:
+        """Number of weighted layers (convolutions and fully-connected). For torchvision models it is counted
+        on first use by building the architecture on the meta device, so listing the zoo stays instant."""
+        if self.known_depth is None and self.source == "torchvision":
+            return _architecture_depth(self.name)
+        return self.known_depth
 
     @property
     def offline_weights(self) -> bool:
@@ -197,14 +205,14 @@ def weighted_depth(module: nn.Module) -> int:
 
 
 @cache
-def _architecture_facts(name: str) -> tuple[int | None, int | None]:
-    """(parameters, depth) of a torchvision architecture, built on the meta device (no memory, no init)."""
+def _architecture_depth(name: str) -> int | None:
+    """Depth of a torchvision architecture, built on the meta device (no memory, no initialisation)."""
     try:
         with torch.device("meta"):
             model = get_model(name, weights=None, **_arch_kwargs(name))
     except Exception:  # a few builders (RegNet) compute sizes from tensor data, which meta lacks
-        return None, None
-    return sum(p.numel() for p in model.parameters()), weighted_depth(model)
+        return None
+    return weighted_depth(model)
 
 
 def _as_pair(size: Any) -> tuple[int, int]:
@@ -219,7 +227,6 @@ def torchvision_spec(name: str) -> ModelSpec:
     meta = weights.meta
     transforms = weights.transforms()
     family, year, idea = family_of(name)
-    params, depth = _architecture_facts(name)
     metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
     crop = _as_pair(transforms.crop_size)
     resize = transforms.resize_size
@@ -239,8 +246,8 @@ def torchvision_spec(name: str) -> ModelSpec:
         year=year,
         key_idea=idea,
         source="torchvision",
-        params=params if params is not None else int(meta.get("num_params", 0)) or None,
-        depth=depth,
+        params=int(meta["num_params"]),
+        known_depth=None,
         input_size=crop,
         top1=metrics.get("acc@1"),
         top5=metrics.get("acc@5"),
@@ -323,7 +330,7 @@ def efficientnet_lite0_spec() -> ModelSpec:
         key_idea=idea,
         source="pypi",
         params=sum(p.numel() for p in model.parameters()),
-        depth=weighted_depth(model),
+        known_depth=weighted_depth(model),
         input_size=(224, 224),
         # The upstream (TensorFlow) EfficientNet-Lite0 model card reports 75.1 % top-1; we do not re-measure
         # ImageNet here, so the page says where the figure comes from.
@@ -373,7 +380,7 @@ def builtin_spec(meta: dict[str, Any]) -> ModelSpec:
         key_idea=str(meta.get("data", "")),
         source="convscope",
         params=meta.get("params"),
-        depth=meta.get("depth"),
+        known_depth=meta.get("depth"),
         input_size=size,
         top1=100.0 * float(meta["test_accuracy"]) if meta.get("test_accuracy") is not None else None,
         top5=None,

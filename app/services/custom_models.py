@@ -130,7 +130,7 @@ class CustomModelStore:
             else f"{len(arch.layers)} layers described in JSON",
             source="custom",
             params=record.params,
-            depth=record.depth,
+            known_depth=record.depth,
             input_size=arch.input_size,
             top1=None,
             top5=None,

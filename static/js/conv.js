@@ -24,10 +24,15 @@
     const i = ((index % all.length) + all.length) % all.length;
     const st = all[i];
     body.dataset.index = String(i);
-    document.querySelectorAll("#conv-padded td.in-window").forEach((td) => td.classList.remove("in-window", "win-first"));
+    document.querySelectorAll("#conv-padded td.in-window, #conv-input-grid td.in-window")
+      .forEach((td) => td.classList.remove("in-window", "win-first"));
+    const pad = parseInt(body.dataset.pad || "0", 10);
     st.cells.forEach(([r, c], k) => {
       const td = document.querySelector(`#conv-padded td[data-r="${r}"][data-c="${c}"]`);
       if (td) { td.classList.add("in-window"); if (k === 0) td.classList.add("win-first"); }
+      // the same cell in the editable grid, when it is not padding
+      const input = document.querySelector(`#conv-input-grid input[name="in_${r - pad}_${c - pad}"]`);
+      if (input && input.parentElement) input.parentElement.classList.add("in-window");
     });
     document.querySelectorAll("#conv-output td.active").forEach((td) => td.classList.remove("active"));
     const out = document.querySelector(`#conv-output td[data-row="${st.row}"][data-col="${st.col}"]`);

@@ -22,8 +22,8 @@ def test_edit_cell_and_step_through_products(page: Any, live_server: str) -> Non
     page.locator('#conv-output td[data-row="1"][data-col="1"]').click()
     text = page.locator("#conv-step-text").inner_text()
     assert "(1 x 10)" in text and "(-1 x 0)" in text and text.strip().endswith("= 30")
-    assert page.locator("#conv-padded td.in-window").count() == 9
-    assert page.locator('#conv-padded td.in-window[data-r="1"][data-c="1"]').count() == 1
+    assert page.locator("#conv-input-grid td.in-window").count() == 9
+    assert page.locator('#conv-input-grid td.in-window input[name="in_1_1"]').count() == 1
     page.locator("#conv-next").click()
     assert "row 2, column 3" in page.locator("#conv-step-where").inner_text()
     # a bad cell gives a message naming the field, and the cell is outlined

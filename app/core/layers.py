@@ -60,6 +60,7 @@ class LayerInfo:
     params: int
     macs: int
     children: list[LayerInfo] = field(default_factory=list)
+    kind: str = "other"  # see layer_kind(): conv, pool, norm, linear, activation, ..., container
     order: int = -1
     calls: int = 0
     depth: int = 0
@@ -91,6 +92,7 @@ class LayerInfo:
         return {
             "name": self.name,
             "type": self.type,
+            "kind": self.kind,
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
             "params": self.params,
             "macs": self.macs,
@@ -198,7 +200,7 @@ _ADAPTIVE_POOL_TYPES = (
     nn.AdaptiveMaxPool3d,
 )
 # Types that are known to cost no multiply-accumulates (element-wise or pure reshapes).
-_FREE_TYPES: tuple[type[nn.Module], ...] = (
+_ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -214,6 +216,9 @@ _FREE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Mish,
     nn.Softmax,
     nn.LogSoftmax,
+)
+_FREE_TYPES: tuple[type[nn.Module], ...] = (
+    *_ACTIVATION_TYPES,
     nn.Dropout,
     nn.Dropout2d,
     nn.Dropout3d,
@@ -231,7 +236,30 @@ _FREE_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 # Free types defined outside torch.nn (torchvision.ops), matched by name so core needs no import.
-_FREE_TYPE_NAMES = {"StochasticDepth", "Permute"}
+_FREE_TYPE_NAMES = {"StochasticDepth", "Permute", "Identity"}
+
+
+def layer_kind(module: nn.Module) -> str:
+    """A coarse family by ``isinstance``, so subclasses (TF-style "same"-padded convs) are recognised:
+    ``conv``, ``conv_transpose``, ``linear``, ``norm``, ``pool``, ``activation``, ``dropout``,
+    ``container`` (has children) or ``other``."""
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "conv_transpose"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if isinstance(module, (nn.Linear, nn.Bilinear)):
+        return "linear"
+    if isinstance(module, _NORM_TYPES):
+        return "norm"
+    if isinstance(module, _POOL_TYPES + _ADAPTIVE_POOL_TYPES):
+        return "pool"
+    if isinstance(module, (nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)):
+        return "dropout"
+    if any(True for _ in module.children()):
+        return "container"
+    if isinstance(module, _ACTIVATION_TYPES):
+        return "activation"
+    return "other"
 
 
 def _prod(values: Iterable[int]) -> int:
@@ -304,12 +332,13 @@ def layer_tree(model: nn.Module, example_input: torch.Tensor) -> LayerInfo:
             if name not in order:
                 order[name] = counter[0]
                 counter[0] += 1
-            if name in leaves:
-                cost = leaf_macs(module, inputs, output)
-                if cost is None:
-                    uncounted.add(type(module).__name__)
-                    cost = 0
-                macs[name] = macs.get(name, 0) + cost
+            # Own arithmetic of leaves, and of known layer types that happen to have children (a
+            # TF-"same" conv that owns its padding module); containers otherwise just sum their children.
+            cost = leaf_macs(module, inputs, output) if name in leaves or layer_kind(module) != "container" else 0
+            if cost is None:
+                uncounted.add(type(module).__name__)
+                cost = 0
+            macs[name] = macs.get(name, 0) + cost
 
         return hook
 
@@ -332,8 +361,9 @@ def layer_tree(model: nn.Module, example_input: torch.Tensor) -> LayerInfo:
             type=type(module).__name__,
             output_shape=shapes.get(name),
             params=_count_params(module),
-            macs=macs.get(name, 0) if not children else sum(c.macs for c in children),
+            macs=macs.get(name, 0) + sum(c.macs for c in children),
             children=children,
+            kind=layer_kind(module),
             order=own_order,
             calls=calls.get(name, 0),
             depth=depth,
@@ -356,15 +386,12 @@ def executed_order(tree: LayerInfo, leaves_only: bool = True) -> list[LayerInfo]
     return sorted(infos, key=lambda i: i.order)
 
 
-_CONV_TYPE_NAMES = {"Conv1d", "Conv2d", "Conv3d"}
-
-
 def conv_layer_names(tree: LayerInfo) -> list[str]:
     """Convolutions that ran and produced spatial maps, in execution order (for the depth slider)."""
     return [
         i.name
-        for i in executed_order(tree)
-        if i.type in _CONV_TYPE_NAMES and i.output_shape is not None and len(i.output_shape) == 3
+        for i in executed_order(tree, leaves_only=False)
+        if i.kind == "conv" and i.output_shape is not None and len(i.output_shape) == 3
     ]
 
 

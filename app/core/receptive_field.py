@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from app.core.layers import Hook, LayerNotFound, _first_tensor, eval_mode, forward_hooks
+from app.core.layers import Hook, LayerNotFound, _first_tensor, eval_mode, forward_hooks, layer_kind
 
 
 @dataclass(frozen=True)
@@ -101,17 +101,41 @@ def _union(axes: Sequence[AxisRF]) -> tuple[AxisRF, bool]:
 
 @dataclass(frozen=True)
 class RFState:
-    """RF of every unit of one tensor. ``grid`` is False once space has been collapsed."""
+    """RF of every unit of one tensor.
+
+    ``axes`` are the tensor dimensions that hold (H, W): ``(2, 3)`` for NCHW maps, ``(1, 2)`` inside a
+    ConvNeXt block's channels-last part, ``None`` once space has been collapsed (pooled or flattened).
+    """
 
     h: AxisRF
     w: AxisRF
-    grid: bool = True
+    axes: tuple[int, int] | None = (2, 3)
     global_context: bool = False
     approx: bool = False
 
+    @property
+    def grid(self) -> bool:
+        return self.axes is not None
+
     def collapse(self, height: int, width: int) -> RFState:
         """Union of the RFs of all ``height x width`` positions (global pooling, flatten)."""
-        return replace(self, h=self.h.kernel(height, 1, 0), w=self.w.kernel(width, 1, 0), grid=False)
+        return replace(self, h=self.h.kernel(height, 1, 0), w=self.w.kernel(width, 1, 0), axes=None)
+
+
+def _hw(tensor: torch.Tensor, axes: tuple[int, int]) -> tuple[int, int] | None:
+    if max(axes) >= tensor.dim():
+        return None
+    return int(tensor.shape[axes[0]]), int(tensor.shape[axes[1]])
+
+
+def _dims(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[int]:
+    """The permutation of ``permute(x, dims)`` / ``x.permute(*dims)``."""
+    if "dims" in kwargs:
+        return [int(d) for d in kwargs["dims"]]
+    rest = args[1:]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        return [int(d) for d in rest[0]]
+    return [int(d) for d in rest]
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,7 @@ class LayerRF:
 
     name: str
     type: str
+    kind: str  # layer_kind(): conv, pool, norm, ..., container
     output_shape: tuple[int, ...] | None
     size_h: float
     size_w: float
@@ -127,7 +152,8 @@ class LayerRF:
     jump_w: float
     start_h: float
     start_w: float
-    grid: bool
+    grid: bool  # an NCHW map: positions (y, x) exist and rf_box applies
+    spatial: bool  # still has (H, W) somewhere (False once pooled or flattened)
     global_context: bool
     approx: bool
     order: int
@@ -145,6 +171,7 @@ class LayerRF:
         return {
             "name": self.name,
             "type": self.type,
+            "kind": self.kind,
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
             "rf": _num(self.size),
             "rf_h": _num(self.size_h),
@@ -155,6 +182,7 @@ class LayerRF:
             "start_h": _num(self.start_h),
             "start_w": _num(self.start_w),
             "grid": self.grid,
+            "spatial": self.spatial,
             "global_context": self.global_context,
             "approx": self.approx,
         }
@@ -250,7 +278,8 @@ class _RFTracker(TorchFunctionMode):
         first = inputs[0]
         src = self.get(first)
         assert src is not None
-        spatial_in = first.dim() == 4 and src.grid
+        # Convolution and pooling rules need NCHW: (H, W) in the last two dimensions.
+        spatial_in = first.dim() == 4 and src.axes == (2, 3)
         if func is F.conv2d and spatial_in:
             weight = _arg(args, kwargs, 1, "weight", None)
             kh, kw = int(weight.shape[-2]), int(weight.shape[-1])
@@ -282,8 +311,8 @@ class _RFTracker(TorchFunctionMode):
             hout, wout = int(out.shape[-2]), int(out.shape[-1])
             h, ah = _adaptive_axis(src.h, hin, hout)
             w, aw = _adaptive_axis(src.w, win, wout)
-            grid = not (hout == 1 and wout == 1 and (hin > 1 or win > 1))
-            return replace(src, h=h, w=w, approx=src.approx or ah or aw, grid=grid and src.grid)
+            collapsed = hout == 1 and wout == 1 and (hin > 1 or win > 1)
+            return replace(src, h=h, w=w, approx=src.approx or ah or aw, axes=None if collapsed else (2, 3))
         if func is F.pad and spatial_in:
             pad = list(_arg(args, kwargs, 1, "pad", ()))
             left = pad[0] if len(pad) > 0 else 0
@@ -293,53 +322,80 @@ class _RFTracker(TorchFunctionMode):
                 h=AxisRF(src.h.size, src.h.jump, src.h.start - top * src.h.jump),
                 w=AxisRF(src.w.size, src.w.jump, src.w.start - left * src.w.jump),
             )
+        name = getattr(func, "__name__", "")
+        if (
+            name in ("permute", "transpose", "swapaxes", "swapdims")
+            and src.axes is not None
+            and first is args[0]
+        ):
+            # Moving dimensions (channels-last inside ConvNeXt blocks) moves (H, W) with them.
+            if name == "permute":
+                order = _dims(args, kwargs)
+            else:
+                d0, d1 = (int(a) % first.dim() for a in args[1:3])
+                order = list(range(first.dim()))
+                order[d0], order[d1] = order[d1], order[d0]
+            order = [d % first.dim() for d in order]
+            return replace(src, axes=(order.index(src.axes[0]), order.index(src.axes[1])))
         return self._generic(inputs, out)
 
     def _generic(self, inputs: list[torch.Tensor], out: torch.Tensor) -> RFState:
         """Element-wise ops, cat, add, mul, reshapes: merge aligned inputs, flag context, collapse."""
-        states = [(t, self.get(t)) for t in inputs]
-        if out.dim() == 4:
-            oh, ow = int(out.shape[-2]), int(out.shape[-1])
-            flags = [
-                s is not None and s.grid and t.dim() == 4 and (int(t.shape[-2]), int(t.shape[-1])) == (oh, ow)
-                for t, s in states
-            ]
-            aligned = [s for (_, s), ok in zip(states, flags, strict=True) if ok and s is not None]
-            context = [s for (_, s), ok in zip(states, flags, strict=True) if not ok and s is not None]
-            if aligned:
-                h, ah = _union([s.h for s in aligned])
-                w, aw = _union([s.w for s in aligned])
-                return RFState(
-                    h=h,
-                    w=w,
-                    grid=True,
-                    global_context=any(s.global_context for s in aligned) or bool(context),
-                    approx=ah or aw or any(s.approx for s in aligned),
-                )
-            # A spatial size change we have no rule for (interpolate, unfold...): rescale the grid.
-            t0, s0 = next((t, s) for t, s in states if s is not None)
-            if t0.dim() == 4 and s0.grid:
-                fh = t0.shape[-2] / max(oh, 1)
-                fw = t0.shape[-1] / max(ow, 1)
+        states = [(t, s) for t in inputs if (s := self.get(t)) is not None]
+
+        def out_axes(t: torch.Tensor, s: RFState) -> tuple[int, int] | None:
+            """Where this input's (H, W) are in the output, if the op kept them."""
+            if s.axes is None:
+                return None
+            hw = _hw(t, s.axes)
+            if out.dim() == t.dim() and _hw(out, s.axes) == hw:
+                return s.axes
+            # A reshape that keeps (H, W) last (ShuffleNet's channel shuffle goes through 5-D views).
+            if s.axes == (t.dim() - 2, t.dim() - 1) and out.dim() >= 3 and tuple(out.shape[-2:]) == hw:
+                return (out.dim() - 2, out.dim() - 1)
+            return None
+
+        placed = [(t, s, out_axes(t, s)) for t, s in states]
+        aligned = [(s, a) for _, s, a in placed if a is not None]
+        if aligned:
+            axes = aligned[0][1]
+            same = [s for s, a in aligned if a == axes]
+            context = [s for _, s, a in placed if a is None or a != axes]
+            h, ah = _union([s.h for s in same])
+            w, aw = _union([s.w for s in same])
+            return RFState(
+                h=h,
+                w=w,
+                axes=axes,
+                # A squeeze-and-excitation gate (no grid of its own) is global context, not a wider window.
+                global_context=any(s.global_context for s in same) or bool(context),
+                approx=ah or aw or any(s.approx for s in same),
+            )
+        spatial = [(t, s) for t, s in states if s.axes is not None]
+        if spatial and out.dim() == 4:
+            t0, s0 = spatial[0]
+            hw = _hw(t0, s0.axes) if s0.axes is not None else None
+            if hw is not None and s0.axes == (2, 3) and t0.dim() == 4:
+                # A spatial size change we have no rule for (interpolate, unfold...): rescale the grid.
+                fh = hw[0] / max(int(out.shape[-2]), 1)
+                fw = hw[1] / max(int(out.shape[-1]), 1)
                 return replace(
                     s0,
-                    h=AxisRF(s0.h.size, s0.h.jump * fh, s0.h.left + (s0.h.size - 1) / 2),
-                    w=AxisRF(s0.w.size, s0.w.jump * fw, s0.w.left + (s0.w.size - 1) / 2),
+                    h=AxisRF(s0.h.size, s0.h.jump * fh, s0.h.start),
+                    w=AxisRF(s0.w.size, s0.w.jump * fw, s0.w.start),
                     approx=True,
                 )
-            return s0
         # Output without an (H, W) grid: spatial inputs are collapsed, the rest are merged.
-        collapsed = [
-            s.collapse(int(t.shape[-2]), int(t.shape[-1])) if (t.dim() == 4 and s.grid) else s
-            for t, s in states
-            if s is not None
-        ]
+        collapsed = []
+        for t, s in states:
+            hw = _hw(t, s.axes) if s.axes is not None else None
+            collapsed.append(s.collapse(*hw) if hw is not None else replace(s, axes=None))
         h, ah = _union([s.h for s in collapsed])
         w, aw = _union([s.w for s in collapsed])
         return RFState(
             h=h,
             w=w,
-            grid=False,
+            axes=None,
             global_context=any(s.global_context for s in collapsed),
             approx=ah or aw or any(s.approx for s in collapsed),
         )
@@ -365,6 +421,7 @@ def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str,
             found[name] = LayerRF(
                 name=name,
                 type=type(module).__name__,
+                kind=layer_kind(module),
                 output_shape=tuple(int(s) for s in out.shape[1:]),
                 size_h=state.h.size,
                 size_w=state.w.size,
@@ -372,7 +429,8 @@ def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str,
                 jump_w=state.w.jump,
                 start_h=state.h.start,
                 start_w=state.w.start,
-                grid=state.grid and out.dim() == 4,
+                grid=state.axes == (2, 3) and out.dim() == 4,
+                spatial=state.axes is not None,
                 global_context=state.global_context,
                 approx=state.approx,
                 order=found[name].order if name in found else counter[0],
@@ -383,7 +441,7 @@ def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str,
 
     x = example_input.detach().clone()
     with eval_mode(model), torch.no_grad(), forward_hooks(named, make_hook), tracker:
-        tracker.set(x, RFState(h=AxisRF(1, 1, 0), w=AxisRF(1, 1, 0)))
+        tracker.set(x, RFState(h=AxisRF(1, 1, 0), w=AxisRF(1, 1, 0), axes=(2, 3)))
         model(x)
     return dict(sorted(found.items(), key=lambda item: item[1].order))
 

@@ -172,7 +172,7 @@ def evaluate_accuracy(
     y: np.ndarray,
     mean: list[float],
     std: list[float],
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> float:
     """Top-1 accuracy of ``model`` on raw [0, 1] images ``x (N, C, H, W)`` with labels ``y (N,)``.
 
@@ -202,6 +202,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; model files are meant to be read by whoever serves the app.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -343,7 +343,7 @@ def _rf_plot(structure: Any, input_size: tuple[int, int]) -> dict[str, Any]:
     for name, r in structure.rf.items():
         # The main path only: a side branch that sees less than what came before (a 1x1 shortcut, an
         # Inception 1x1 branch) would make the curve zig-zag without changing what the network sees.
-        if r.grid and r.type in ("Conv2d", "MaxPool2d", "AvgPool2d") and r.size >= widest:
+        if r.grid and r.kind in ("conv", "pool") and r.size >= widest:
             points.append((name, r.size, r.jump))
             widest = r.size
     if not points:

@@ -47,6 +47,13 @@
     });
   });
 
+  // A new drawn-kernel grid (size changed): recompute with it once it is in the form.
+  document.addEventListener("htmx:afterSwap", (ev) => {
+    const target = ev.detail && ev.detail.target;
+    const form = document.getElementById("filters-form");
+    if (target && target.id === "filters-kernel-editor" && form && window.htmx) window.htmx.trigger(form, "change");
+  });
+
   // The drawn kernel is only used when "use it" is ticked: editing a cell ticks it.
   document.addEventListener("input", (ev) => {
     const t = ev.target instanceof Element ? ev.target : null;

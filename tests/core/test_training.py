@@ -109,6 +109,8 @@ def test_quick_training_writes_three_files_with_exact_metadata(quick_runs: dict[
         assert "features.conv1" in card
         weights = first / f"{name}.safetensors"
         assert 0 < weights.stat().st_size < 2_000_000
+        for ext in ("safetensors", "json", "md"):
+            assert (first / f"{name}.{ext}").stat().st_mode & 0o044 == 0o044  # readable by the server
     # No temporary files are left behind by the atomic writes.
     assert sorted(p.name for p in first.iterdir()) == sorted(
         f"{n}.{ext}" for n in BUILTIN_RECIPES for ext in ("json", "md", "safetensors")

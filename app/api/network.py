@@ -65,6 +65,7 @@ def _node(info: LayerInfo) -> LayerNode:
     return LayerNode(
         name=info.name,
         type=info.type,
+        kind=info.kind,
         output_shape=list(info.output_shape) if info.output_shape is not None else None,
         params=info.params,
         macs=info.macs,
@@ -84,6 +85,7 @@ def layer_rows(structure: Structure) -> list[LayerRow]:
             LayerRow(
                 name=info.name,
                 type=info.type,
+                kind=info.kind,
                 depth=info.depth,
                 leaf=info.is_leaf,
                 output_shape=list(info.output_shape) if info.output_shape is not None else None,
@@ -96,6 +98,7 @@ def layer_rows(structure: Structure) -> list[LayerRow]:
                 start_h=rf.start_h if rf else None,
                 start_w=rf.start_w if rf else None,
                 grid=rf.grid if rf else None,
+                spatial=rf.spatial if rf else None,
                 global_context=rf.global_context if rf else None,
                 approx=rf.approx if rf else None,
             )

@@ -13,6 +13,7 @@ Cmap = Literal["viridis", "magma", "inferno", "cividis", "gray", "rdbu"]
 class LayerNode(BaseModel):
     name: str = Field(description="dotted module path; '' is the whole model")
     type: str
+    kind: str
     output_shape: list[int] | None = Field(
         description="per sample, batch dropped; null if the module did not run"
     )
@@ -52,6 +53,9 @@ class SummaryResponse(ModelHeader):
 class LayerRow(BaseModel):
     name: str
     type: str
+    kind: str = Field(
+        description="conv, conv_transpose, linear, norm, pool, activation, dropout, container, other"
+    )
     depth: int
     leaf: bool
     output_shape: list[int] | None
@@ -63,7 +67,8 @@ class LayerRow(BaseModel):
     jump: float | None = Field(description="distance in input pixels between neighbouring units")
     start_h: float | None
     start_w: float | None
-    grid: bool | None
+    grid: bool | None = Field(description="an NCHW map whose units have (y, x) positions")
+    spatial: bool | None = Field(description="False once space has been pooled or flattened away")
     global_context: bool | None
     approx: bool | None
 

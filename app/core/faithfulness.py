@@ -69,7 +69,8 @@ def _curve(
         if check is not None:
             check()
         masks = (ranks[None, None] < counts[s : s + batch_size, None, None, None]).to(start.dtype)
-        batch = start * (1 - masks) + end * masks
+        # channels_last: faster CPU convolutions for the batch.
+        batch = (start * (1 - masks) + end * masks).contiguous(memory_format=torch.channels_last)
         with evaluating(model, lock), torch.inference_mode():
             probs.append(torch.softmax(model(batch).float(), dim=1)[:, target])
     return torch.cat(probs).numpy().astype(np.float32)

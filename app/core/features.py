@@ -51,37 +51,52 @@ def capture(
     missing = [n for n in wanted if n not in modules]
     if missing:
         raise LayerNotFound(missing[0], [n for n in modules if n])
+    recorder = CaptureRecorder()
+    # no_grad rather than inference_mode: inference tensors have no version counter.
+    with (
+        eval_mode(model),
+        torch.no_grad(),
+        forward_hooks(((n, modules[n]) for n in wanted), recorder.make_hook),
+    ):
+        result = model(x)
+    return recorder.result(result, keep_batch)
 
-    store: dict[str, torch.Tensor] = {}
-    # A Sequential returns its last child's tensor unchanged: copy each distinct (tensor, version) once.
-    # The version counter moves on every in-place op, so a BatchNorm output later modified in place by
-    # ReLU(inplace=True) is copied again for the ReLU. The originals are kept alive so ids stay unique.
-    copies: dict[tuple[int, int], torch.Tensor] = {}
-    keep_alive: list[torch.Tensor] = []
 
-    def make_hook(name: str) -> Hook:
+class CaptureRecorder:
+    """Forward hooks that copy module outputs; ``result`` returns them as a ``Capture``."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, torch.Tensor] = {}
+        # A Sequential returns its last child's tensor unchanged: copy each distinct (tensor, version)
+        # once. The version counter moves on every in-place op, so a BatchNorm output later modified in
+        # place by ReLU(inplace=True) is copied again for the ReLU. Originals are kept alive so that ids
+        # stay unique during the pass.
+        self.copies: dict[tuple[int, int], torch.Tensor] = {}
+        self.keep_alive: list[torch.Tensor] = []
+
+    def make_hook(self, name: str) -> Hook:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
             out = _first_tensor(output)
             if out is None:
                 return
             key = (id(out), out._version)
-            if key not in copies:
-                keep_alive.append(out)
-                copies[key] = out.detach().to("cpu", copy=True)
-            store[name] = copies[key]
+            if key not in self.copies:
+                self.keep_alive.append(out)
+                self.copies[key] = out.detach().to("cpu", copy=True)
+            self.store[name] = self.copies[key]
 
         return hook
 
-    # no_grad rather than inference_mode: inference tensors have no version counter.
-    with eval_mode(model), torch.no_grad(), forward_hooks(((n, modules[n]) for n in wanted), make_hook):
-        result = model(x)
-    keep_alive.clear()
-    out = _first_tensor(result)
-    output = out.detach().cpu() if out is not None else None
-    if not keep_batch:
-        store = {k: v[0] for k, v in store.items()}
-        output = output[0] if output is not None and output.dim() > 1 else output
-    return Capture(activations=store, output=output)
+    def result(self, model_output: Any, keep_batch: bool = False) -> Capture:
+        self.keep_alive.clear()
+        self.copies.clear()
+        out = _first_tensor(model_output)
+        output = out.detach().cpu() if out is not None else None
+        store = self.store
+        if not keep_batch:
+            store = {k: v[0] for k, v in store.items()}
+            output = output[0] if output is not None and output.dim() > 1 else output
+        return Capture(activations=store, output=output)
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,69 @@ def _count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+class TreeRecorder:
+    """Forward hooks that record shapes, calls, order and MACs; ``build`` turns them into the tree.
+
+    Used by ``layer_tree`` and, together with other recorders, by ``app.core.analysis.analyse`` so that
+    one forward pass can serve several views.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.named = list(model.named_modules())
+        self.leaves = {name for name, m in self.named if not any(True for _ in m.children())}
+        self.shapes: dict[str, tuple[int, ...] | None] = {}
+        self.macs: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self.order: dict[str, int] = {}
+        self.uncounted: set[str] = set()
+
+    def make_hook(self, name: str) -> Hook:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            out = _first_tensor(output)
+            self.shapes[name] = tuple(int(s) for s in out.shape[1:]) if out is not None else None
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if name not in self.order:
+                self.order[name] = len(self.order)
+            # Own arithmetic of leaves, and of known layer types that happen to have children (a
+            # TF-"same" conv that owns its padding module); containers otherwise just sum their children.
+            own = name in self.leaves or layer_kind(module) != "container"
+            cost = leaf_macs(module, inputs, output) if own else 0
+            if cost is None:
+                self.uncounted.add(type(module).__name__)
+                cost = 0
+            self.macs[name] = self.macs.get(name, 0) + cost
+
+        return hook
+
+    def build(self, model: nn.Module, example_input: torch.Tensor) -> LayerInfo:
+        # Forward hooks fire when a module *finishes*, so a parent's index lands after its children's;
+        # containers take the position of their first child instead.
+        def build(name: str, module: nn.Module, depth: int) -> LayerInfo:
+            children = [
+                build(f"{name}.{child_name}" if name else child_name, child, depth + 1)
+                for child_name, child in module.named_children()
+            ]
+            child_orders = [c.order for c in children if c.order >= 0]
+            own_order = min(child_orders) if child_orders else self.order.get(name, -1)
+            return LayerInfo(
+                name=name,
+                type=type(module).__name__,
+                output_shape=self.shapes.get(name),
+                params=_count_params(module),
+                macs=self.macs.get(name, 0) + sum(c.macs for c in children),
+                children=children,
+                kind=layer_kind(module),
+                order=own_order,
+                calls=self.calls.get(name, 0),
+                depth=depth,
+            )
+
+        tree = build("", model, 0)
+        tree.uncounted_types = tuple(sorted(self.uncounted))
+        tree.input_shape = tuple(int(s) for s in example_input.shape[1:])
+        return tree
+
+
 def layer_tree(model: nn.Module, example_input: torch.Tensor) -> LayerInfo:
     """The module hierarchy with per-layer output shape, parameters and MACs, from one forward pass.
 
@@ -315,64 +378,10 @@ def layer_tree(model: nn.Module, example_input: torch.Tensor) -> LayerInfo:
     shape of its last call and the sum of the MACs of all calls. A container's MACs are the sum of its
     children's; its params count every parameter below it once.
     """
-    named = list(model.named_modules())
-    leaves = {name for name, m in named if not any(True for _ in m.children())}
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    macs: dict[str, int] = {}
-    calls: dict[str, int] = {}
-    order: dict[str, int] = {}
-    uncounted: set[str] = set()
-    counter = [0]
-
-    def make_hook(name: str) -> Hook:
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            out = _first_tensor(output)
-            shapes[name] = tuple(int(s) for s in out.shape[1:]) if out is not None else None
-            calls[name] = calls.get(name, 0) + 1
-            if name not in order:
-                order[name] = counter[0]
-                counter[0] += 1
-            # Own arithmetic of leaves, and of known layer types that happen to have children (a
-            # TF-"same" conv that owns its padding module); containers otherwise just sum their children.
-            cost = leaf_macs(module, inputs, output) if name in leaves or layer_kind(module) != "container" else 0
-            if cost is None:
-                uncounted.add(type(module).__name__)
-                cost = 0
-            macs[name] = macs.get(name, 0) + cost
-
-        return hook
-
-    with eval_mode(model), torch.no_grad(), forward_hooks(named, make_hook):
+    recorder = TreeRecorder(model)
+    with eval_mode(model), torch.no_grad(), forward_hooks(recorder.named, recorder.make_hook):
         model(example_input)
-
-    # Forward hooks fire when a module *finishes*, so a parent's index lands after its children's; the
-    # pre-order index below gives containers the position of their first child instead.
-    def build(name: str, module: nn.Module, depth: int) -> LayerInfo:
-        children = [
-            build(f"{name}.{child_name}" if name else child_name, child, depth + 1)
-            for child_name, child in module.named_children()
-        ]
-        child_orders = [c.order for c in children if c.order >= 0]
-        own_order = order.get(name, -1)
-        if child_orders:
-            own_order = min(child_orders)
-        return LayerInfo(
-            name=name,
-            type=type(module).__name__,
-            output_shape=shapes.get(name),
-            params=_count_params(module),
-            macs=macs.get(name, 0) + sum(c.macs for c in children),
-            children=children,
-            kind=layer_kind(module),
-            order=own_order,
-            calls=calls.get(name, 0),
-            depth=depth,
-        )
-
-    tree = build("", model, 0)
-    tree.uncounted_types = tuple(sorted(uncounted))
-    tree.input_shape = tuple(int(s) for s in example_input.shape[1:])
-    return tree
+    return recorder.build(model, example_input)
 
 
 def flat_layers(tree: LayerInfo) -> list[LayerInfo]:

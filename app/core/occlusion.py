@@ -5,8 +5,8 @@ window positions follow Captum's ``Occlusion`` (first window at 0, then every ``
 image is covered, the last window cut off at the border), so the two agree number for number.
 
 Speed: perturbations are evaluated in batches; each perturbed image is the input with one slice
-assigned from the baseline (no full-size masks are built, unlike Captum's mask arithmetic), and the
-forward runs under ``torch.inference_mode``.
+assigned from the baseline (no full-size masks are built, unlike Captum's mask arithmetic), the batch
+is laid out channels-last (faster CPU convolutions) and the forward runs under ``torch.inference_mode``.
 
 Progressive mode evaluates the same windows in a coarse-to-fine order: first every ``s``-th window in
 each direction (about a fifteenth of them), then every ``s/2``-th, ... then all; after each level the
@@ -213,7 +213,8 @@ def occlusion(
             if check is not None:
                 check()
             chunk = grid[s : s + batch_size]
-            batch = x.repeat(len(chunk), 1, 1, 1)
+            # channels_last: oneDNN's CPU convolutions run about 20% faster on it (bench/bench_explain.py).
+            batch = x.repeat(len(chunk), 1, 1, 1).contiguous(memory_format=torch.channels_last)
             for b, (i, j) in enumerate(chunk):
                 y0, x0 = starts_y[i], starts_x[j]
                 batch[b, :, y0 : y0 + window, x0 : x0 + window] = base[

@@ -235,6 +235,8 @@ class _RFTracker(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.states: dict[int, RFState] = {}
+        # Set while other hooks copy tensors, so their bookkeeping ops are not tracked.
+        self.paused = False
 
     def set(self, tensor: torch.Tensor, state: RFState) -> None:
         key = id(tensor)
@@ -255,6 +257,8 @@ class _RFTracker(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
+        if self.paused:
+            return result
         outputs = [t for t in _tensors(result)]
         if not outputs:
             return result
@@ -401,24 +405,27 @@ class _RFTracker(TorchFunctionMode):
         )
 
 
-def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str, LayerRF]:
-    """Theoretical RF of every module's output, from one forward pass of ``example_input (N, C, H, W)``.
+class RFRecorder:
+    """The tracking mode plus forward hooks that read each module's output state.
 
-    Returns ``{dotted name: LayerRF}`` in execution order (modules that never ran are absent). The
-    model runs in eval mode without gradients; hooks are removed and ``training`` flags restored.
+    Enter ``tracker`` around the forward pass, call ``start(x)`` on the input inside it, then ``result()``.
     """
-    tracker = _RFTracker()
-    named = list(model.named_modules())
-    found: dict[str, LayerRF] = {}
-    counter = [0]
 
-    def make_hook(name: str) -> Hook:
+    def __init__(self) -> None:
+        self.tracker = _RFTracker()
+        self.found: dict[str, LayerRF] = {}
+        self.counter = 0
+
+    def start(self, x: torch.Tensor) -> None:
+        self.tracker.set(x, RFState(h=AxisRF(1, 1, 0), w=AxisRF(1, 1, 0), axes=(2, 3)))
+
+    def make_hook(self, name: str) -> Hook:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
             out = _first_tensor(output)
-            state = tracker.get(out) if out is not None else None
+            state = self.tracker.get(out) if out is not None else None
             if out is None or state is None or not name:
                 return
-            found[name] = LayerRF(
+            self.found[name] = LayerRF(
                 name=name,
                 type=type(module).__name__,
                 kind=layer_kind(module),
@@ -433,17 +440,33 @@ def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str,
                 spatial=state.axes is not None,
                 global_context=state.global_context,
                 approx=state.approx,
-                order=found[name].order if name in found else counter[0],
+                order=self.found[name].order if name in self.found else self.counter,
             )
-            counter[0] += 1
+            self.counter += 1
 
         return hook
 
+    def result(self) -> dict[str, LayerRF]:
+        return dict(sorted(self.found.items(), key=lambda item: item[1].order))
+
+
+def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str, LayerRF]:
+    """Theoretical RF of every module's output, from one forward pass of ``example_input (N, C, H, W)``.
+
+    Returns ``{dotted name: LayerRF}`` in execution order (modules that never ran are absent). The
+    model runs in eval mode without gradients; hooks are removed and ``training`` flags restored.
+    """
+    recorder = RFRecorder()
     x = example_input.detach().clone()
-    with eval_mode(model), torch.no_grad(), forward_hooks(named, make_hook), tracker:
-        tracker.set(x, RFState(h=AxisRF(1, 1, 0), w=AxisRF(1, 1, 0), axes=(2, 3)))
+    with (
+        eval_mode(model),
+        torch.no_grad(),
+        forward_hooks(model.named_modules(), recorder.make_hook),
+        recorder.tracker,
+    ):
+        recorder.start(x)
         model(x)
-    return dict(sorted(found.items(), key=lambda item: item[1].order))
+    return recorder.result()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 One forward pass serves every layer of one image: ``NetworkService`` keeps a small LRU of captured
 activations per (model, weights, image), so moving between layers only re-renders. Structure (the layer
-tree and receptive fields) depends only on the model and the input shape and is cached separately.
-Every pass that hooks the module holds ``loaded.lock``.
+tree and receptive fields) depends only on the model and the input shape and is cached separately; a cold
+start gets both from a single forward pass (``app.core.analysis.analyse``). Every pass that hooks the
+module holds ``loaded.lock``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ import torch
 
 from app.core import features as feat
 from app.core import filters_view as fv
+from app.core.analysis import analyse
 from app.core.layers import (
     LayerInfo,
     LayerNotFound,
     Totals,
     conv_layer_names,
-    layer_tree,
     spatial_layer_names,
     totals,
 )
-from app.core.receptive_field import LayerRF, effective_rf, receptive_fields, rf_box, stack_vs_large
+from app.core.receptive_field import Box, LayerRF, effective_rf, rf_box, stack_vs_large
 from app.core.rendering import (
     colorize,
     encode_png,
@@ -69,17 +70,26 @@ class _LRU(OrderedDict[Any, Any]):
             return False
         return sum(self.weigh(v) for v in self.values()) > self.max_bytes
 
-    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
+    def lookup(self, key: Any) -> Any:
         with self.lock:
             if key in self:
                 self.move_to_end(key)
                 return self[key]
-        value = make()
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
         with self.lock:
             self[key] = value
             self.move_to_end(key)
             while self._too_big():
                 self.popitem(last=False)
+
+    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
+        found = self.lookup(key)
+        if found is not None:
+            return found
+        value = make()
+        self.put(key, value)
         return value
 
 
@@ -226,39 +236,54 @@ class NetworkService:
         result: NetInput = self._inputs.get_or_make(key, make)
         return result
 
+    @staticmethod
+    def _structure_key(loaded: LoadedModel, x: torch.Tensor) -> tuple[Any, ...]:
+        return (loaded.name, loaded.weights_status, id(loaded.module), tuple(x.shape))
+
+    @staticmethod
+    def _activation_key(loaded: LoadedModel, image_id: str | None) -> tuple[Any, ...]:
+        return (loaded.name, loaded.weights_status, id(loaded.module), image_id)
+
+    def _analyse(self, loaded: LoadedModel, image_id: str | None) -> tuple[Structure, Activations]:
+        """One forward pass for tree, receptive fields and every activation; fills both caches."""
+        net_input = self.net_input(loaded, image_id)
+        with loaded.lock:
+            result = analyse(loaded.module, net_input.tensor)
+        self.forward_passes += 1
+        structure = Structure(
+            tree=result.tree,
+            totals=totals(loaded.module, result.tree),
+            rf=result.rf,
+            conv_layers=conv_layer_names(result.tree),
+            spatial_layers=spatial_layer_names(result.tree),
+        )
+        acts = Activations(net_input, result.capture)
+        self._structures.put(self._structure_key(loaded, net_input.tensor), structure)
+        self._activations.put(self._activation_key(loaded, image_id), acts)
+        return structure, acts
+
     def structure(self, loaded: LoadedModel, image_id: str | None = None) -> Structure:
         """Layer tree, totals and receptive fields for the input shape of ``image_id`` (or the default)."""
         x = self.net_input(loaded, image_id).tensor
-        key = (loaded.name, loaded.weights_status, id(loaded.module), tuple(x.shape))
-
-        def make() -> Structure:
-            with loaded.lock:
-                tree = layer_tree(loaded.module, x)
-                rf = receptive_fields(loaded.module, x)
-            return Structure(
-                tree=tree,
-                totals=totals(loaded.module, tree),
-                rf=rf,
-                conv_layers=conv_layer_names(tree),
-                spatial_layers=spatial_layer_names(tree),
-            )
-
-        result: Structure = self._structures.get_or_make(key, make)
-        return result
+        found: Structure | None = self._structures.lookup(self._structure_key(loaded, x))
+        if found is not None:
+            return found
+        return self._analyse(loaded, image_id)[0]
 
     def activations(self, loaded: LoadedModel, image_id: str | None) -> Activations:
         """Every module's output for this image, from one cached forward pass."""
-        key = (loaded.name, loaded.weights_status, id(loaded.module), image_id)
-
-        def make() -> Activations:
-            net_input = self.net_input(loaded, image_id)
-            with loaded.lock:
-                captured = feat.capture(loaded.module, net_input.tensor, None)
-            self.forward_passes += 1
-            return Activations(net_input, captured)
-
-        result: Activations = self._activations.get_or_make(key, make)
-        return result
+        found: Activations | None = self._activations.lookup(self._activation_key(loaded, image_id))
+        if found is not None:
+            return found
+        net_input = self.net_input(loaded, image_id)
+        if self._structures.lookup(self._structure_key(loaded, net_input.tensor)) is None:
+            return self._analyse(loaded, image_id)[1]
+        with loaded.lock:
+            captured = feat.capture(loaded.module, net_input.tensor, None)
+        self.forward_passes += 1
+        acts = Activations(net_input, captured)
+        self._activations.put(self._activation_key(loaded, image_id), acts)
+        return acts
 
     def layer_activation(
         self, loaded: LoadedModel, image_id: str | None, layer: str
@@ -315,6 +340,7 @@ class NetworkService:
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}.", field="per_page")
         loaded = self.model(name, weights)
+        self.activations(loaded, image_id)  # a cold start fills both caches in one pass
         structure = self.structure(loaded, image_id)
         layer = layer or self.default_layer(structure)
         acts, maps = self.layer_activation(loaded, image_id, layer)
@@ -583,7 +609,7 @@ class NetworkService:
             box_clipped=box.clipped(img_h, img_w).to_dict(),
             erf=erf,
             erf_max=peak,
-            erf_png=encode_png(overlay(net_input.shown, heat, 0.7)),
+            erf_png=encode_png(_draw_box(overlay(net_input.shown, heat, 0.7), box.clipped(img_h, img_w))),
             erf_extent=extent,
             net_input=net_input,
         )
@@ -603,3 +629,16 @@ class NetworkService:
         lo, hi = value_limits(mean)
         img = resize_to(colorize(mean, cmap, lo, hi), acts.net_input.shown.shape[:2], smooth=False)
         return encode_png(img), lo, hi
+
+
+def _draw_box(img: np.ndarray, box: Box, colour: tuple[int, int, int] = (255, 212, 0)) -> np.ndarray:
+    """Outline ``box`` (inclusive rows/columns, inside the image) on a copy of ``img (H, W, 3)``, 2 px wide."""
+    out = img.copy()
+    top, left, bottom, right = box.top, box.left, box.bottom, box.right
+    if bottom < top or right < left:
+        return out
+    out[top : min(top + 2, bottom + 1), left : right + 1] = colour
+    out[max(bottom - 1, top) : bottom + 1, left : right + 1] = colour
+    out[top : bottom + 1, left : min(left + 2, right + 1)] = colour
+    out[top : bottom + 1, max(right - 1, left) : right + 1] = colour
+    return out

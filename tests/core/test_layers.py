@@ -135,3 +135,24 @@ def test_unused_module_has_no_shape() -> None:
     assert tree.find("aux1").order == -1
     assert tree.find("inception3a").output_shape == (256, 8, 8)
     assert _all_hooks_empty(model)
+
+
+class SamePadConv(nn.Conv2d):
+    """A TF-style "same" conv that owns its padding module (as EfficientNet-Lite ports do)."""
+
+    def __init__(self, cin: int, cout: int, k: int) -> None:
+        super().__init__(cin, cout, k)
+        self.static_padding = nn.ZeroPad2d(k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.static_padding(x))
+
+
+def test_conv_subclass_with_children_is_a_conv() -> None:
+    model = nn.Sequential(SamePadConv(2, 4, 3), nn.ReLU())
+    tree = layer_tree(model, torch.zeros(1, 2, 6, 6))
+    conv = tree.find("0")
+    assert conv.kind == "conv" and not conv.is_leaf
+    assert conv.macs == 4 * 6 * 6 * 2 * 9
+    assert conv_layer_names(tree) == ["0"]
+    assert tree.macs == conv.macs

@@ -205,3 +205,26 @@ def test_stack_vs_large() -> None:
     # One 3x3 is the same layer either way; from two layers on the stack is cheaper (18 vs 25 weights).
     assert rows[0].saving == 0
     assert rows[1].params_stack < rows[1].params_large
+
+
+def test_reshapes_and_permutes_keep_the_grid() -> None:
+    class ShuffleThenChannelsLast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.pointwise = nn.Linear(4, 4)  # ConvNeXt-style: a Linear over channels-last maps
+            self.after = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            n, c, h, w = y.shape
+            # ShuffleNet's channel shuffle goes through a 5-D view.
+            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+            y = self.pointwise(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return self.after(y)
+
+    model = ShuffleThenChannelsLast()
+    rf = receptive_fields(model, torch.zeros(1, 4, 10, 10))
+    assert rf["pointwise"].spatial and not rf["pointwise"].grid  # (H, W, C): spatial, but not NCHW
+    assert rf["pointwise"].size == 3
+    assert rf["after"].grid and rf["after"].size == 5 and not rf["after"].approx

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from app.config import PROJECT_ROOT
@@ -19,6 +20,7 @@ from app.core.training import (
     METADATA_KEYS,
     evaluate_accuracy,
     load_builtin,
+    normalise,
     train_all_builtin,
     train_builtin,
 )
@@ -175,6 +177,30 @@ def test_load_builtin_errors(quick_runs: dict[str, Any], tmp_path: Path) -> None
         load_builtin("nodule-cnn", tmp_path)
     with pytest.raises(ValueError, match="unknown built-in model"):
         train_builtin("no-such-model", tmp_path, quick=True)
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) float32 -> (size, size) float32, bilinear, as the app does before a built-in model."""
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def test_shipped_models_recognise_the_gallery_samples() -> None:
+    nodule, meta = load_builtin("nodule-cnn", SHIPPED)
+    size = meta["input_size"][0]
+    with_nodules = _resize(synthetic.sample_ct_slice(), size)
+    without = _resize(synthetic.ct_slice(np.random.default_rng(7), 256, nodules=0), size)
+    x = np.stack([with_nodules, without])[:, None]
+    with torch.inference_mode():
+        probs = nodule(normalise(x, meta["mean"], meta["std"])).softmax(dim=1)
+    assert meta["categories"][int(probs[0].argmax())] == "nodule"
+    assert meta["categories"][int(probs[1].argmax())] == "no nodule"
+
+    digit, meta = load_builtin("digit-cnn", SHIPPED)
+    size = meta["input_size"][0]
+    x = np.stack([_resize(synthetic.sample_digit(d, 112), size) for d in range(10)])[:, None]
+    with torch.inference_mode():
+        predicted = digit(normalise(x, meta["mean"], meta["std"])).argmax(dim=1)
+    assert [meta["categories"][int(i)] for i in predicted] == [str(d) for d in range(10)]
 
 
 # Fresh held-out sets from seeds the training never used.

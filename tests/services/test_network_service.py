@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.errors import InvalidInput
-from app.services.network import NetworkService, _LRU
+from app.services.network import _LRU, NetworkService
 
 MODEL = "resnet18"
 
@@ -24,7 +24,9 @@ def test_lru_bounded_by_count_and_bytes() -> None:
     assert list(lru) == ["huge"]  # always keeps the newest, however big
 
 
-def test_activation_cache_per_image(registry: Any, image_store: Any, sample_image_id: str, gray_image_id: str) -> None:
+def test_activation_cache_per_image(
+    registry: Any, image_store: Any, sample_image_id: str, gray_image_id: str
+) -> None:
     service = NetworkService(registry, image_store, cache_size=1)
     loaded = service.model(MODEL, "untrained")
     service.features(MODEL, "untrained", sample_image_id, "layer1")

@@ -10,6 +10,7 @@ from app.config import Settings
 from app.services.images import ImageStore
 from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
+from app.services.network import NetworkService
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -32,6 +33,12 @@ def get_jobs(request: Request) -> JobManager:
     return jobs
 
 
+def get_network_service(request: Request) -> NetworkService:
+    """One per app: its activation cache is shared by the pages and the API."""
+    service: NetworkService = request.app.state.network_service
+    return service
+
+
 def is_htmx(request: Request) -> bool:
     """True for requests made by HTMX (they get a partial, not a whole page)."""
     return request.headers.get("HX-Request", "").lower() == "true"
@@ -41,4 +48,5 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+NetworkDep = Annotated[NetworkService, Depends(get_network_service)]
 IsHtmx = Annotated[bool, Depends(is_htmx)]

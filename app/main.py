@@ -22,6 +22,7 @@ from app.errors import ConvScopeError
 from app.services.images import ImageStore
 from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
+from app.services.network import NetworkService
 
 
 def _include_routers(application: FastAPI) -> None:
@@ -92,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         application.state.settings = settings
         application.state.image_store = ImageStore(settings)
         application.state.registry = ModelRegistry(settings)
+        application.state.network_service = NetworkService(
+            application.state.registry, application.state.image_store
+        )
         application.state.jobs = JobManager(settings.job_workers, settings.job_ttl_seconds)
         application.state.image_store.ensure_samples()
         yield

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.api.schemas_network import (
@@ -26,26 +25,12 @@ from app.api.schemas_network import (
 )
 from app.core.layers import LayerInfo
 from app.core.rendering import encode_npy, encode_png, tile_grid
+from app.deps import NetworkDep
 from app.services.models import LoadedModel
-from app.services.network import NetworkService, Structure
+from app.services.network import Structure
 
 router = APIRouter(prefix="/api/v1", tags=["network"])
 
-_service_lock = threading.Lock()
-
-
-def get_network_service(request: Request) -> NetworkService:
-    """One NetworkService per app (its activation cache is shared by the pages and the API)."""
-    state = request.app.state
-    with _service_lock:
-        service = getattr(state, "network_service", None)
-        if service is None:
-            service = NetworkService(state.registry, state.image_store)
-            state.network_service = service
-    return service
-
-
-NetworkDep = Annotated[NetworkService, Depends(get_network_service)]
 PNG = "image/png"
 NPY = "application/octet-stream"
 
@@ -274,4 +259,4 @@ def receptive_field(body: ReceptiveFieldRequest, network: NetworkDep) -> Respons
     )
 
 
-__all__ = ["ModelHeader", "NetworkDep", "get_network_service", "layer_rows", "router"]
+__all__ = ["ModelHeader", "layer_rows", "router"]

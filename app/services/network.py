@@ -46,6 +46,7 @@ from app.services.models import LoadedModel, ModelRegistry
 
 TILE_PIXELS = 64  # feature-map tiles are blown up (nearest) to at least this many pixels a side
 FILTER_TILE_PIXELS = 48
+ZOOM_PIXELS = 240  # an enlarged kernel is about this many pixels a side
 MAX_TILE_PIXELS = 96  # grid tiles of larger maps are shrunk to this
 MAX_PER_PAGE = 256
 SCALES = ("channel", "layer")
@@ -175,6 +176,15 @@ class FilterView:
     filter_choices: list[tuple[int, float]] = field(default_factory=list)  # (index, norm), by norm
     conv_layers: list[str] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)  # the tiles as uint8 (h, w, 3), same order
+
+
+@dataclass
+class FilterZoom:
+    loaded: LoadedModel
+    title: str
+    pictures: list[tuple[int, bytes, list[list[float]]]]  # (input channel, PNG, kernel values)
+    limit: float  # symmetric colour range
+    first: bool
 
 
 @dataclass
@@ -545,6 +555,34 @@ class NetworkService:
                 choices=exc.choices,
             ) from exc
         return loaded, layer_name, weight
+
+    def filter_zoom(
+        self, name: str | None, weights: str, layer: str, index: int, filter_index: int | None = None
+    ) -> FilterZoom:
+        """One kernel enlarged: the first conv's output filter ``index`` (each input channel), or a later
+        conv's input channel ``index`` of output filter ``filter_index`` (default 0)."""
+        loaded, layer_name, weight = self.filter_weights(name, weights, layer)
+        first = layer_name == fv.conv_layers(loaded.module)[0].name
+        if first:
+            if not 0 <= index < weight.shape[0]:
+                raise InvalidInput(f"index must be between 0 and {weight.shape[0] - 1}.", field="index")
+            kernels = weight[index]
+            title = f"{layer_name}: filter {index}"
+        else:
+            out = filter_index if filter_index is not None else 0
+            if not 0 <= out < weight.shape[0]:
+                raise InvalidInput(f"filter must be between 0 and {weight.shape[0] - 1}.", field="filter")
+            if not 0 <= index < weight.shape[1]:
+                raise InvalidInput(f"index must be between 0 and {weight.shape[1] - 1}.", field="index")
+            kernels = weight[out, index : index + 1]
+            title = f"{layer_name}: filter {out}, input channel {index}"
+        limit = float(np.abs(kernels).max()) or 1.0
+        pictures = []
+        for c, kernel in enumerate(kernels):
+            img = colorize(kernel, "rdbu", -limit, limit)
+            factor = max(1, ZOOM_PIXELS // max(kernel.shape))
+            pictures.append((c, encode_png(upscale_nearest(img, factor)), kernel.tolist()))
+        return FilterZoom(loaded, title, pictures, limit, first)
 
     # --- receptive fields --------------------------------------------------------------------------------------
 

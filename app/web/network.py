@@ -11,13 +11,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.api.network import NetworkDep, layer_rows
+from app.api.network import layer_rows
 from app.core.rendering import encode_png, png_data_uri
-from app.deps import ImageStoreDep, IsHtmx, RegistryDep
+from app.deps import ImageStoreDep, IsHtmx, NetworkDep, RegistryDep
 from app.errors import InvalidInput
 from app.services.images import ImageStore
 from app.services.network import NetworkService
-from app.web.templating import get_templates, render
+from app.web.templating import render
 
 router = APIRouter()
 
@@ -32,14 +32,6 @@ def _default_image(store: ImageStore, image_id: str | None) -> str | None:
     return images[0].id if images else None
 
 
-def _has_image_picker() -> bool:
-    try:
-        get_templates().env.get_template("partials/image_picker.html")
-    except Exception:
-        return False
-    return True
-
-
 def _base(store: ImageStore, registry: Any, image_id: str | None, model: str, weights: str) -> dict[str, Any]:
     return {
         "images": store.list_images(),
@@ -47,7 +39,6 @@ def _base(store: ImageStore, registry: Any, image_id: str | None, model: str, we
         "image_id": image_id,
         "model": model,
         "weights": weights,
-        "has_image_picker": _has_image_picker(),
     }
 
 
@@ -252,39 +243,20 @@ def network_filter_zoom(
     filter: int | None = None,
 ) -> HTMLResponse:
     """One kernel enlarged with its numbers (first conv: output filter ``index``; later: input channel)."""
-    from app.core.rendering import colorize, upscale_nearest
-
     model = model or registry.default_model()
-    loaded, name, weight = network.filter_weights(model, weights, layer)
-    first = name == next(iter(c for c, _ in _convs(loaded.module)))
-    if first:
-        if not 0 <= index < weight.shape[0]:
-            raise InvalidInput(f"index must be between 0 and {weight.shape[0] - 1}.", field="index")
-        kernels = weight[index]
-        title = f"{name}: filter {index}"
-    else:
-        out = filter if filter is not None else 0
-        if not 0 <= out < weight.shape[0] or not 0 <= index < weight.shape[1]:
-            raise InvalidInput("filter or input channel out of range.", field="index")
-        kernels = weight[out, index : index + 1]
-        title = f"{name}: filter {out}, input channel {index}"
-    limit = float(abs(kernels).max()) or 1.0
-    pictures = []
-    for c, kernel in enumerate(kernels):
-        img = colorize(kernel, "rdbu", -limit, limit)
-        factor = max(1, 240 // max(kernel.shape))
-        pictures.append((c, png_data_uri(encode_png(upscale_nearest(img, factor))), kernel.tolist()))
+    zoom = network.filter_zoom(model, weights, layer, index, filter)
+    pictures = [(c, png_data_uri(png), values) for c, png, values in zoom.pictures]
     return render(
         request,
         "partials/network_filter_zoom.html",
-        {"title": title, "pictures": pictures, "limit": limit, "loaded": loaded, "first": first},
+        {
+            "title": zoom.title,
+            "pictures": pictures,
+            "limit": zoom.limit,
+            "loaded": zoom.loaded,
+            "first": zoom.first,
+        },
     )
-
-
-def _convs(module: Any) -> list[tuple[str, Any]]:
-    from torch import nn
-
-    return [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d)]
 
 
 # --- receptive fields -------------------------------------------------------------------------------------------
@@ -296,7 +268,6 @@ def receptive_fields_page(
     store: ImageStoreDep,
     registry: RegistryDep,
     network: NetworkDep,
-    htmx: IsHtmx,
     image_id: str | None = None,
     model: str | None = None,
     weights: str = "auto",
@@ -310,15 +281,10 @@ def receptive_fields_page(
     grid_layers = [
         n for n, r in structure.rf.items() if r.grid and r.output_shape and len(r.output_shape) == 3
     ]
-    layer = (
-        layer
-        if layer in grid_layers
-        else (
-            structure.conv_layers[len(structure.conv_layers) // 2]
-            if structure.conv_layers
-            else (grid_layers[0] if grid_layers else None)
-        )
-    )
+    if layer not in grid_layers:
+        # Open on a convolution half-way down: big enough to see growth, small enough to click.
+        middle = [c for c in structure.conv_layers if c in grid_layers]
+        layer = middle[len(middle) // 2] if middle else (grid_layers[0] if grid_layers else None)
     context = _base(store, registry, image_id, model, weights)
     context.update(
         {
@@ -470,7 +436,6 @@ def milestones_page(
         "model_b": model_b,
         "weights": weights,
         "depth": depth,
-        "has_image_picker": _has_image_picker(),
     }
     if model_a and model_b:
         context.update(_compare_context(network, store, model_a, model_b, weights, image_id, depth))

@@ -91,3 +91,36 @@ def test_as_maps_shapes() -> None:
     assert as_maps(torch.zeros(5)).shape == (5, 1, 1)
     assert as_maps(np.zeros((3, 7))).shape == (3, 1, 7)
     assert as_maps(torch.zeros(2, 4, 4)).shape == (2, 4, 4)
+
+
+def test_filter_views() -> None:
+    from app.core.filters_view import (
+        conv_weight,
+        filter_order,
+        normalise_signed,
+        per_input_channel,
+        rgb_tiles,
+    )
+
+    weight = np.zeros((3, 3, 2, 2), dtype=np.float32)
+    weight[0, 0] = [[1.0, -1.0], [0.5, 0.0]]  # red channel only
+    weight[1] = -2.0
+    weight[2, 2, 0, 0] = 0.25
+    norm = normalise_signed(weight)
+    assert np.abs(norm).reshape(3, -1).max(axis=1).tolist() == [1.0, 1.0, 1.0]  # each filter its own scale
+    tiles = rgb_tiles(weight)
+    assert tiles.shape == (3, 2, 2, 3)
+    np.testing.assert_allclose(tiles[0, 0, 0], [1.0, 0.5, 0.5])  # +max red -> full red, zero -> mid grey
+    np.testing.assert_allclose(tiles[0, 0, 1], [0.0, 0.5, 0.5])
+    np.testing.assert_allclose(tiles[1], 0.0)  # all -max -> black
+    assert filter_order(weight, "norm").tolist() == [1, 0, 2]
+    kernels, limit = per_input_channel(weight, 0)
+    assert kernels.shape == (3, 2, 2) and limit == 1.0
+    grey = rgb_tiles(weight[:, :1])
+    np.testing.assert_allclose(grey[..., 0], grey[..., 2])
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 1))
+    assert conv_weight(model)[0] == "0"
+    assert conv_weight(model, "2")[1].shape == (5, 4, 1, 1)
+    with pytest.raises(LayerNotFound) as info:
+        conv_weight(model, "1")
+    assert info.value.choices == ["0", "2"]

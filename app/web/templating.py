@@ -13,9 +13,8 @@ from fastapi.templating import Jinja2Templates
 from app.config import get_settings
 from app.core.rendering import cmap_css_gradient
 
-# (path, label, one-line purpose): the order of the lecture.
+# (path, label, one-line purpose): the order of the lecture. The brand in the top bar links home.
 NAV: tuple[tuple[str, str, str], ...] = (
-    ("/", "Home", "What ConvScope shows and where to start"),
     ("/images", "Images", "Upload an image or pick a sample"),
     ("/predict", "Predict", "Top-k classes and the tensor the network sees"),
     ("/models", "Models", "The model zoo and its weights"),

@@ -47,3 +47,12 @@ def test_user_text_is_escaped(client: TestClient) -> None:
     )
     assert response.status_code == 404
     assert "<script>alert(1)</script>" not in response.text
+
+
+def test_every_lecture_idea_on_the_home_page_links_to_a_working_page(client: TestClient) -> None:
+    from app.web.home import LECTURE_MAP
+
+    html = client.get("/").text
+    for idea, href, _ in LECTURE_MAP:
+        assert f'href="{href}"' in html.replace("&amp;", "&")
+        assert client.get(href).status_code == 200, (idea, href)

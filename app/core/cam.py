@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import Tensor, nn
 
 ProgressFn = Callable[[float], None]
@@ -440,7 +439,10 @@ def _gradient_maps(method: str, acts: Tensor, grads: Tensor) -> Tensor:
 
 
 def _eigen_maps(acts: Tensor) -> np.ndarray:
-    # pytorch-grad-cam's projection (first right-singular vector of the centred (hw, K) matrix).
+    # pytorch-grad-cam's projection (first right-singular vector of the centred (hw, K) matrix). Imported
+    # here: the package pulls in OpenCV, matplotlib and scikit-learn, which app start-up does not need.
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
     return np.maximum(get_2d_projection(acts.numpy()), 0).astype(np.float32)
 
 

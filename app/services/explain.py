@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -130,24 +131,28 @@ def _check_k(k: int) -> int:
 
 
 _layer_cache_lock = threading.Lock()
-_layer_cache: OrderedDict[tuple[int, tuple[int, ...]], tuple[list[cam.LayerInfo], str]] = OrderedDict()
+# (model name, weights, input shape) -> (a weak reference to the module traced, its layers, default layer).
+# The weak reference makes sure a cached answer is only used for the very module it was traced on.
+_layer_cache: OrderedDict[
+    tuple[str, str, tuple[int, ...]], tuple[weakref.ref[torch.nn.Module], list[cam.LayerInfo], str]
+] = OrderedDict()
 
 
 def layer_choices(loaded: LoadedModel, x: torch.Tensor) -> tuple[list[cam.LayerInfo], str]:
-    """Every layer with a ``(C, h, w)`` output (execution order) and the default CAM layer, cached."""
-    key = (id(loaded.module), tuple(x.shape))
+    """Every layer with a spatial ``(C, h, w)`` output (execution order) and the default CAM layer, cached."""
+    key = (loaded.name, loaded.weights_status, tuple(x.shape))
     with _layer_cache_lock:
         hit = _layer_cache.get(key)
-        if hit is not None:
+        if hit is not None and hit[0]() is loaded.module:
             _layer_cache.move_to_end(key)
-            return hit
+            return hit[1], hit[2]
     with loaded.lock:
         layers = cam.trace_layers(loaded.module, x)
         default = cam.default_layer(loaded.module, x)
     # Keep spatial maps only: a (C, 1, 1) output has no "where" to show.
     spatial = [info for info in layers if info.shape[1] * info.shape[2] > 1]
     with _layer_cache_lock:
-        _layer_cache[key] = (spatial, default)
+        _layer_cache[key] = (weakref.ref(loaded.module), spatial, default)
         while len(_layer_cache) > 16:
             _layer_cache.popitem(last=False)
     return spatial, default

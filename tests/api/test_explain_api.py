@@ -63,7 +63,7 @@ def test_methods_and_layers(client: TestClient, sample_image_id: str, model_name
     assert all(len(info["shape"]) == 3 for info in body["layers"])
 
 
-def test_cam_json(client: TestClient, sample_image_id: str, model_name: str) -> None:
+def test_cam_json(client: TestClient, sample_image_id: str, model_name: str, registry: Any) -> None:
     r = client.post(
         "/api/v1/explain/cam",
         json={"image_id": sample_image_id, "model": model_name, "format": "json", "normalise": "raw", "k": 3},
@@ -72,7 +72,7 @@ def test_cam_json(client: TestClient, sample_image_id: str, model_name: str) -> 
     body = r.json()
     assert body["method"] == "gradcam" and body["layer"] == body["default_layer"]
     assert body["shape"] == body["input_size"]
-    assert len(body["predictions"]) == 3
+    assert len(body["predictions"]) == min(3, len(registry.get(model_name).categories))
     # Default target = top-1.
     assert body["target"] == body["predictions"][0]["index"]
     assert body["label"] == body["predictions"][0]["label"]
@@ -318,3 +318,30 @@ def test_no_hooks_or_gradients_linger(
         assert not m._forward_hooks and not m._backward_hooks, name
     assert all(p.grad is None for p in module.parameters())
     assert not any(m.training for m in module.modules())
+
+
+def test_compare_with_a_slow_method_is_a_job(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    layer = _small_layer(client, sample_image_id, model_name)
+    r = client.post(
+        "/api/v1/explain/compare",
+        json={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "methods": ["gradcam", "scorecam"],
+            "layer": layer,
+            "steps": 4,
+        },
+    )
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["status_url"])
+    assert job["status"] == "done", job
+    result = job["result"]
+    assert [m["method"] for m in result["methods"]] == ["gradcam", "scorecam"]
+    assert result["random"]["method"] == "random" and result["layer"] == layer
+    assert {"map:gradcam", "map:scorecam", "map:random", "shown"} <= set(job["artifacts"])
+    arr = np.load(
+        io.BytesIO(client.get(f"/api/v1/jobs/{job['id']}/artifacts/map:scorecam?format=npy").content)
+    )
+    assert arr.min() >= 0.0 and arr.max() <= 1.0 + 1e-6

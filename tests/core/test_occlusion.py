@@ -135,3 +135,12 @@ def test_blur_keeps_the_mean_and_removes_detail() -> None:
     assert blurred.shape == x.shape
     assert float(blurred.std()) < 0.1 * float(x.std())
     assert float(blurred.mean()) == pytest.approx(float(x.mean()), abs=0.02)
+
+
+def test_coarse_fill_interpolates_between_evaluated_windows() -> None:
+    ramp = np.add.outer(np.arange(9.0), 2 * np.arange(9.0)).astype(np.float32)  # linear in both axes
+    filled = occ._fill_linear(ramp, 4)
+    np.testing.assert_allclose(filled, ramp, atol=1e-5)  # exact for a linear map on a 0, 4, 8 grid
+    held = occ._fill_linear(ramp[:7, :7], 4)  # past the last evaluated window (index 4) values are held
+    clamp = np.minimum(np.arange(7), 4)
+    np.testing.assert_allclose(held, ramp[np.ix_(clamp, clamp)], atol=1e-5)

@@ -196,3 +196,26 @@ def test_compare_page(client: TestClient, sample_image_id: str, model_name: str)
     assert "shared scale" in html and 'class="colorbar"' in html
     empty = client.get("/compare", params={"model": model_name})
     assert empty.status_code == 200 and 'type="checkbox" name="methods"' in empty.text
+
+
+def test_compare_page_with_a_slow_method_polls(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    layers = client.get(
+        "/api/v1/explain/layers", params={"image_id": sample_image_id, "model": model_name}
+    ).json()
+    small = min(layers["layers"], key=lambda info: info["shape"][0])["name"]
+    r = client.get(
+        "/compare",
+        params=[
+            ("image_id", sample_image_id),
+            ("model", model_name),
+            ("methods", "ablationcam"),
+            ("layer", small),
+            ("steps", "4"),
+        ],
+        headers=HX,
+    )
+    assert r.status_code == 200 and 'hx-trigger="every 500ms"' in r.text
+    final = _poll_until_done(client, r.text)
+    assert "compare-result" in final and "Ablation-CAM" in final and "Random baseline" in final

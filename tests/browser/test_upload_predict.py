@@ -38,7 +38,9 @@ def test_upload_a_photo_and_see_predictions(page: Any, live_server: str, tmp_pat
     assert page.locator(".badge-untrained").count() == 0
 
 
-def test_bad_upload_shows_a_message_and_the_page_keeps_working(page: Any, live_server: str, tmp_path: Path) -> None:
+def test_bad_upload_shows_a_message_and_the_page_keeps_working(
+    page: Any, live_server: str, tmp_path: Path
+) -> None:
     bogus = tmp_path / "notes.png"
     bogus.write_text("this is not a picture")
     page.goto(f"{live_server}/images")

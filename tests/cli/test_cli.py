@@ -35,3 +35,11 @@ def test_unknown_model_download(capsys: pytest.CaptureFixture[str]) -> None:
 def test_serve_has_host_and_port() -> None:
     args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "9000"])
     assert (args.host, args.port) == ("0.0.0.0", 9000)
+
+
+def test_train_builtin_quick_writes_both_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["train-builtin", "--quick", "--out", str(tmp_path)]) == 0
+    for name in ("nodule-cnn", "digit-cnn"):
+        for suffix in (".safetensors", ".json", ".md"):
+            assert (tmp_path / f"{name}{suffix}").is_file()
+    assert "held-out accuracy" in capsys.readouterr().out

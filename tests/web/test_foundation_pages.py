@@ -56,3 +56,38 @@ def test_every_lecture_idea_on_the_home_page_links_to_a_working_page(client: Tes
     for idea, href, _ in LECTURE_MAP:
         assert f'href="{href}"' in html.replace("&amp;", "&")
         assert client.get(href).status_code == 200, (idea, href)
+
+
+def test_forms_leave_validation_to_the_server(client: TestClient) -> None:
+    # htmx 2 silently drops a request when the browser's own min/max/required check fails, so the page
+    # kept showing the previous result with no message. The server's 422 names the field instead.
+    import re
+
+    for path in ("/images", "/predict", "/models", "/cost", "/conv", "/filters"):
+        forms = re.findall(r"<form\b[^>]*>", client.get(path).text)
+        assert forms, path
+        for form in forms:
+            assert " novalidate" in form, (path, form)
+
+
+def test_every_page_has_a_plain_text_title(client: TestClient) -> None:
+    import re
+
+    for path in (
+        "/",
+        "/images",
+        "/predict",
+        "/models",
+        "/conv",
+        "/filters",
+        "/cost",
+        "/network",
+        "/receptive-fields",
+        "/milestones",
+        "/explain",
+        "/occlusion",
+        "/compare",
+    ):
+        head = client.get(path).text.split("</head>")[0]
+        titles = re.findall(r"<title>(.*?)</title>", head, flags=re.S)
+        assert len(titles) == 1 and "<" not in titles[0] and len(titles[0]) < 80, (path, titles)

@@ -51,6 +51,7 @@ def layers(
 ) -> LayersOut:
     """Layers with a spatial map (CAM targets) and the default one."""
     loaded = registry.get(model or registry.default_model(), weights)
+    explain.check_cam_supported(loaded)
     infos, default = explain.layer_choices(loaded, loaded.prepare(store.load(image_id)).tensor)
     return LayersOut(
         model=loaded.name,

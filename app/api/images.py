@@ -88,6 +88,9 @@ async def read_upload(request: Request, store: ImageStore) -> tuple[bytes, str |
         if not isinstance(upload, UploadFile):
             raise InvalidInput("No file was sent: choose an image in the field named “file”.", field="file")
         data = await upload.read(limit + 1)
+        if not data and not upload.filename:
+            # What a browser sends when the form is submitted before a file was chosen.
+            raise InvalidInput("No file was chosen: pick an image file first, then upload it.", field="file")
         if len(data) > limit:
             raise _too_large(limit)
         return data, upload.filename

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# strict: JSON true and "1" are not numbers (ints still are)
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 PaddingName = Literal["none", "zeros", "reflect", "replicate", "circular"]
 PoolName = Literal["max", "avg"]
 

@@ -6,6 +6,7 @@ cannot exhaust memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,9 +123,12 @@ def _floats(values: Any, key: str, n: int) -> tuple[float, ...]:
     if (
         not isinstance(values, list)
         or len(values) != n
-        or not all(isinstance(v, int | float) for v in values)
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        )
     ):
-        raise ArchitectureError(f"{key} must list {n} numbers (one per input channel)", key)
+        # JSON's NaN/Infinity would make every prediction NaN: refuse them here, naming the key.
+        raise ArchitectureError(f"{key} must list {n} finite numbers (one per input channel)", key)
     return tuple(float(v) for v in values)
 
 
@@ -240,4 +244,7 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
                 f"weight {key} has shape {tuple(value.shape)}, the architecture needs {tuple(expected[key].shape)}",
                 "weights",
             )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            # NaN or infinite weights make every probability NaN: say which tensor, not a page of nulls.
+            raise ArchitectureError(f"weight {key} contains NaN or infinite values", "weights")
     model.load_state_dict(tensors, strict=True)

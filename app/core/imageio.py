@@ -206,8 +206,13 @@ def _decode_pil(data: bytes, label: str, max_pixels: int) -> DecodedImage:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=list(PIL_FORMATS))
     except Image.DecompressionBombError as exc:
+        # PIL's own message quotes PIL's limit, not ours: say the number that applies here.
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(declared.group(1)):,} pixels" if declared else "more pixels than that"
         raise PayloadTooLarge(
-            f"{label} declares more pixels than ConvScope will decode ({exc}).", field="file"
+            f"{label} declares {size}; the limit is {max_pixels:,} pixels. Downscale it and upload again.",
+            field="file",
+            max_pixels=max_pixels,
         ) from exc
     except UnidentifiedImageError as exc:
         if data[:4] in TIFF_MAGIC:

@@ -20,6 +20,8 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model, get_model_weights, list_models
 
+from app.core.builtin_nets import BUILTIN_ARCHITECTURES, count_parameters
+
 # The lecture's milestones, in the order the lecture tells the story.
 MILESTONES: tuple[str, ...] = (
     "alexnet",
@@ -372,6 +374,13 @@ def builtin_metadata(models_dir: Path) -> dict[str, dict[str, Any]]:
 def builtin_spec(meta: dict[str, Any]) -> ModelSpec:
     size = _as_pair(meta["input_size"])
     in_channels = int(meta["in_channels"])
+    params, depth = meta.get("params"), meta.get("depth")
+    arch = BUILTIN_ARCHITECTURES.get(str(meta.get("architecture")))
+    if arch is not None and (params is None or depth is None):
+        # The training metadata does not record them; the architecture is tiny, so count on a fresh one.
+        module = arch(num_classes=len(meta["categories"]), in_channels=in_channels)
+        params = count_parameters(module) if params is None else params
+        depth = weighted_depth(module) if depth is None else depth
     return ModelSpec(
         name=str(meta["name"]),
         display_name=str(meta.get("display_name", meta["name"])),
@@ -379,8 +388,8 @@ def builtin_spec(meta: dict[str, Any]) -> ModelSpec:
         year=None,
         key_idea=str(meta.get("data", "")),
         source="convscope",
-        params=meta.get("params"),
-        known_depth=meta.get("depth"),
+        params=params,
+        known_depth=depth,
         input_size=size,
         top1=100.0 * float(meta["test_accuracy"]) if meta.get("test_accuracy") is not None else None,
         top5=None,

@@ -301,6 +301,11 @@ class KernelRequest:
 def resolve_kernel(req: KernelRequest, index: int, channels: int, mode: str) -> KernelInput:
     """Library name or explicit odd-sized weights (1..11) -> a core KernelInput, errors name the field."""
     fld = f"kernels[{index}]"
+    if req.weights is not None and req.name:
+        raise InvalidInput(
+            "give a kernel name or its weights, not both (use label to name your own weights)",
+            field=f"{fld}.name",
+        )
     if req.weights is None:
         if not req.name:
             raise InvalidInput("give a kernel name or its weights", field=f"{fld}.name")

@@ -26,7 +26,7 @@ from app.core.custom_models import (
     parse_architecture,
 )
 from app.core.zoo import ModelSpec, Preprocessing, weighted_depth
-from app.errors import InvalidInput, NotFound, PayloadTooLarge
+from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 
 CUSTOM_PREFIX = "custom-"
 MAX_ARCHITECTURE_BYTES = 256 * 1024
@@ -97,7 +97,14 @@ class CustomModelStore:
         folder = self._root / model_id
         if not model_id.startswith(CUSTOM_PREFIX) or "/" in model_id or not folder.is_dir():
             raise NotFound(f"No uploaded model with id {model_id!r}.", field="model")
-        arch = parse_architecture(json.loads((folder / "architecture.json").read_text()))
+        try:
+            arch = parse_architecture(json.loads((folder / "architecture.json").read_text()))
+        except (ArchitectureError, ValueError) as exc:
+            # Stored before a stricter check existed: report it as this model's problem, not a 500.
+            raise Conflict(
+                f"The uploaded model {model_id} no longer passes validation ({exc}); upload it again.",
+                field="model",
+            ) from exc
         info = json.loads((folder / "info.json").read_text())
         module = build_module(arch)
         return CustomModelRecord(

@@ -158,8 +158,31 @@ def layer_choices(loaded: LoadedModel, x: torch.Tensor) -> tuple[list[cam.LayerI
     return spatial, default
 
 
+def cam_unsupported(loaded: LoadedModel) -> str | None:
+    """Why class activation maps make no sense for this model, or None when they do.
+
+    A plain vision transformer (ViT) has one spatial map, its patch embedding, and every attention block
+    after it mixes all patches: a CAM there weighs the input patches, not what the classifier used.
+    """
+    if any(isinstance(m, torch.nn.MultiheadAttention) for m in loaded.module.modules()):
+        return (
+            f"{loaded.display_name} is a vision transformer: after its patch embedding it has no spatial "
+            "feature map (attention mixes all patches), so class activation maps do not apply. "
+            "Occlusion sensitivity works for any classifier."
+        )
+    return None
+
+
+def check_cam_supported(loaded: LoadedModel) -> None:
+    """InvalidInput (field ``model``) when class activation maps make no sense for ``loaded``."""
+    reason = cam_unsupported(loaded)
+    if reason is not None:
+        raise InvalidInput(reason, field="model")
+
+
 def resolve_layer(loaded: LoadedModel, x: torch.Tensor, layer: str | None) -> tuple[str, str]:
     """(the layer to use, the default layer); InvalidInput listing the choices for a bad name."""
+    check_cam_supported(loaded)
     layers, default = layer_choices(loaded, x)
     if not layer:
         return default, default

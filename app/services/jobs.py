@@ -132,7 +132,10 @@ class JobManager:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise NotFound(f"No job with id {job_id!r} (finished jobs are kept for a while, then forgotten).")
+            raise NotFound(
+                f"No job with id {job_id!r} (finished jobs are kept for a while, then forgotten).",
+                field="job_id",
+            )
         return job
 
     def cancel(self, job_id: str) -> Job:

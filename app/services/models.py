@@ -21,7 +21,7 @@ from torch import nn
 from app.config import Settings
 from app.core import zoo
 from app.core.preprocess import PreparedInput, preprocess
-from app.errors import ConvScopeError, InvalidInput, NotFound, WeightsUnavailable
+from app.errors import Conflict, ConvScopeError, InvalidInput, NotFound, WeightsUnavailable
 from app.services.custom_models import CUSTOM_PREFIX, CustomModelStore
 
 WeightsChoice = Literal["auto", "pretrained", "untrained"]
@@ -109,7 +109,14 @@ class ModelRegistry:
         )
 
     def list_specs(self, milestones_only: bool = False) -> list[zoo.ModelSpec]:
-        specs = [self.spec(n) for n in self.names()]
+        specs = []
+        for name in self.names():
+            try:
+                specs.append(self.spec(name))
+            except Conflict:
+                # One broken upload must not take the whole zoo (and every model picker) down with it.
+                if not name.startswith(CUSTOM_PREFIX):
+                    raise
         if milestones_only:
             return [s for s in specs if s.milestone or s.builtin or s.name == zoo.EFFICIENTNET_LITE0]
         return specs

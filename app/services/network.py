@@ -9,6 +9,7 @@ module holds ``loaded.lock``.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from app.core.layers import (
 )
 from app.core.receptive_field import Box, LayerRF, effective_rf, rf_box, stack_vs_large
 from app.core.rendering import (
+    COLORMAPS,
     colorize,
     encode_png,
     overlay,
@@ -50,6 +52,11 @@ ZOOM_PIXELS = 240  # an enlarged kernel is about this many pixels a side
 MAX_TILE_PIXELS = 96  # grid tiles of larger maps are shrunk to this
 MAX_PER_PAGE = 256
 SCALES = ("channel", "layer")
+
+
+def _check_cmap(cmap: str) -> None:
+    if cmap not in COLORMAPS:
+        raise InvalidInput(f"cmap must be one of {', '.join(COLORMAPS)}.", field="cmap")
 
 
 class _LRU(OrderedDict[Any, Any]):
@@ -347,6 +354,7 @@ class NetworkService:
             raise InvalidInput(f"sort must be one of {', '.join(feat.SORT_KEYS)}.", field="sort")
         if scale not in SCALES:
             raise InvalidInput(f"scale must be one of {', '.join(SCALES)}.", field="scale")
+        _check_cmap(cmap)
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}.", field="per_page")
         loaded = self.model(name, weights)
@@ -429,6 +437,10 @@ class NetworkService:
         """One channel enlarged and overlaid on the input with opacity ``alpha`` and range [vmin, vmax]."""
         if not 0.0 <= alpha <= 1.0:
             raise InvalidInput("alpha (opacity) must be between 0 and 1.", field="alpha")
+        _check_cmap(cmap)
+        for field_name, limit in (("vmin", vmin), ("vmax", vmax)):
+            if limit is not None and not math.isfinite(limit):
+                raise InvalidInput(f"{field_name} must be a finite number.", field=field_name)
         loaded = self.model(name, weights)
         acts, maps = self.layer_activation(loaded, image_id, layer)
         if not 0 <= channel < maps.shape[0]:
@@ -604,6 +616,7 @@ class NetworkService:
         cmap: str = "magma",
     ) -> RFProbe:
         """Theoretical box of unit (y, x) of ``layer`` and its effective RF by gradient."""
+        _check_cmap(cmap)
         loaded = self.model(name, weights)
         structure = self.structure(loaded, image_id)
         if layer not in structure.rf:
@@ -615,7 +628,17 @@ class NetworkService:
             )
         lrf = structure.rf[layer]
         if not lrf.grid or lrf.output_shape is None or len(lrf.output_shape) != 3:
-            raise InvalidInput(f"{layer} has no spatial map: its units see the whole image.", field="layer")
+            if not lrf.spatial or lrf.global_context:
+                reason = "its units see the whole image"
+            else:
+                # e.g. a transformer's channels-last (H, W, C) tokens: units have a place, but not as a map.
+                shape = "×".join(str(d) for d in lrf.output_shape or ())
+                reason = f"its output ({shape or 'no tensor'}) is not a (C, H, W) feature map"
+            raise InvalidInput(
+                f"{layer} has no spatial map: {reason}.",
+                field="layer",
+                choices=[n for n, r in structure.rf.items() if r.grid],
+            )
         _, height, width = lrf.output_shape
         if not 0 <= y < height:
             raise InvalidInput(f"y must be between 0 and {height - 1} for {layer}.", field="y")

@@ -37,6 +37,13 @@ def predict(loaded: LoadedModel, image: NDArray[np.floating], k: int = 5) -> Pre
     # The lock keeps this forward pass out of another request's hooks on the same cached module.
     with loaded.lock, torch.inference_mode():
         logits = loaded.module(prepared.tensor)
+    if not bool(torch.isfinite(logits).all()):
+        # e.g. an uploaded model with huge weights: softmax would turn this into NaN "probabilities".
+        raise InvalidInput(
+            f"{loaded.display_name} gives outputs that are not finite numbers (overflow to infinity or NaN), "
+            "so it has no probabilities to show; check its weights and normalisation.",
+            field="model",
+        )
     ranked = topk(logits, loaded.categories, k)
     return PredictionResult(
         model=loaded,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -389,6 +390,13 @@ def filters_page(request: Request, store: ImageStoreDep, image_id: str | None = 
 async def filters_run(request: Request, store: ImageStoreDep) -> HTMLResponse:
     """Apply the chosen kernels and show the feature maps side by side."""
     params, api = _filter_params_from_form(await request.form())
+    if params.mode == "3d" and store.get(params.image_id).channels == 1:
+        # The page's R, G, B weights mean nothing for a one-channel image (3-D equals grey there, as the
+        # result says); passing them on gave an error naming a field the page does not have.
+        params = replace(params, kernels=[replace(k, channel_weights=None) for k in params.kernels])
+        api["kernels"] = [
+            {k: v for k, v in kern.items() if k != "channel_weights"} for kern in api["kernels"]
+        ]
     return render(
         request, "partials/filters_result.html", _filters_result_context(svc.run_filter(store, params), api)
     )

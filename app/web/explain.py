@@ -69,6 +69,7 @@ def _layer_context(loaded: LoadedModel, layer: str | None, x: torch.Tensor | Non
         "default_layer": default,
         "why_layer": cam.WHY_LAST_CONV,
         "layer_note": note,
+        "cam_unsupported": explain.cam_unsupported(loaded),
     }
 
 
@@ -125,27 +126,32 @@ def explain_page(
         "image_id": image_id,
     }
     context.update(_layer_context(loaded, layer))
-    if image_id:
-        image = store.load(image_id)
-        tgt = parse_target(loaded, target)
-        picture: dict[str, Any] = {
-            "opacity": opacity,
-            "cmap": cmap,
-            "normalise": normalise,
-            "resolution": resolution,
-        }
-        if explain.needs_job([method]):
-            job = explain.submit_cam_job(jobs, loaded, image, method, tgt, context["layer"], k, picture)
-            context.update(_job_context(job, "explain", request.url.query))
-        else:
-            outcome = explain.explain_cam(loaded, image, method, tgt, context["layer"], k)
-            context.update(
-                _cam_context(outcome, explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture))
-            )
+    status = 200
+    try:
+        if image_id and not context["cam_unsupported"]:
+            image = store.load(image_id)
+            tgt = parse_target(loaded, target)
+            picture: dict[str, Any] = {
+                "opacity": opacity,
+                "cmap": cmap,
+                "normalise": normalise,
+                "resolution": resolution,
+            }
+            if explain.needs_job([method]):
+                job = explain.submit_cam_job(jobs, loaded, image, method, tgt, context["layer"], k, picture)
+                context.update(_job_context(job, "explain", request.url.query))
+            else:
+                outcome = explain.explain_cam(loaded, image, method, tgt, context["layer"], k)
+                context.update(
+                    _cam_context(outcome, explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture))
+                )
+    except InvalidInput as exc:
+        # Shown where the map would be, so that the layer picker (and the choice made in it) stays.
+        context["form_error"], status = exc.to_dict()["error"], exc.status_code
     if htmx:
-        return render(request, "partials/explain_body.html", context)
+        return render(request, "partials/explain_body.html", context, status)
     context.update(_base_context(registry, store, image_id, model, weights))
-    return render(request, "pages/explain.html", context)
+    return render(request, "pages/explain.html", context, status)
 
 
 def _job_context(job: Job, page: str, query: str = "") -> dict[str, Any]:
@@ -391,24 +397,30 @@ def compare_page(
         "image_id": image_id,
     }
     context.update(_layer_context(loaded, layer))
-    if image_id:
-        image = store.load(image_id)
-        tgt = parse_target(loaded, target)
-        if explain.needs_job(chosen):
-            job = explain.submit_compare_job(
-                jobs, loaded, image, chosen, tgt, context["layer"], steps, 5, cmap
-            )
-            context.update(_job_context(job, "compare", request.url.query))
-        else:
-            outcome = explain.compare_methods(loaded, image, chosen, tgt, context["layer"], steps)
-            maps = {row.method.key: row.normalised for row in outcome.rows}
-            context.update(
-                _compare_context(explain.compare_summary(outcome, cmap), outcome.prepared.shown, maps, cmap)
-            )
+    status = 200
+    try:
+        if image_id and not context["cam_unsupported"]:
+            image = store.load(image_id)
+            tgt = parse_target(loaded, target)
+            if explain.needs_job(chosen):
+                job = explain.submit_compare_job(
+                    jobs, loaded, image, chosen, tgt, context["layer"], steps, 5, cmap
+                )
+                context.update(_job_context(job, "compare", request.url.query))
+            else:
+                outcome = explain.compare_methods(loaded, image, chosen, tgt, context["layer"], steps)
+                maps = {row.method.key: row.normalised for row in outcome.rows}
+                context.update(
+                    _compare_context(
+                        explain.compare_summary(outcome, cmap), outcome.prepared.shown, maps, cmap
+                    )
+                )
+    except InvalidInput as exc:
+        context["form_error"], status = exc.to_dict()["error"], exc.status_code
     if htmx:
-        return render(request, "partials/compare_body.html", context)
+        return render(request, "partials/compare_body.html", context, status)
     context.update(_base_context(registry, store, image_id, model, weights))
-    return render(request, "pages/compare.html", context)
+    return render(request, "pages/compare.html", context, status)
 
 
 @router.get("/compare/job/{job_id}", response_class=HTMLResponse)

@@ -67,6 +67,9 @@ def test_convolve_relu_pool(client: TestClient) -> None:
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "mirror"}, "padding"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "reflect", "amount": 3}, "amount"),
         ({"input": [[1e308, 1e308]], "kernel": [[10, 10]]}, "kernel"),
+        # JSON true and "2" are not numbers (the filter endpoint already refused them)
+        ({"input": [[1, True], [1, 1]], "kernel": [[1]]}, "input.0.1"),
+        ({"input": [[1, 1], [1, 1]], "kernel": [["2"]]}, "kernel.0.0"),
     ],
 )
 def test_convolve_422_names_field(client: TestClient, body: dict[str, object], field: str) -> None:
@@ -135,6 +138,8 @@ def test_filter_modes_and_options(client: TestClient, sample_image_id: str) -> N
         ({"weights": [[1, "a", 1]] * 3}, "kernels[0].weights[0][1]"),
         ({"name": "nope"}, "kernels[0].name"),
         ({}, "kernels[0].name"),
+        # Both a library name and weights: ambiguous, so neither is silently dropped.
+        ({"name": "sobel_x", "weights": [[1]]}, "kernels[0].name"),
     ],
 )
 def test_filter_422(client: TestClient, gray_image_id: str, kernel: dict[str, object], field: str) -> None:

@@ -89,6 +89,13 @@ def test_bad_architectures_name_the_field(client: TestClient) -> None:
     response = client.post("/api/v1/models", files={"architecture": ("a.json", "{not json")})
     assert response.status_code == 422 and response.json()["error"]["field"] == "architecture"
 
+    # json.loads accepts NaN and Infinity; a NaN mean made every probability NaN (null in the JSON)
+    for key, value in (("mean", "NaN"), ("std", "Infinity")):
+        text = json.dumps(TINY).replace(f'"{key}": [{TINY[key][0]}]', f'"{key}": [{value}]')
+        assert value in text
+        response = client.post("/api/v1/models", files={"architecture": ("a.json", text)})
+        assert response.status_code == 422 and response.json()["error"]["field"] == f"architecture.{key}"
+
     wrong_out = dict(TINY, layers=[*TINY["layers"][:-1], {"type": "linear", "out_features": 3}])  # type: ignore[misc]
     response = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(wrong_out))})
     assert response.status_code == 422 and "expected (1, 2)" in response.json()["error"]["message"]
@@ -102,6 +109,25 @@ def test_weights_that_do_not_fit_or_are_not_safetensors(client: TestClient) -> N
     files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", other)}
     response = client.post("/api/v1/models", files=files)
     assert response.status_code == 422 and "missing" in response.json()["error"]["message"]
+    _, state = _weights()
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = torch.full_like(state[key], float("nan"))
+    files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", save(state))}
+    response = client.post("/api/v1/models", files=files)
+    assert response.status_code == 422 and response.json()["error"]["field"] == "weights"
+    assert key in response.json()["error"]["message"] and "NaN" in response.json()["error"]["message"]
+
+
+def test_model_whose_outputs_overflow_gives_a_clear_error(client: TestClient, gray_image_id: str) -> None:
+    _, state = _weights()
+    huge = {k: torch.full_like(v, 3e38) if v.is_floating_point() else v for k, v in state.items()}
+    files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", save(huge))}
+    name = client.post("/api/v1/models", files=files).json()["name"]
+    response = client.post("/api/v1/predict", json={"image_id": gray_image_id, "model": name})
+    assert response.status_code == 422, response.text
+    assert (
+        response.json()["error"]["field"] == "model" and "not finite" in response.json()["error"]["message"]
+    )
 
 
 def test_torchvision_architecture_with_new_head(client: TestClient) -> None:
@@ -137,3 +163,16 @@ def test_upload_form_on_the_models_page(client: TestClient) -> None:
         "/models/upload", files={"architecture": ("a.json", "[]")}, headers={"HX-Request": "true"}
     )
     assert bad.status_code == 422 and 'class="error-box"' in bad.text
+
+
+def test_a_stored_model_that_no_longer_validates_is_left_out(client: TestClient, gray_image_id: str) -> None:
+    # An upload accepted before a stricter check (here: a NaN mean) took /models and every picker down with a 500.
+    name = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(TINY))}).json()["name"]
+    stored = client.app.state.registry.custom._root / name / "architecture.json"  # type: ignore[attr-defined]
+    stored.write_text(json.dumps({**json.loads(stored.read_text()), "mean": [float("nan")]}))
+    listing = client.get("/api/v1/models")
+    assert listing.status_code == 200 and name not in {m["name"] for m in listing.json()}
+    assert client.get("/models").status_code == 200
+    response = client.post("/api/v1/predict", json={"image_id": gray_image_id, "model": name})
+    assert response.status_code == 409 and response.json()["error"]["field"] == "model"
+    assert "upload it again" in response.json()["error"]["message"]

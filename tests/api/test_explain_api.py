@@ -345,3 +345,20 @@ def test_compare_with_a_slow_method_is_a_job(
         io.BytesIO(client.get(f"/api/v1/jobs/{job['id']}/artifacts/map:scorecam?format=npy").content)
     )
     assert arr.min() >= 0.0 and arr.max() <= 1.0 + 1e-6
+
+
+def test_cam_on_a_vision_transformer_is_a_422(client: TestClient, sample_image_id: str) -> None:
+    body = {"image_id": sample_image_id, "model": "vit_b_32", "weights": "untrained"}
+    for url, extra in (("/api/v1/explain/cam", {"format": "json"}), ("/api/v1/explain/compare", {})):
+        r = client.post(url, json={**body, **extra})
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["field"] == "model" and "vision transformer" in err["message"]
+    r = client.get("/api/v1/explain/layers", params={"image_id": sample_image_id, "model": "vit_b_32"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "model"
+
+
+def test_unknown_job_names_the_field(client: TestClient) -> None:
+    for method in ("GET", "DELETE"):
+        r = client.request(method, "/api/v1/jobs/no-such-job")
+        assert r.status_code == 404 and r.json()["error"]["field"] == "job_id"

@@ -151,6 +151,20 @@ def test_empty_file(client):
     assert "empty" in error["message"]
 
 
+def test_form_sent_before_a_file_was_chosen(client):
+    # A browser posts an empty part with an empty filename when no file was picked.
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename=""\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\r\n--b--\r\n"
+    )
+    response = client.post(
+        "/api/v1/images", content=body, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    error = assert_error(response, 422, "invalid_input")
+    assert error["field"] == "file"
+    assert "No file was chosen" in error["message"]
+
+
 def test_text_file(client):
     response = client.post(
         "/api/v1/images", files={"file": ("notes.txt", b"hello world\n" * 20, "text/plain")}

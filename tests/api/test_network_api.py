@@ -165,3 +165,15 @@ def test_receptive_field_probe(client: TestClient, sample_image_id: str) -> None
     assert not loaded.module.training
     assert _no_hooks(client)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize(
+    ("limits", "field"), [({"vmin": "NaN"}, "vmin"), ({"vmin": 0, "vmax": "Infinity"}, "vmax")]
+)
+def test_channel_range_must_be_finite(
+    client: TestClient, sample_image_id: str, limits: dict[str, object], field: str
+) -> None:
+    body = {"image_id": sample_image_id, "model": MODEL, "weights": "untrained", "layer": "conv1"}
+    r = client.post("/api/v1/features", json={**body, "channel": 0, "format": "png", **limits})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field

@@ -31,3 +31,35 @@ def test_edit_cell_and_step_through_products(page: Any, live_server: str) -> Non
     page.wait_for_selector("#conv-result .error-box")
     assert "in_0_0" in page.locator("#conv-result .error-box").inner_text()
     page.wait_for_selector('input[name="in_0_0"].invalid')
+    # a setting outside its min/max still reaches the server (no silent browser veto, no stale result)
+    cell.fill("10")
+    page.wait_for_function("!document.querySelector('#conv-result .error-box')")
+    stride = page.locator('input[name="stride"]')
+    stride.fill("0")
+    stride.press("Tab")
+    page.wait_for_selector("#conv-result .error-box")
+    assert "stride" in page.locator("#conv-result .error-box").inner_text()
+    page.wait_for_selector('input[name="stride"].invalid')
+
+
+@pytest.mark.browser
+def test_filter_lab_error_sits_on_its_field(page: Any, live_server: str) -> None:
+    page.goto(f"{live_server}/filters")
+    page.wait_for_selector("#filters-result .fmap-img")
+    stride = page.locator('#filters-form input[name="stride"]')
+    stride.fill("0")
+    stride.press("Tab")
+    page.wait_for_selector("#filters-result .error-box")
+    assert "stride" in page.locator("#filters-result .error-box").inner_text()
+    page.wait_for_selector('#filters-form input[name="stride"].invalid')
+    assert "stride must be" in page.locator("#filters-form .field-message").inner_text()
+    stride.fill("1")
+    stride.press("Tab")
+    page.wait_for_selector("#filters-result .fmap-img")
+    assert page.locator("#filters-form .invalid, #filters-form .field-message").count() == 0
+    # picking from the list moves the thumbnail highlight with it
+    options = page.locator('select[name="image_id"] option')
+    other = options.nth(2).get_attribute("value")
+    page.select_option('select[name="image_id"]', other)
+    current = page.locator('.picker-thumbs a[aria-current="true"]')
+    assert current.count() == 1 and f"image_id={other}" in (current.get_attribute("href") or "")

@@ -455,6 +455,9 @@ def test_decompression_bomb_rejected_from_the_header(side):
     with pytest.raises(PayloadTooLarge) as info:
         decode(data, "bomb.png")
     assert info.value.field == "file"
+    # The limit quoted is ConvScope's own (the one the upload page states), never PIL's internal one.
+    assert f"the limit is {MAX_PIXELS:,} pixels" in info.value.message
+    assert "178956970" not in info.value.message
 
 
 def test_pixel_limit_is_inclusive():

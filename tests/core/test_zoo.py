@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +85,14 @@ def test_topk_probabilities_sum_over_all_classes() -> None:
     probs = torch.softmax(logits, 1)[0]
     assert [r[0] for r in ranked] == [3, 2]
     assert ranked[0][2] == pytest.approx(float(probs[3]))
+
+
+def test_builtin_specs_count_their_parameters_and_depth() -> None:
+    # The zoo table showed "—" for the built-ins although their model cards give the numbers.
+    metas = zoo.builtin_metadata(Path(__file__).resolve().parents[2] / "models")
+    assert {"nodule-cnn", "digit-cnn"} <= set(metas)
+    for name, meta in metas.items():
+        spec = zoo.builtin_spec(meta)
+        card = (Path(__file__).resolve().parents[2] / "models" / f"{name}.md").read_text()
+        assert spec.params is not None and f"{spec.params:,} trainable parameters" in card
+        assert spec.depth is not None and spec.depth >= 2

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from app.errors import InvalidInput
 from app.services import explain
@@ -66,3 +68,38 @@ def test_occlusion_defaults_scale_with_the_input() -> None:
     assert explain.occlusion_defaults((224, 224)) == (16, 8)
     window, stride = explain.occlusion_defaults((128, 128))
     assert window == 9 and stride == 4
+
+
+class _TinyViT(torch.nn.Module):
+    """Patch embedding then attention over the patches: the one spatial map comes before the mixing."""
+
+    def __init__(self, in_channels: int, classes: int) -> None:
+        super().__init__()
+        self.conv_proj = torch.nn.Conv2d(in_channels, 8, kernel_size=16, stride=16)
+        self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.conv_proj(x).flatten(2).transpose(1, 2)
+        mixed, _ = self.attention(tokens, tokens, tokens)
+        return self.head(mixed.mean(1))
+
+
+def test_cam_on_a_vision_transformer_is_a_clear_error(
+    loaded: Any, image_store: Any, sample_image_id: str
+) -> None:
+    vit = dataclasses.replace(
+        loaded, module=_TinyViT(loaded.in_channels, len(loaded.categories)).eval(), name="tiny-vit"
+    )
+    image = image_store.load(sample_image_id)
+    assert explain.cam_unsupported(loaded) is None
+    assert "vision transformer" in (explain.cam_unsupported(vit) or "")
+    for call in (
+        lambda: explain.explain_cam(vit, image, "gradcam"),
+        lambda: explain.compare_methods(vit, image, ["gradcam"]),
+    ):
+        with pytest.raises(InvalidInput) as err:
+            call()
+        assert err.value.field == "model" and "Occlusion" in err.value.message
+    # Occlusion does not need a spatial map and still works.
+    assert explain.hide_patch(vit, image, 8, 8, None, "zeros", None, 2).box

@@ -41,3 +41,17 @@ def test_activation_cache_per_image(
     assert service.default_layer(structure, 1.0) == structure.conv_layers[-1]
     with pytest.raises(InvalidInput):
         service.features(MODEL, "untrained", sample_image_id, "layer1", sort="median")
+
+
+def test_probe_on_a_layer_without_a_map_says_why(
+    registry: Any, image_store: Any, sample_image_id: str
+) -> None:
+    service = NetworkService(registry, image_store)
+    with pytest.raises(InvalidInput) as err:
+        service.rf_probe(MODEL, "untrained", sample_image_id, "avgpool", 0, 0)
+    assert "see the whole image" in err.value.message and "layer4" in err.value.extra["choices"]
+    # Swin's patch embedding ends channels-last (56, 56, 96): its units are local, not global.
+    with pytest.raises(InvalidInput) as err:
+        service.rf_probe("swin_t", "untrained", sample_image_id, "features.0", 0, 0)
+    assert err.value.field == "layer" and "whole image" not in err.value.message
+    assert "features.0.0" in err.value.extra["choices"]

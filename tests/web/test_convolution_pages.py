@@ -115,6 +115,25 @@ def test_filters_page_and_run(client: TestClient, sample_image_id: str) -> None:
     assert none.status_code == 422 and "<code>kernel</code>" in none.text
 
 
+def test_filters_on_a_greyscale_image_in_colour_modes(client: TestClient, gray_image_id: str) -> None:
+    # The page's R, G, B weights gave a 422 naming kernels[0].channel_weights, a field the page lacks,
+    # and the result said "R, G and B separately" above a single greyscale map.
+    data = {
+        "image_id": gray_image_id,
+        "kernel": "sobel_x",
+        "mode": "3d",
+        "cw_0": "1",
+        "cw_1": "0",
+        "cw_2": "-1",
+    }
+    r = client.post("/filters/run", data=data, headers=HX)
+    assert r.status_code == 200, r.text
+    assert r.text.count('class="fmap-img"') == 1
+    assert "Greyscale image: one channel" in r.text and "channel_weights" not in r.text
+    per_channel = client.post("/filters/run", data={**data, "mode": "per_channel"}, headers=HX)
+    assert "R, G and B separately" not in per_channel.text
+
+
 def test_kernel_editor_sizes(client: TestClient) -> None:
     r = client.get("/filters/kernel-editor", params={"ck_size": 5}, headers=HX)
     assert r.status_code == 200 and r.text.count("ck-cell") == 25

@@ -56,6 +56,16 @@ def test_explain_page_with_result(client: TestClient, sample_image_id: str, mode
     assert r.headers["vary"] == "HX-Request"
 
 
+def test_vision_transformer_pages_say_why_there_is_no_cam(client: TestClient, sample_image_id: str) -> None:
+    for page in ("/explain", "/compare"):
+        r = client.get(
+            page, params={"image_id": sample_image_id, "model": "vit_b_32", "weights": "untrained"}
+        )
+        assert r.status_code == 200, r.text
+        assert 'class="error-box cam-unsupported"' in r.text and "vision transformer" in r.text
+        assert "cam-result" not in r.text and 'name="model"' in r.text
+
+
 def test_explain_partial_options(client: TestClient, gray_image_id: str, model_name: str) -> None:
     params = {
         "image_id": gray_image_id,
@@ -92,6 +102,12 @@ def test_explain_target_by_name_and_errors(
         headers=HX,
     )
     assert bad.status_code == 422 and "error-box" in bad.text
+    # The error sits where the map would be: the layer picker (and the layer chosen in it) stays.
+    assert '<select name="layer">' in bad.text and "no such class" in bad.text
+    for page in ("/explain", "/compare"):
+        params = {"image_id": sample_image_id, "model": model_name, "target": "no such class"}
+        full = client.get(page, params=params)
+        assert full.status_code == 422 and 'data-field="target"' in full.text and 'name="model"' in full.text
     bad_method = client.get("/explain", params={"model": model_name, "method": "jet"}, headers=HX)
     assert bad_method.status_code == 422 and "gradcam" in bad_method.text
     # A layer from another model falls back to the default, with a note (the model picker changed).
@@ -219,3 +235,33 @@ def test_compare_page_with_a_slow_method_polls(
     assert r.status_code == 200 and 'hx-trigger="every 500ms"' in r.text
     final = _poll_until_done(client, r.text)
     assert "compare-result" in final and "Ablation-CAM" in final and "Random baseline" in final
+
+
+def test_progressive_caption_reads_as_english() -> None:
+    from types import SimpleNamespace
+
+    from app.web.templating import get_templates
+
+    job = SimpleNamespace(
+        id="j1",
+        status="running",
+        ended=False,
+        progress=0.3,
+        error=None,
+        partial=SimpleNamespace(step=2, fraction=0.27),
+    )
+    html = (
+        get_templates()
+        .get_template("partials/explain_job.html")
+        .render(
+            job=job,
+            poll_url="/p",
+            cancel_url="/c",
+            job_page="occlusion",
+            partial_uri="data:,",
+            vmin=-1.0,
+            vmax=1.0,
+        )
+    )
+    assert "one window in 2 along each axis evaluated (27% of them)" in html
+    assert "2th" not in html

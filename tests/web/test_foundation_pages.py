@@ -91,3 +91,12 @@ def test_every_page_has_a_plain_text_title(client: TestClient) -> None:
         head = client.get(path).text.split("</head>")[0]
         titles = re.findall(r"<title>(.*?)</title>", head, flags=re.S)
         assert len(titles) == 1 and "<" not in titles[0] and len(titles[0]) < 80, (path, titles)
+
+
+def test_small_model_input_is_shown_enlarged(client: TestClient, gray_image_id: str) -> None:
+    # The digit CNN's 28 x 28 tensor was drawn 28 px wide: a postage stamp on a projector.
+    html = client.get(
+        "/predict", params={"image_id": gray_image_id, "model": "digit-cnn"}, headers={"HX-Request": "true"}
+    ).text
+    assert 'alt="the preprocessed input" width="252" height="252"' in html
+    assert "shown 9x enlarged" in html

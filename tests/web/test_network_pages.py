@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from fastapi.testclient import TestClient
@@ -15,6 +16,8 @@ def test_network_page(client: TestClient, sample_image_id: str) -> None:
     assert r.status_code == 200, r.text
     html = r.text
     assert "<details" in html and "layer4" in html
+    # Names and shapes are cut short in the narrow tree; the full ones are in the tooltips.
+    assert 'title="output shape 64×112×112"' in html and 'title="layer1.0.conv1"' in html
     assert "Untrained: random weights" in html  # banner over the filters
     assert "UNTRAINED" in html  # the lead's badge
     assert html.count('class="fmap"') == 32
@@ -31,6 +34,10 @@ def test_features_partial_by_layer_and_depth(client: TestClient, sample_image_id
     assert 'data-layer="conv1"' in r.text
     r = client.get("/network/features", params={**params, "layer": "nope"}, headers=HX)
     assert r.status_code == 404 and "nope" in r.text
+    # An unknown colour map is the user's mistake, named next to its field, not a 500.
+    for url, extra in (("/network/features", {}), ("/network/channel", {"layer": "conv1", "channel": 0})):
+        r = client.get(url, params={**params, **extra, "cmap": "jet"}, headers=HX)
+        assert r.status_code == 422 and "<code>cmap</code>" in r.text
 
 
 def test_channel_filters_zoom(client: TestClient, sample_image_id: str) -> None:
@@ -95,3 +102,24 @@ def test_milestones(client: TestClient, sample_image_id: str) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.text.count('class="compare-side"') == 2 and "Top 5" in r.text
+
+
+def test_early_late_with_a_single_convolution(client: TestClient, sample_image_id: str) -> None:
+    arch = {
+        "name": "one conv",
+        "in_channels": 1,
+        "input_size": [32, 32],
+        "categories": ["a", "b"],
+        "layers": [
+            {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+            {"type": "relu"},
+            {"type": "global_avgpool"},
+            {"type": "flatten"},
+            {"type": "linear", "out_features": 2},
+        ],
+    }
+    files = {"architecture": ("a.json", json.dumps(arch), "application/json")}
+    name = client.post("/api/v1/models", files=files).json()["name"]
+    r = client.get("/network", params={"model": name, "image_id": sample_image_id})
+    assert r.status_code == 200, r.text
+    assert "Early" in r.text and "Late:" not in r.text and "only one convolution" in r.text

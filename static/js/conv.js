@@ -122,13 +122,24 @@
   });
 
   // Put the error next to its field: outline the input the 422 names.
+  // A setting also gets the message beside it (the output column may be scrolled out of view); grid cells
+  // only get the outline, a message inside the table would break it.
   function markError(target) {
     document.querySelectorAll("#conv-form .invalid").forEach((el) => el.classList.remove("invalid"));
+    document.querySelectorAll("#conv-form .field-message").forEach((el) => el.remove());
     const box = target.querySelector ? target.querySelector(".error-box code") : null;
     if (!box) return;
     const name = box.textContent.trim();
     const el = document.querySelector(`#conv-form [name="${CSS.escape(name)}"]`);
     if (el) { el.classList.add("invalid"); el.setAttribute("aria-invalid", "true"); }
+    const text = target.querySelector(".error-box p");
+    if (el && text && !el.classList.contains("cell-input")) {
+      const msg = document.createElement("span");
+      msg.className = "field-message";
+      msg.setAttribute("role", "alert");
+      msg.textContent = text.textContent;
+      (el.closest("label") || el).insertAdjacentElement("afterend", msg);
+    }
   }
 
   document.addEventListener("htmx:afterSwap", (ev) => {
@@ -140,6 +151,7 @@
       markError(target);
       if (!target.querySelector(".error-box")) {
         document.querySelectorAll("#conv-form .invalid").forEach((el) => { el.classList.remove("invalid"); el.removeAttribute("aria-invalid"); });
+        document.querySelectorAll("#conv-form .field-message").forEach((el) => el.remove());
       }
     }
   });

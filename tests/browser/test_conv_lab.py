@@ -40,6 +40,7 @@ def test_edit_cell_and_step_through_products(page: Any, live_server: str) -> Non
     page.wait_for_selector("#conv-result .error-box")
     assert "stride" in page.locator("#conv-result .error-box").inner_text()
     page.wait_for_selector('input[name="stride"].invalid')
+    assert "stride" in page.locator("#conv-form .field-message").inner_text()
 
 
 @pytest.mark.browser

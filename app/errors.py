@@ -18,9 +18,8 @@ class ConvScopeError(Exception):
         self.extra = extra
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
+        # "field" is always present (null when the error is about the request as a whole), so clients can rely on it.
+        body: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
         body.update(self.extra)
         return {"error": body}
 

@@ -78,7 +78,9 @@ def _install_error_handlers(application: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = "not_found" if exc.status_code == 404 else "http_error"
         message = "No such page or endpoint." if exc.status_code == 404 else str(exc.detail)
-        return _error_response(request, exc.status_code, {"error": {"code": code, "message": message}})
+        return _error_response(
+            request, exc.status_code, {"error": {"code": code, "message": message, "field": None}}
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -103,3 +103,14 @@ def test_download_of_shipped_weights_is_refused(client: TestClient) -> None:
 
 def test_unknown_job_is_a_404(client: TestClient) -> None:
     assert client.get("/api/v1/jobs/nope").status_code == 404
+
+
+def test_every_error_has_code_message_and_field(client: TestClient) -> None:
+    for response in (
+        client.get("/api/v1/nowhere"),
+        client.post("/api/v1/predict", json=[1, 2]),
+        client.get("/api/v1/jobs/unknown"),
+    ):
+        error = response.json()["error"]
+        assert response.status_code >= 400
+        assert {"code", "message", "field"} <= set(error)

@@ -425,13 +425,24 @@ def _cost_context(
         "cmp": cmp,
         "lines": cmp.lines(),
         "presets": svc.cost_presets(),
-        "q": {"height": height, "width": width, "channels": channels, "fc_outputs": cmp.fc_outputs,
+        # fc_outputs echoes what the user typed: left empty it follows the image size (one output per pixel).
+        "q": {"height": height, "width": width, "channels": channels, "fc_outputs": fc_outputs or "",
               "filters": filters, "kernel": kernel, "stride": stride},
         # bar lengths on a log scale so both fit on one screen
         "bar_fc": 100.0,
         "bar_conv": max(1.0, 100.0 * np.log10(cmp.conv_multiplications) / np.log10(cmp.fc_multiplications))
         if cmp.fc_multiplications > 1 else 100.0,
     }  # fmt: skip
+
+
+def _optional_count(text: str, field: str) -> int | None:
+    """An empty form field means "the default"; anything else must be a whole number from 1 to 10^10."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 10_000_000_000:
+        raise InvalidInput(f"{field} must be a whole number from 1 to 10,000,000,000, or empty.", field=field)
+    return int(text)
 
 
 @router.get("/cost", response_class=HTMLResponse)
@@ -441,13 +452,15 @@ def cost_page(
     height: int = Query(256, ge=1, le=100_000),
     width: int = Query(256, ge=1, le=100_000),
     channels: int = Query(1, ge=1, le=10_000),
-    fc_outputs: int | None = Query(None, ge=1, le=10_000_000_000),
+    fc_outputs: str = Query("", max_length=12, description="empty: one output per input pixel"),
     filters: int = Query(1, ge=1, le=100_000),
     kernel: int = Query(3, ge=1, le=1_000),
     stride: int = Query(1, ge=1, le=1_000),
 ) -> HTMLResponse:
     """The FC-vs-conv calculator, defaulting to the lecture's 256x256 example."""
-    ctx = _cost_context(height, width, channels, fc_outputs, filters, kernel, stride)
+    ctx = _cost_context(
+        height, width, channels, _optional_count(fc_outputs, "fc_outputs"), filters, kernel, stride
+    )
     if htmx:
         return render(request, "partials/cost_result.html", ctx)
     return render(request, "pages/cost.html", ctx)

@@ -147,3 +147,23 @@ def test_cost_page_lecture_defaults(client: TestClient) -> None:
     ct = client.get("/cost", params={"height": 512, "width": 512}, headers=HX)
     assert "262,144" in ct.text and 'id="cost-result-body"' in ct.text and "<html" not in ct.text
     assert client.get("/cost", params={"kernel": 0}, headers=HX).status_code == 422
+
+
+def test_cost_fc_outputs_follow_the_image_size_until_typed(client: TestClient) -> None:
+    small = client.get(
+        "/cost", params={"height": 256, "width": 256, "fc_outputs": ""}, headers={"HX-Request": "true"}
+    )
+    large = client.get(
+        "/cost", params={"height": 512, "width": 512, "fc_outputs": ""}, headers={"HX-Request": "true"}
+    )
+    assert small.status_code == large.status_code == 200
+    assert "4,294,967,296" in small.text  # 65,536 x 65,536
+    assert "68,719,476,736" in large.text  # 262,144 x 262,144: the default grew with the image
+    typed = client.get(
+        "/cost", params={"height": 512, "width": 512, "fc_outputs": "10"}, headers={"HX-Request": "true"}
+    )
+    assert "2,621,440" in typed.text  # 262,144 inputs x 10 outputs
+    bad = client.get("/cost", params={"fc_outputs": "ten"}, headers={"HX-Request": "true"})
+    assert bad.status_code == 422 and "fc_outputs" in bad.text
+    page = client.get("/cost").text
+    assert 'placeholder="H x W = 65536"' in page

@@ -71,7 +71,7 @@ def colorize(
 
     Without limits the map spans the data's own range (or, for "rdbu", a range symmetric about zero).
     """
-    arr = np.asarray(values, dtype=np.float64)
+    arr = np.asarray(values, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"colorize expects a 2-D array, got shape {arr.shape}")
     if vmin is None or vmax is None:
@@ -79,9 +79,14 @@ def colorize(
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
     span = vmax - vmin if vmax > vmin else 1.0
-    scaled = np.clip((np.nan_to_num(arr, nan=vmin) - vmin) / span, 0.0, 1.0)
-    index = np.round(scaled * 255).astype(np.uint8)
-    return colormap_lut(cmap)[index]
+    # In float32 and in place: this runs for every map a page shows, so it is kept to a few passes.
+    scaled = arr - np.float32(vmin)
+    scaled *= np.float32(255.0 / span)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    scaled += np.float32(0.5)
+    index = scaled.astype(np.uint8)
+    return np.take(colormap_lut(cmap), index, axis=0)
 
 
 def cmap_css_gradient(cmap: str, stops: int = 11) -> str:

@@ -490,15 +490,7 @@ class NetworkService:
         convs = [c.name for c in fv.conv_layers(loaded.module)]
         if not convs:
             raise NotFound(f"{loaded.display_name} has no 2-D convolution.", field="layer", choices=[])
-        try:
-            with loaded.lock:
-                layer_name, weight = fv.conv_weight(loaded.module, layer)
-        except LayerNotFound as exc:
-            raise NotFound(
-                f"No convolution named {exc.name!r} in {loaded.display_name}.",
-                field="layer",
-                choices=exc.choices,
-            ) from exc
+        _, layer_name, weight = self.filter_weights(name, weights, layer)
         first = layer_name == convs[0]
         if first:
             order = fv.filter_order(weight, sort)

@@ -91,6 +91,19 @@ class AxisRF:
         )
 
 
+def _merged(states: list[RFState], axes: tuple[int, int] | None, extra_context: bool = False) -> RFState:
+    """Where branches meet, a unit sees the union of the branches' windows."""
+    h, ah = _union([s.h for s in states])
+    w, aw = _union([s.w for s in states])
+    return RFState(
+        h=h,
+        w=w,
+        axes=axes,
+        global_context=any(s.global_context for s in states) or extra_context,
+        approx=ah or aw or any(s.approx for s in states),
+    )
+
+
 def _union(axes: Sequence[AxisRF]) -> tuple[AxisRF, bool]:
     """Union of RF windows of aligned grids; the flag says the jumps disagreed (approximate)."""
     left = min(a.left for a in axes)
@@ -365,16 +378,8 @@ class _RFTracker(TorchFunctionMode):
             axes = aligned[0][1]
             same = [s for s, a in aligned if a == axes]
             context = [s for _, s, a in placed if a is None or a != axes]
-            h, ah = _union([s.h for s in same])
-            w, aw = _union([s.w for s in same])
-            return RFState(
-                h=h,
-                w=w,
-                axes=axes,
-                # A squeeze-and-excitation gate (no grid of its own) is global context, not a wider window.
-                global_context=any(s.global_context for s in same) or bool(context),
-                approx=ah or aw or any(s.approx for s in same),
-            )
+            # A squeeze-and-excitation gate (no grid of its own) is global context, not a wider window.
+            return _merged(same, axes, extra_context=bool(context))
         spatial = [(t, s) for t, s in states if s.axes is not None]
         if spatial and out.dim() == 4:
             t0, s0 = spatial[0]
@@ -394,15 +399,7 @@ class _RFTracker(TorchFunctionMode):
         for t, s in states:
             hw = _hw(t, s.axes) if s.axes is not None else None
             collapsed.append(s.collapse(*hw) if hw is not None else replace(s, axes=None))
-        h, ah = _union([s.h for s in collapsed])
-        w, aw = _union([s.w for s in collapsed])
-        return RFState(
-            h=h,
-            w=w,
-            axes=None,
-            global_context=any(s.global_context for s in collapsed),
-            approx=ah or aw or any(s.approx for s in collapsed),
-        )
+        return _merged(collapsed, None)
 
 
 class RFRecorder:

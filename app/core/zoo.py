@@ -194,11 +194,12 @@ def family_of(name: str) -> tuple[str, int | None, str]:
     return name, None, ""
 
 
-def classification_model_names() -> list[str]:
+@lru_cache(maxsize=1)
+def classification_model_names() -> tuple[str, ...]:
     """torchvision's classification models, milestones first, then the rest alphabetically."""
     names = set(list_models(module=torchvision.models))
     rest = sorted(names - set(MILESTONES))
-    return [n for n in MILESTONES if n in names] + rest
+    return tuple(n for n in MILESTONES if n in names) + tuple(rest)
 
 
 def weighted_depth(module: nn.Module) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ class CustomModelStore:
     def __init__(self, settings: Settings) -> None:
         self._root = settings.data_dir / "custom_models"
         self._max_weights = settings.max_model_bytes
+        # Ids are content hashes, so a record never changes: read and build each model once, not per page.
+        self._records: dict[str, CustomModelRecord] = {}
+        self._lock = threading.Lock()
 
     def put(self, architecture: bytes, weights: bytes | None) -> CustomModelRecord:
         if len(architecture) > MAX_ARCHITECTURE_BYTES:
@@ -94,6 +98,16 @@ class CustomModelStore:
         return sorted(p.name for p in self._root.iterdir() if p.name.startswith(CUSTOM_PREFIX) and p.is_dir())
 
     def get(self, model_id: str) -> CustomModelRecord:
+        with self._lock:
+            cached = self._records.get(model_id)
+        if cached is not None:
+            return cached
+        record = self._read(model_id)
+        with self._lock:
+            self._records[model_id] = record
+        return record
+
+    def _read(self, model_id: str) -> CustomModelRecord:
         folder = self._root / model_id
         if not model_id.startswith(CUSTOM_PREFIX) or "/" in model_id or not folder.is_dir():
             raise NotFound(f"No uploaded model with id {model_id!r}.", field="model")

@@ -75,6 +75,8 @@ class ModelRegistry:
         # One lock per model key, so two first requests for the same model build it once.
         self._build_locks: dict[tuple[str, str], threading.Lock] = {}
         self._builtin_meta = zoo.builtin_metadata(settings.builtin_models_dir)
+        # Built at start: builtin_spec counts parameters on a fresh module, too much to redo for every picker.
+        self._builtin_specs = {name: zoo.builtin_spec(meta) for name, meta in self._builtin_meta.items()}
         self.custom = CustomModelStore(settings)
 
     @property
@@ -93,13 +95,13 @@ class ModelRegistry:
         ]
 
     def spec(self, name: str) -> zoo.ModelSpec:
-        if name in self._builtin_meta:
-            return zoo.builtin_spec(self._builtin_meta[name])
+        if name in self._builtin_specs:
+            return self._builtin_specs[name]
         if name == zoo.EFFICIENTNET_LITE0:
             return zoo.efficientnet_lite0_spec()
         if name.startswith(CUSTOM_PREFIX):
             return self.custom.spec(name)
-        if name in set(zoo.classification_model_names()):
+        if name in zoo.classification_model_names():
             return zoo.torchvision_spec(name)
         raise NotFound(
             f"Unknown model {name!r}. Choose one of: {', '.join(self.names()[:20])}, ... "

@@ -7,17 +7,14 @@ from fastapi.responses import HTMLResponse
 
 from app.core.rendering import colorize, encode_png, png_data_uri, signed_limits
 from app.deps import ImageStoreDep, IsHtmx, RegistryDep
-from app.services.predictions import predict
+from app.services.predictions import PredictionResult, predict
 from app.web.templating import render
 
 router = APIRouter()
 
 
-def _result_context(result: object) -> dict[str, object]:
+def _result_context(result: PredictionResult) -> dict[str, object]:
     """Pictures of the input tensor: the de-normalised image, and each normalised channel on a signed scale."""
-    from app.services.predictions import PredictionResult
-
-    assert isinstance(result, PredictionResult)
     tensor = result.prepared.tensor[0].numpy()
     vmin, vmax = signed_limits(tensor)
     channels = [png_data_uri(encode_png(colorize(c, "rdbu", vmin, vmax))) for c in tensor]

@@ -41,6 +41,39 @@ class Settings(BaseSettings):
     # Torch intra-op threads; 0 keeps torch's default.
     torch_threads: int = 0
 
+    # --- What one request may cost (issue 9). Each limit is checked from the input *before* the work starts,
+    # and a refusal names the limit (its setting) and the estimate that exceeded it.
+    # Request bodies that are not file uploads (JSON): bytes read before parsing stops.
+    max_body_bytes: int = 1024 * 1024
+    # Uploaded images: the longer side may be at most this many times the shorter one.
+    max_aspect_ratio: float = 50.0
+    # Any single intermediate tensor built while preparing a model's input (elements, not bytes).
+    max_preprocess_elements: int = 16_000_000
+    # The filter lab: output values over all feature maps of one request, and numbers in a JSON answer.
+    max_filter_output_values: int = 16_000_000
+    max_json_values: int = 2_000_000
+    # Images larger than this (longer side, px) are downsampled before filtering unless max_side says otherwise.
+    filter_display_side: int = 1024
+    # Uploaded (custom) models, computed from the description before anything is allocated.
+    max_model_parameters: int = 60_000_000
+    max_model_activation_bytes: int = 512 * 1024 * 1024
+    max_model_macs: int = 20_000_000_000
+    # Jobs: estimated from the input (multiply-accumulates / assumed_macs_per_second) before queueing.
+    assumed_macs_per_second: float = 40e9
+    max_job_seconds: float = 600.0
+    max_queued_jobs: int = 16
+    max_queued_jobs_per_client: int = 3
+
+    # --- Web hardening.
+    # Host headers accepted (DNS rebinding): loopback by default; add the server's name when exposing it.
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "[::1]", "::1", "testserver"]
+    )
+    # When set, every /api request and every upload must carry it (Authorization: Bearer <token>, or the
+    # convscope_token cookie that /login sets). Required when serving beyond loopback unless allow_open is true.
+    access_token: str | None = None
+    allow_open: bool = False
+
     def ensure_dirs(self) -> None:
         """Create the data directory and its sub-folders."""
         for sub in ("images", "tmp"):

@@ -39,13 +39,17 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def _error_response(request: Request, status_code: int, body: dict[str, Any]) -> Response:
+def _error_response(
+    request: Request, status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
     if _wants_json(request):
-        return JSONResponse(body, status_code=status_code)
+        return JSONResponse(body, status_code=status_code, headers=headers)
     from app.web.templating import render
 
     template = "partials/error.html" if request.headers.get("HX-Request") == "true" else "pages/error.html"
-    return render(request, template, {"error": body["error"], "status_code": status_code}, status_code)
+    response = render(request, template, {"error": body["error"], "status_code": status_code}, status_code)
+    response.headers.update(headers or {})
+    return response
 
 
 def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
@@ -68,7 +72,7 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
 def _install_error_handlers(application: FastAPI) -> None:
     @application.exception_handler(ConvScopeError)
     async def domain_error(request: Request, exc: ConvScopeError) -> Response:
-        return _error_response(request, exc.status_code, exc.to_dict())
+        return _error_response(request, exc.status_code, exc.to_dict(), exc.headers)
 
     @application.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -129,7 +129,9 @@ def test_htmx_swaps_run_under_the_csp_and_styles_are_applied(page: Any, live_ser
     before = page.locator("#filters-result .fmap-img").count()
     page.locator('input[name="kernel"]').nth(3).check()
     expect(page.locator("#filters-result .fmap-img")).not_to_have_count(before, timeout=60_000)
-    ramp = page.eval_on_selector("#filters-result .colorbar-ramp", "el => getComputedStyle(el).backgroundImage")
+    ramp = page.eval_on_selector(
+        "#filters-result .colorbar-ramp", "el => getComputedStyle(el).backgroundImage"
+    )
     assert "gradient" in ramp, ramp
     found += _violations(page, problems, "/filters")
     assert not found, "\n".join(found)

@@ -33,13 +33,20 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
-    from app.middleware.security import is_loopback
+    from app.middleware.security import configured_token, is_loopback
 
     settings = get_settings()
     refusal = serve_refusal(args.host, settings)
     if refusal is not None:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
+    token = configured_token(settings)
+    if token is not None and len(token) < 16:
+        # Nothing limits how many guesses a client may send: a short token is little better than none.
+        print(
+            "warning: CONVSCOPE_ACCESS_TOKEN is shorter than 16 characters; use a long random one.",
+            file=sys.stderr,
+        )
     if not is_loopback(args.host) and all(
         is_loopback(h) or h == "testserver" for h in settings.allowed_hosts
     ):

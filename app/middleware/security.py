@@ -99,10 +99,9 @@ def _normalised_hosts(hosts: Iterable[str]) -> frozenset[str]:
 
 def is_loopback(host: str) -> bool:
     """True for names and addresses that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        name = split_host(host)[0]
+    name = host.strip().strip("[]").lower()
+    if ":" in name and name.count(":") == 1:  # 'localhost:8000'; IPv6 addresses have more colons
+        name = name.partition(":")[0]
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
@@ -127,7 +126,6 @@ class SecurityMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         check_configuration(settings)
         self.app = app
-        self.settings = settings
         self.token = configured_token(settings)
         self.any_host = "*" in [h.strip() for h in settings.allowed_hosts]
         self.allowed_hosts = _normalised_hosts(settings.allowed_hosts)
@@ -279,7 +277,7 @@ class SecurityMiddleware:
         if wants_html and status != 400:
             response = _html_error(request, body, status)
         elif wants_html:
-            # A refused Host must not get the full page either (it would show the DNS-rebinding page our data).
+            # A refused Host gets no page at all: the page would hand the rebinding site our navigation.
             response = _plain_html_error(body, status)
         else:
             response = JSONResponse(body, status_code=status)

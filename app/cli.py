@@ -6,15 +6,57 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.config import get_settings
+from app.config import Settings, get_settings
+
+
+def serve_refusal(host: str, settings: Settings) -> str | None:
+    """Why serving on `host` with these settings would be unsafe, or None. Beyond loopback (0.0.0.0, a LAN
+    address, a name) anyone on the network can upload and start jobs, so an access token or an explicit
+    CONVSCOPE_ALLOW_OPEN=true is required."""
+    from app.middleware.security import check_configuration, configured_token, is_loopback
+
+    try:
+        check_configuration(settings)
+    except ValueError as exc:
+        return str(exc)
+    if is_loopback(host) or configured_token(settings) is not None or settings.allow_open:
+        return None
+    return (
+        f"refusing to serve on {host!r} without an access token: every machine that can reach it could upload "
+        "files and run jobs. Set CONVSCOPE_ACCESS_TOKEN to a long random secret (e.g. "
+        "CONVSCOPE_ACCESS_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')), or set "
+        "CONVSCOPE_ALLOW_OPEN=true if the network in front of it is trusted, or serve on --host 127.0.0.1."
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.middleware.security import configured_token, is_loopback
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    settings = get_settings()
+    refusal = serve_refusal(args.host, settings)
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    token = configured_token(settings)
+    if token is not None and len(token) < 16:
+        # Nothing limits how many guesses a client may send: a short token is little better than none.
+        print(
+            "warning: CONVSCOPE_ACCESS_TOKEN is shorter than 16 characters; use a long random one.",
+            file=sys.stderr,
+        )
+    if not is_loopback(args.host) and all(
+        is_loopback(h) or h == "testserver" for h in settings.allowed_hosts
+    ):
+        print(
+            "note: only loopback host names are allowed (allowed_hosts): other machines must reach this server "
+            'by a name you add, e.g. CONVSCOPE_ALLOWED_HOSTS=\'["convscope.local", "192.168.1.20", '
+            '"localhost"]\'.',
+            file=sys.stderr,
+        )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -19,6 +19,7 @@ import app.api
 import app.web
 from app.config import Settings, get_settings
 from app.errors import ConvScopeError
+from app.middleware.security import SecurityMiddleware
 from app.services.images import ImageStore
 from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
@@ -117,4 +118,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
     _install_error_handlers(application)
     _include_routers(application)
+    application.add_middleware(SecurityMiddleware, settings=settings)  # headers, Host, Origin, access token
     return application

@@ -156,7 +156,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    # Playwright's wait_for_function evaluates its predicate with eval, which the app's Content-Security-Policy
+    # forbids; tests/browser/test_csp.py checks the policy in a context of its own that does not bypass it.
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, bypass_csp=True)
     context.set_default_timeout(30_000)
     tab = context.new_page()
     yield tab

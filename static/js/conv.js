@@ -121,6 +121,20 @@
     if (form && window.htmx) window.htmx.trigger(form, "conv-paint");
   });
 
+  // Edits recompute the result; the size selects do not (they re-render the whole workspace themselves). The
+  // filter lives here because an HTMX trigger filter (input[!...]) is compiled with eval, which the
+  // Content-Security-Policy forbids; the form listens for conv-input / conv-change instead.
+  function forward(kind) {
+    return (ev) => {
+      const t = ev.target instanceof Element ? ev.target : null;
+      const form = t ? t.closest("#conv-form") : null;
+      if (!form || t.classList.contains("size-select") || !window.htmx) return;
+      window.htmx.trigger(form, "conv-" + kind);
+    };
+  }
+  document.addEventListener("input", forward("input"));
+  document.addEventListener("change", forward("change"));
+
   // Put the error next to its field: outline the input the 422 names.
   // A setting also gets the message beside it (the output column may be scrolled out of view); grid cells
   // only get the outline, a message inside the table would break it.

@@ -71,7 +71,7 @@
     const target = ev.detail && ev.detail.target;
     const form = document.getElementById("filters-form");
     if (target && target.id === "filters-result" && form) markError(form, target);
-    if (target && target.id === "filters-kernel-editor" && form && window.htmx) window.htmx.trigger(form, "change");
+    if (target && target.id === "filters-kernel-editor" && form && window.htmx) window.htmx.trigger(form, "filters-change");
   });
 
   // The drawn kernel is only used when "use it" is ticked: editing a cell ticks it.
@@ -80,6 +80,17 @@
     if (t && t.classList.contains("ck-cell")) {
       const on = document.getElementById("filters-custom-on");
       if (on && !on.checked) on.checked = true;
+      const form = t.closest("#filters-form");
+      if (form && window.htmx) window.htmx.trigger(form, "filters-input");
     }
+  });
+
+  // Any change recomputes, except the kernel size (it swaps in a new grid first, see htmx:afterSwap above). The
+  // filter lives here because an HTMX trigger filter (change[!...]) is compiled with eval, which the
+  // Content-Security-Policy forbids; the form listens for filters-change / filters-input instead.
+  document.addEventListener("change", (ev) => {
+    const t = ev.target instanceof Element ? ev.target : null;
+    const form = t ? t.closest("#filters-form") : null;
+    if (form && !t.matches("[name=ck_size]") && window.htmx) window.htmx.trigger(form, "filters-change");
   });
 })();

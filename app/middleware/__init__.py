@@ -1,0 +1,1 @@
+"""ASGI middleware: wraps the whole app (refusals before any body is read)."""

@@ -24,7 +24,7 @@ def list_models(registry: RegistryDep, milestones: bool = False) -> list[ModelIn
     return [ModelInfo.from_spec(s, registry.pretrained_available(s)) for s in registry.list_specs(milestones)]
 
 
-@router.get("/models/{name}", response_model=ModelInfo, responses=errors(404, 409))
+@router.get("/models/{name}", response_model=ModelInfo, responses=errors(404, 409, 422))
 def model_info(name: str, registry: RegistryDep) -> ModelInfo:
     spec = registry.spec(name)
     return ModelInfo.from_spec(spec, registry.pretrained_available(spec))

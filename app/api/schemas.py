@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.zoo import ModelSpec
 
+# Request bodies are strict: JSON false is not 0, 0 is not false, "2" is not 2, 2.0 is not 2 (floats still
+# take integers). NaN and Infinity, which json.loads lets through, are refused. Shared by every request model.
+STRICT_REQUEST = ConfigDict(strict=True, allow_inf_nan=False)
+
 
 class ErrorOut(BaseModel):
     """What went wrong: a stable code, a sentence for people, and the request field it is about."""
@@ -86,6 +90,8 @@ class ModelInfo(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    model_config = STRICT_REQUEST
+
     image_id: str = Field(min_length=1, max_length=128)
     model: str | None = Field(default=None, description="zoo name; the default model when omitted")
     weights: Literal["auto", "pretrained", "untrained"] = "auto"

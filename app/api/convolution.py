@@ -44,8 +44,12 @@ def convolve_route(body: ConvolveRequest) -> dict[str, Any]:
 @router.post(
     "/filter",
     response_model=FilterResponse,
-    responses={200: content(PNG, NPY, description="JSON numbers, a PNG grid (format=png) or .npy")}
-    | errors(404, 413, 422),
+    responses=errors(
+        404,
+        413,
+        422,
+        also={200: content(PNG, NPY, description="JSON numbers, a PNG grid (format=png) or .npy")},
+    ),
 )
 def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
     """Filter an image with named or explicit kernels; feature maps as JSON numbers, a PNG grid, or .npy."""

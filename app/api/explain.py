@@ -65,11 +65,20 @@ def layers(
 @router.post(
     "/explain/cam",
     response_model=None,
-    responses={
-        200: {"model": CamOut, **content(PNG, NPY, description="PNG (overlay or heatmap), JSON or .npy")},
-        202: {"description": "a slow method (Score-CAM, Ablation-CAM) started as a job", "model": JobCreated},
-    }
-    | errors(404, 409, 413, 422, 503),
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        503,
+        also={
+            200: {"model": CamOut, **content(PNG, NPY, description="PNG (overlay or heatmap), JSON or .npy")},
+            202: {
+                "description": "a slow method (Score-CAM, Ablation-CAM) started as a job",
+                "model": JobCreated,
+            },
+        },
+    ),
 )
 def cam_route(
     body: CamRequest,
@@ -150,11 +159,17 @@ def patch_route(body: PatchRequest, store: ImageStoreDep, registry: RegistryDep)
 @router.post(
     "/explain/compare",
     response_model=None,
-    responses={
-        200: {"model": CompareOut},
-        202: {"description": "a slow method among them: started as a job", "model": JobCreated},
-    }
-    | errors(404, 409, 413, 422, 503),
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        503,
+        also={
+            200: {"model": CompareOut},
+            202: {"description": "a slow method among them: started as a job", "model": JobCreated},
+        },
+    ),
 )
 def compare_route(
     body: CompareRequest, request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep

@@ -140,8 +140,9 @@ def get_image(image_id: str, store: ImageStoreDep) -> ImageOut:
     "/images/{image_id}/pixels",
     summary="Decoded pixels: png (8-bit), npy (float32 in [0, 1]) or json (shape and statistics)",
     response_model=PixelStats,
-    responses={200: content(PNG, NPY, description="PNG (default), .npy, or JSON statistics")}
-    | errors(404, 413, 422),
+    responses=errors(
+        404, 413, 422, also={200: content(PNG, NPY, description="PNG (default), .npy, or JSON statistics")}
+    ),
 )
 def get_pixels(
     image_id: str, store: ImageStoreDep, format: Literal["png", "npy", "json"] = "png"

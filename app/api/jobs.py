@@ -29,8 +29,9 @@ def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
 @router.get(
     "/jobs/{job_id}/artifacts/{name}",
     response_model=ArtifactStats,
-    responses={200: content(NPY, PNG, description=".npy (default), a PNG, or JSON statistics")}
-    | errors(404, 422),
+    responses=errors(
+        404, 422, also={200: content(NPY, PNG, description=".npy (default), a PNG, or JSON statistics")}
+    ),
 )
 def job_artifact(
     job_id: str, name: str, jobs: JobsDep, format: Literal["png", "npy", "json"] = "npy"

@@ -133,10 +133,15 @@ def layers(
 @router.post(
     "/features",
     response_model=None,
-    responses={
-        200: {"model": FeaturesResponse, **content(PNG, NPY, description="JSON statistics, PNG or .npy")}
-    }
-    | errors(404, 409, 413, 422),
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        also={
+            200: {"model": FeaturesResponse, **content(PNG, NPY, description="JSON statistics, PNG or .npy")}
+        },
+    ),
 )
 def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesResponse:
     """Feature maps of one layer: PNG grid, PNG of one channel (?channel), JSON statistics or raw .npy."""
@@ -209,8 +214,12 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
 @router.get(
     "/models/{name}/filters",
     response_model=None,
-    responses={200: {"model": FiltersResponse, **content(PNG, NPY, description="JSON, PNG tiles or .npy")}}
-    | errors(404, 409, 422),
+    responses=errors(
+        404,
+        409,
+        422,
+        also={200: {"model": FiltersResponse, **content(PNG, NPY, description="JSON, PNG tiles or .npy")}},
+    ),
 )
 def filters(
     name: str,
@@ -250,13 +259,18 @@ def filters(
 @router.post(
     "/receptive-field",
     response_model=None,
-    responses={
-        200: {
-            "model": ReceptiveFieldResponse,
-            **content(PNG, NPY, description="JSON, the ERF as PNG or .npy"),
-        }
-    }
-    | errors(404, 409, 413, 422),
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        also={
+            200: {
+                "model": ReceptiveFieldResponse,
+                **content(PNG, NPY, description="JSON, the ERF as PNG or .npy"),
+            }
+        },
+    ),
 )
 def receptive_field(body: ReceptiveFieldRequest, network: NetworkDep) -> Response | ReceptiveFieldResponse:
     """Theoretical input box of unit (y, x) of a layer, and its effective RF by gradient (json/png/npy)."""

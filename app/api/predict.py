@@ -44,8 +44,13 @@ def predict_route(body: PredictRequest, store: ImageStoreDep, registry: Registry
 @router.get(
     "/predict/input",
     response_class=Response,
-    responses=binary_200(PNG, NPY, description="PNG (format=png) or the normalised tensor (format=npy)")
-    | errors(404, 409, 413, 422),
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        also=binary_200(PNG, NPY, description="PNG (format=png) or the normalised tensor (format=npy)"),
+    ),
 )
 def model_input(
     image_id: str,

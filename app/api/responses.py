@@ -1,7 +1,7 @@
 """Shared OpenAPI `responses=` entries: the error body for every documented 4xx/5xx, and binary content types.
 
 Routes list the statuses they can really return, e.g.
-`@router.get("/x", responses={200: content(PNG, NPY)} | errors(404, 409, 422))`. The statuses any route can
+`@router.get("/x", responses=errors(404, 409, 422, also={200: content(PNG, NPY)}))`. The statuses any route can
 answer whatever it does (400 bad Host, 401/403 from the access token and Origin checks) are on each
 /api/v1 router through `COMMON`, so they cannot be forgotten on a new route.
 """
@@ -37,9 +37,10 @@ _RETRY_AFTER: dict[str, Any] = {
 }
 
 
-def errors(*statuses: int) -> Responses:
-    """Error responses with the ErrorResponse body for the given status codes."""
-    out: Responses = {}
+def errors(*statuses: int, also: Responses | None = None) -> Responses:
+    """Error responses with the ErrorResponse body for the given status codes, plus `also` (e.g. a 200
+    with PNG and .npy content next to its JSON model, or a 202)."""
+    out: Responses = dict(also or {})
     for status in statuses:
         entry: dict[str, Any] = {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
         if status == 503:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from app.api.responses import COMMON, NPY, PNG, content, errors
 from app.api.schemas_convolution import (
     ConvolveRequest,
     ConvolveResponse,
@@ -18,10 +19,10 @@ from app.api.schemas_convolution import (
 from app.deps import ImageStoreDep
 from app.services import convolution as svc
 
-router = APIRouter(prefix="/api/v1", tags=["convolution"])
+router = APIRouter(prefix="/api/v1", tags=["convolution"], responses=COMMON)
 
 
-@router.post("/convolve", response_model=ConvolveResponse)
+@router.post("/convolve", response_model=ConvolveResponse, responses=errors(413, 422))
 def convolve_route(body: ConvolveRequest) -> dict[str, Any]:
     """Convolve a matrix (<= 16x16) with a kernel (<= 7x7); every output cell's multiply-and-sum is written out."""
     params = svc.validate_playground(
@@ -40,7 +41,16 @@ def convolve_route(body: ConvolveRequest) -> dict[str, Any]:
     return svc.playground_json(svc.run_playground(params, body.steps), body.steps)
 
 
-@router.post("/filter", response_model=FilterResponse)
+@router.post(
+    "/filter",
+    response_model=FilterResponse,
+    responses=errors(
+        404,
+        413,
+        422,
+        also={200: content(PNG, NPY, description="JSON numbers, a PNG grid (format=png) or .npy")},
+    ),
+)
 def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
     """Filter an image with named or explicit kernels; feature maps as JSON numbers, a PNG grid, or .npy."""
     params = svc.FilterParams(
@@ -66,7 +76,7 @@ def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
     return svc.maps_json(outcome, body.index)
 
 
-@router.get("/cost")
+@router.get("/cost", responses=errors(422))
 def cost_route(
     height: int = Query(256, ge=1, le=100_000),
     width: int = Query(256, ge=1, le=100_000),

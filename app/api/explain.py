@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.api.responses import COMMON, NPY, PNG, content, errors
 from app.api.schemas import JobCreated
 from app.api.schemas_explain import (
     CamFormat,
@@ -27,7 +28,7 @@ from app.core.rendering import encode_npy, encode_png
 from app.deps import ImageStoreDep, JobsDep, RegistryDep
 from app.services import explain
 
-router = APIRouter(prefix="/api/v1", tags=["explain"])
+router = APIRouter(prefix="/api/v1", tags=["explain"], responses=COMMON)
 
 
 def _accepted(request: Request, job_id: str) -> JSONResponse:
@@ -41,7 +42,7 @@ def methods() -> list[MethodOut]:
     return [MethodOut(**m.__dict__) for m in cam.METHODS.values()]
 
 
-@router.get("/explain/layers", response_model=LayersOut)
+@router.get("/explain/layers", response_model=LayersOut, responses=errors(404, 409, 413, 422))
 def layers(
     registry: RegistryDep,
     image_id: str,
@@ -64,10 +65,20 @@ def layers(
 @router.post(
     "/explain/cam",
     response_model=None,
-    responses={
-        200: {"description": "PNG (overlay or heatmap), JSON or .npy", "model": CamOut},
-        202: {"description": "a slow method (Score-CAM, Ablation-CAM) started as a job", "model": JobCreated},
-    },
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        503,
+        also={
+            200: {"model": CamOut, **content(PNG, NPY, description="PNG (overlay or heatmap), JSON or .npy")},
+            202: {
+                "description": "a slow method (Score-CAM, Ablation-CAM) started as a job",
+                "model": JobCreated,
+            },
+        },
+    ),
 )
 def cam_route(
     body: CamRequest,
@@ -103,7 +114,12 @@ def cam_route(
     return JSONResponse(CamOut(**explain.cam_summary(outcome, pic)).model_dump())
 
 
-@router.post("/explain/occlusion", status_code=202, response_model=JobCreated)
+@router.post(
+    "/explain/occlusion",
+    status_code=202,
+    response_model=JobCreated,
+    responses=errors(404, 409, 413, 422, 503),
+)
 def occlusion_route(
     body: OcclusionRequest, request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep
 ) -> JSONResponse:
@@ -121,7 +137,7 @@ def occlusion_route(
     return _accepted(request, job.id)
 
 
-@router.post("/explain/occlusion/patch", response_model=PatchOut)
+@router.post("/explain/occlusion/patch", response_model=PatchOut, responses=errors(404, 409, 413, 422))
 def patch_route(body: PatchRequest, store: ImageStoreDep, registry: RegistryDep) -> PatchOut:
     """Hide one square at (y, x) of the network's input: the top-k before and after, at once."""
     loaded = registry.get(body.model or registry.default_model(), body.weights)
@@ -143,7 +159,17 @@ def patch_route(body: PatchRequest, store: ImageStoreDep, registry: RegistryDep)
 @router.post(
     "/explain/compare",
     response_model=None,
-    responses={200: {"model": CompareOut}, 202: {"model": JobCreated}},
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        503,
+        also={
+            200: {"model": CompareOut},
+            202: {"description": "a slow method among them: started as a job", "model": JobCreated},
+        },
+    ),
 )
 def compare_route(
     body: CompareRequest, request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep

@@ -10,13 +10,14 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from app.api.responses import COMMON, NPY, PNG, content, errors
 from app.api.schemas_images import ImageList, ImageOut, PixelStats
 from app.core.rendering import encode_npy
 from app.deps import ImageStoreDep
 from app.errors import InvalidInput, PayloadTooLarge
 from app.services.images import ImageStore
 
-router = APIRouter(prefix="/api/v1", tags=["images"])
+router = APIRouter(prefix="/api/v1", tags=["images"], responses=COMMON)
 
 # Room for the multipart envelope (boundaries, part headers, a few small fields) around the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -104,6 +105,7 @@ async def read_upload(request: Request, store: ImageStore) -> tuple[bytes, str |
     response_model=ImageOut,
     openapi_extra=UPLOAD_OPENAPI,
     summary="Upload an image (multipart field `file`)",
+    responses=errors(413, 415, 422, 507),
 )
 async def upload_image(request: Request, store: ImageStoreDep) -> ImageOut:
     data, filename = await read_upload(request, store)
@@ -112,7 +114,12 @@ async def upload_image(request: Request, store: ImageStoreDep) -> ImageOut:
     return ImageOut.from_record(record)
 
 
-@router.get("/images", response_model=ImageList, summary="List stored images (samples first)")
+@router.get(
+    "/images",
+    response_model=ImageList,
+    summary="List stored images (samples first)",
+    responses=errors(422),
+)
 def list_images(store: ImageStoreDep, source: Literal["sample", "upload"] | None = None) -> ImageList:
     return ImageList.from_records(store.list_images(source))
 
@@ -122,7 +129,9 @@ def list_samples(store: ImageStoreDep) -> ImageList:
     return ImageList.from_records(store.list_images("sample"))
 
 
-@router.get("/images/{image_id}", response_model=ImageOut, summary="Metadata of one image")
+@router.get(
+    "/images/{image_id}", response_model=ImageOut, summary="Metadata of one image", responses=errors(404, 422)
+)
 def get_image(image_id: str, store: ImageStoreDep) -> ImageOut:
     return ImageOut.from_record(store.get(image_id))
 
@@ -131,7 +140,9 @@ def get_image(image_id: str, store: ImageStoreDep) -> ImageOut:
     "/images/{image_id}/pixels",
     summary="Decoded pixels: png (8-bit), npy (float32 in [0, 1]) or json (shape and statistics)",
     response_model=PixelStats,
-    responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}},
+    responses=errors(
+        404, 413, 422, also={200: content(PNG, NPY, description="PNG (default), .npy, or JSON statistics")}
+    ),
 )
 def get_pixels(
     image_id: str, store: ImageStoreDep, format: Literal["png", "npy", "json"] = "png"

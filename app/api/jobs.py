@@ -7,25 +7,32 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from app.api.schemas import JobOut
+from app.api.responses import COMMON, NPY, PNG, content, errors
+from app.api.schemas import ArtifactStats, JobOut
 from app.core.rendering import colorize, encode_npy, encode_png, to_uint8_image, value_limits
 from app.deps import JobsDep
 from app.errors import NotFound
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=COMMON)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, name="job_status")
+@router.get("/jobs/{job_id}", response_model=JobOut, name="job_status", responses=errors(404, 422))
 def job_status(job_id: str, jobs: JobsDep) -> JobOut:
     return JobOut(**jobs.get(job_id).to_dict())
 
 
-@router.delete("/jobs/{job_id}", response_model=JobOut)
+@router.delete("/jobs/{job_id}", response_model=JobOut, responses=errors(404, 422))
 def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
     return JobOut(**jobs.cancel(job_id).to_dict())
 
 
-@router.get("/jobs/{job_id}/artifacts/{name}")
+@router.get(
+    "/jobs/{job_id}/artifacts/{name}",
+    response_model=ArtifactStats,
+    responses=errors(
+        404, 422, also={200: content(NPY, PNG, description=".npy (default), a PNG, or JSON statistics")}
+    ),
+)
 def job_artifact(
     job_id: str, name: str, jobs: JobsDep, format: Literal["png", "npy", "json"] = "npy"
 ) -> Response:

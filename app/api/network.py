@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from app.api.responses import COMMON, content, errors
 from app.api.schemas_network import (
     ChannelStatOut,
     FeaturesRequest,
@@ -29,7 +30,7 @@ from app.deps import NetworkDep
 from app.services.models import LoadedModel
 from app.services.network import Structure
 
-router = APIRouter(prefix="/api/v1", tags=["network"])
+router = APIRouter(prefix="/api/v1", tags=["network"], responses=COMMON)
 
 PNG = "image/png"
 NPY = "application/octet-stream"
@@ -91,7 +92,7 @@ def layer_rows(structure: Structure) -> list[LayerRow]:
     return rows
 
 
-@router.get("/models/{name}/summary", response_model=SummaryResponse)
+@router.get("/models/{name}/summary", response_model=SummaryResponse, responses=errors(404, 409, 413, 422))
 def summary(
     name: str, network: NetworkDep, weights: Weights = "auto", image_id: str | None = None
 ) -> SummaryResponse:
@@ -115,7 +116,7 @@ def summary(
     )
 
 
-@router.get("/models/{name}/layers", response_model=LayersResponse)
+@router.get("/models/{name}/layers", response_model=LayersResponse, responses=errors(404, 409, 413, 422))
 def layers(
     name: str, network: NetworkDep, weights: Weights = "auto", image_id: str | None = None
 ) -> LayersResponse:
@@ -129,7 +130,19 @@ def layers(
     )
 
 
-@router.post("/features", response_model=None)
+@router.post(
+    "/features",
+    response_model=None,
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        also={
+            200: {"model": FeaturesResponse, **content(PNG, NPY, description="JSON statistics, PNG or .npy")}
+        },
+    ),
+)
 def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesResponse:
     """Feature maps of one layer: PNG grid, PNG of one channel (?channel), JSON statistics or raw .npy."""
     if body.channel is not None and body.format in ("png", "npy"):
@@ -198,7 +211,16 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
     )
 
 
-@router.get("/models/{name}/filters", response_model=None)
+@router.get(
+    "/models/{name}/filters",
+    response_model=None,
+    responses=errors(
+        404,
+        409,
+        422,
+        also={200: {"model": FiltersResponse, **content(PNG, NPY, description="JSON, PNG tiles or .npy")}},
+    ),
+)
 def filters(
     name: str,
     network: NetworkDep,
@@ -234,7 +256,22 @@ def filters(
     )
 
 
-@router.post("/receptive-field", response_model=None)
+@router.post(
+    "/receptive-field",
+    response_model=None,
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        also={
+            200: {
+                "model": ReceptiveFieldResponse,
+                **content(PNG, NPY, description="JSON, the ERF as PNG or .npy"),
+            }
+        },
+    ),
+)
 def receptive_field(body: ReceptiveFieldRequest, network: NetworkDep) -> Response | ReceptiveFieldResponse:
     """Theoretical input box of unit (y, x) of a layer, and its effective RF by gradient (json/png/npy)."""
     probe = network.rf_probe(

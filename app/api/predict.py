@@ -7,15 +7,16 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from app.api.responses import COMMON, NPY, PNG, binary_200, errors
 from app.api.schemas import PredictionOut, PredictRequest, PredictResponse, PreprocessingOut
 from app.core.rendering import encode_npy, encode_png
 from app.deps import ImageStoreDep, RegistryDep
 from app.services.predictions import predict
 
-router = APIRouter(prefix="/api/v1", tags=["predict"])
+router = APIRouter(prefix="/api/v1", tags=["predict"], responses=COMMON)
 
 
-@router.post("/predict", response_model=PredictResponse)
+@router.post("/predict", response_model=PredictResponse, responses=errors(404, 409, 413, 422))
 def predict_route(body: PredictRequest, store: ImageStoreDep, registry: RegistryDep) -> PredictResponse:
     """Top-k classes for an image, e.g. {"index": 285, "label": "Egyptian cat", "probability": 0.36}."""
     loaded = registry.get(body.model or registry.default_model(), body.weights)
@@ -40,7 +41,17 @@ def predict_route(body: PredictRequest, store: ImageStoreDep, registry: Registry
     )
 
 
-@router.get("/predict/input")
+@router.get(
+    "/predict/input",
+    response_class=Response,
+    responses=errors(
+        404,
+        409,
+        413,
+        422,
+        also=binary_200(PNG, NPY, description="PNG (format=png) or the normalised tensor (format=npy)"),
+    ),
+)
 def model_input(
     image_id: str,
     store: ImageStoreDep,

@@ -4,9 +4,42 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.zoo import ModelSpec
+
+# Request bodies are strict: JSON false is not 0, 0 is not false, "2" is not 2, 2.0 is not 2 (floats still
+# take integers). NaN and Infinity, which json.loads lets through, are refused. Shared by every request model.
+STRICT_REQUEST = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class ErrorOut(BaseModel):
+    """What went wrong: a stable code, a sentence for people, and the request field it is about."""
+
+    # Errors may carry extra fields (limit/estimate/maximum, retry_after, choices, details, ...): allowed.
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(
+        description="not_found, invalid_input, over_limit, too_large, unsupported_media, weights_unavailable, "
+        "conflict, busy, storage_failed, unauthorized, forbidden, bad_request, http_error"
+    )
+    message: str
+    field: str | None = Field(
+        description="the request field at fault; null when it is the request as a whole"
+    )
+    limit: str | None = Field(default=None, description="over_limit: the Settings name of the limit")
+    estimate: float | str | None = Field(default=None, description="over_limit: what the request would cost")
+    maximum: float | str | None = Field(default=None, description="over_limit: the most that is allowed")
+    retry_after: int | None = Field(default=None, description="busy: seconds to wait (also in Retry-After)")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="invalid_input from validation: every field that failed"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx answer of /api/v1."""
+
+    error: ErrorOut
 
 
 class ModelInfo(BaseModel):
@@ -57,6 +90,8 @@ class ModelInfo(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    model_config = STRICT_REQUEST
+
     image_id: str = Field(min_length=1, max_length=128)
     model: str | None = Field(default=None, description="zoo name; the default model when omitted")
     weights: Literal["auto", "pretrained", "untrained"] = "auto"
@@ -100,3 +135,13 @@ class JobOut(BaseModel):
     error: str | None
     partial: dict[str, Any] | None
     artifacts: list[str]
+
+
+class ArtifactStats(BaseModel):
+    """format=json of a job artifact: its shape and value range, not the values."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    min: float
+    max: float

@@ -6,11 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.api.schemas import STRICT_REQUEST
+
 WeightsField = Literal["auto", "pretrained", "untrained"]
 CamFormat = Literal["png", "heatmap", "json", "npy"]
 
 
 class ExplainBase(BaseModel):
+    model_config = STRICT_REQUEST
+
     image_id: str = Field(min_length=1, max_length=128)
     model: str | None = Field(default=None, description="zoo name; the default model when omitted")
     weights: WeightsField = "auto"

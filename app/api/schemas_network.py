@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.api.schemas import STRICT_REQUEST
+
 Weights = Literal["auto", "pretrained", "untrained"]
 Cmap = Literal["viridis", "magma", "inferno", "cividis", "gray", "rdbu"]
 
@@ -80,6 +82,8 @@ class LayersResponse(ModelHeader):
 
 
 class FeaturesRequest(BaseModel):
+    model_config = STRICT_REQUEST
+
     image_id: str | None = Field(default=None, max_length=128)
     model: str | None = Field(default=None, max_length=128)
     weights: Weights = "auto"
@@ -135,6 +139,8 @@ class FiltersResponse(ModelHeader):
 
 
 class ReceptiveFieldRequest(BaseModel):
+    model_config = STRICT_REQUEST
+
     model: str | None = Field(default=None, max_length=128)
     weights: Weights = "auto"
     image_id: str | None = Field(default=None, max_length=128)

@@ -19,6 +19,7 @@ import app.api
 import app.web
 from app.config import Settings, get_settings
 from app.errors import ConvScopeError
+from app.middleware.body_limit import BodyLimitMiddleware
 from app.services.images import ImageStore
 from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
@@ -116,5 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     application.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
     _install_error_handlers(application)
+    application.add_middleware(BodyLimitMiddleware, settings=settings)
     _include_routers(application)
     return application

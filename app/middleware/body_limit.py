@@ -21,8 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.services.custom_models import MAX_ARCHITECTURE_BYTES
 
-# Boundaries, part headers and a few small fields around the file(s) of an upload.
-MULTIPART_OVERHEAD = 64 * 1024
+# Boundaries, part headers and a few small fields around the file(s) of an upload. Twice what the upload
+# readers allow for it, so that their more precise refusal (naming the file's limit) comes first.
+MULTIPART_OVERHEAD = 128 * 1024
 
 # POST routes that take multipart file uploads -> (setting named in a refusal, bytes allowed for the files).
 UPLOAD_ROUTES: dict[str, tuple[str, Callable[[Settings], int]]] = {
@@ -49,6 +50,7 @@ def body_limit_for(scope: Scope, settings: Settings) -> tuple[int, str]:
 
 
 def _error(limit: int, setting: str, declared: int | None) -> dict[str, Any]:
+    field = None if setting == "max_body_bytes" else "file"
     size = f"is {declared:,} bytes, more than" if declared is not None else "is larger than"
     message = (
         f"The request body {size} the limit of {limit:,} bytes ({limit / 2**20:.1f} MiB, setting {setting}). "
@@ -57,7 +59,7 @@ def _error(limit: int, setting: str, declared: int | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "code": "too_large",
         "message": message,
-        "field": None,
+        "field": field,
         "limit": setting,
         "maximum": limit,
         "max_bytes": limit,

@@ -77,7 +77,8 @@ def idle_latencies(server: ServerProcess, count: int) -> list[float]:
 
 
 def under_load(server: ServerProcess, name: str, send: Send) -> Row:
-    box: dict[str, object] = {}
+    status: list[int] = []
+    seconds: list[float] = []
     started = threading.Event()
 
     def heavy() -> None:
@@ -85,11 +86,11 @@ def under_load(server: ServerProcess, name: str, send: Send) -> Row:
             started.set()
             t0 = time.perf_counter()
             try:
-                box["status"] = send(client).status_code
+                status.append(send(client).status_code)
             except httpx.HTTPError as exc:
-                box["status"] = 0
+                status.append(0)
                 print(f"  {name}: {exc!r}", file=sys.stderr)
-            box["seconds"] = time.perf_counter() - t0
+            seconds.append(time.perf_counter() - t0)
 
     thread = threading.Thread(target=heavy, daemon=True)
     thread.start()
@@ -102,7 +103,7 @@ def under_load(server: ServerProcess, name: str, send: Send) -> Row:
             latencies.append((time.perf_counter() - t0) * 1000)
     thread.join()
     median, p95, worst = _stats(latencies)
-    return Row(name, int(box["status"]), float(box["seconds"]), len(latencies), median, p95, worst)  # type: ignore[arg-type]
+    return Row(name, status[0], seconds[0], len(latencies), median, p95, worst)
 
 
 def scenarios(server: ServerProcess) -> list[tuple[str, Send]]:

@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -125,8 +126,10 @@ def test_a_big_json_body_costs_the_server_nothing(server: ServerProcess, chunked
 def test_big_body_refusal_is_independent_of_the_route(server: ServerProcess) -> None:
     """Every body-taking route is covered, not only /convolve (one request each, far over the limit)."""
     body = b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    headers = {"content-type": "application/json"}
     for path in ("/api/v1/filter", "/api/v1/predict", "/api/v1/features", "/api/v1/explain/cam"):
-        measured = server.measure(
-            lambda c, p=path: c.post(p, content=body, headers={"content-type": "application/json"})
-        )
-        assert_clean_refusal(measured, (413,))
+
+        def send(client: httpx.Client, path: str = path) -> httpx.Response:
+            return client.post(path, content=body, headers=headers)
+
+        assert_clean_refusal(server.measure(send), (413,))

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def store_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(store_settings: Settings) -> ImageStore:
+def store(store_settings: Settings) -> Iterator[ImageStore]:
     image_store = ImageStore(store_settings)
     yield image_store
     image_store.close()

@@ -173,7 +173,7 @@ def test_starting_occlusion_from_the_page_builds_the_model_off_the_loop(
 ) -> None:
     form = {
         "image_id": big_image_id,
-        "model": "vgg13",
+        "model": "alexnet",  # 61 M parameters to build: seconds of CPU
         "weights": "untrained",
         "window": "112",
         "stride": "112",

@@ -75,9 +75,18 @@ class Settings(BaseSettings):
     allow_open: bool = False
 
     def ensure_dirs(self) -> None:
-        """Create the data directory and its sub-folders."""
+        """Create the data directory and its sub-folders; a clear error when that is impossible.
+
+        Folders that exist already are fine even when read-only (the image store then serves read-only).
+        """
         for sub in ("images", "tmp"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"The data directory {self.data_dir} cannot be used: cannot create {sub}/ ({exc.strerror}). "
+                    "Set CONVSCOPE_DATA_DIR to a folder ConvScope can write to, or fix its permissions."
+                ) from exc
 
 
 @lru_cache(maxsize=1)

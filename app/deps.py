@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import FormData
 
 from app.config import Settings
 from app.services.images import ImageStore
@@ -39,6 +40,12 @@ def get_network_service(request: Request) -> NetworkService:
     return service
 
 
+async def read_form(request: Request) -> FormData:
+    """The submitted form, read on the event loop (waiting for bytes is I/O): with it as a dependency a
+    form route can be a plain `def`, which FastAPI runs in a worker thread, off the loop (issue 9)."""
+    return await request.form()
+
+
 def is_htmx(request: Request) -> bool:
     """True for requests made by HTMX (they get a partial, not a whole page)."""
     return request.headers.get("HX-Request", "").lower() == "true"
@@ -50,3 +57,4 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 NetworkDep = Annotated[NetworkService, Depends(get_network_service)]
 IsHtmx = Annotated[bool, Depends(is_htmx)]
+FormDep = Annotated[FormData, Depends(read_form)]

@@ -19,6 +19,7 @@ import app.api
 import app.web
 from app.config import Settings, get_settings
 from app.errors import ConvScopeError
+from app.middleware.body_limit import BodyLimitMiddleware
 from app.middleware.security import SecurityMiddleware
 from app.services.images import ImageStore
 from app.services.jobs import JobManager
@@ -118,5 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
     _install_error_handlers(application)
     _include_routers(application)
-    application.add_middleware(SecurityMiddleware, settings=settings)  # headers, Host, Origin, access token
+    # The middleware added last runs first: security (headers, Host, Origin, token) refuses before the body
+    # limit reads anything, and its headers go on every answer, the body limit's 413 included.
+    application.add_middleware(BodyLimitMiddleware, settings=settings)
+    application.add_middleware(SecurityMiddleware, settings=settings)
     return application

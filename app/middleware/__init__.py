@@ -1,1 +1,1 @@
-"""ASGI middleware: wraps the whole app (refusals before any body is read)."""
+"""ASGI middleware that guards every request before a route sees it (security checks, body size)."""

@@ -9,12 +9,19 @@ Decoding is bounded three ways: bytes (settings.max_upload_bytes), pixels read f
 decoding (settings.max_image_pixels) and time (settings.max_decode_seconds, enforced by running the
 decode in a worker thread and abandoning the wait). A timed-out decode cannot be killed, but the pixel
 bound guarantees it finishes, and the worker pool is small so runaway decodes cannot pile up.
+Uploads are also refused when one side is more than settings.max_aspect_ratio times the other (a 10000 x 1
+strip becomes gigabytes once a model resizes its shorter side), read from the header before decoding.
+
+Write failures (a read-only or full data directory) never become 500s: a failed upload raises
+StorageFailed (507) and saves nothing, a failed cache write is logged and the bytes are served from
+memory, and a store whose directory is read-only at start-up serves what it has (read-only mode).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -24,6 +31,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +46,7 @@ from PIL import Image
 from app.config import Settings
 from app.core import imageio
 from app.core.rendering import encode_png
-from app.errors import InvalidInput, NotFound, PayloadTooLarge
+from app.errors import InvalidInput, NotFound, OverLimit, PayloadTooLarge, StorageFailed
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +117,31 @@ class SampleSpec:
     make: Callable[[], tuple[bytes, str] | None]
 
 
+class DataDirUnusable(RuntimeError):
+    """The data directory can be neither written nor read at start-up; the message says which and why."""
+
+
+def _unusable(root: Path, what: str, exc: BaseException) -> DataDirUnusable:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    message = (
+        f"The data directory {root} cannot be used: {what} ({reason}). "
+        "Set CONVSCOPE_DATA_DIR to a folder ConvScope can write to, or fix its permissions."
+    )
+    log.error(message)
+    return DataDirUnusable(message)
+
+
+def _write_problem(exc: BaseException) -> str:
+    """Why a write failed, in words a user can act on."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "the disk is full"
+    if isinstance(exc, sqlite3.Error) and "full" in str(exc).lower():
+        return "the disk is full"
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the data directory is read-only"
+    return "the data directory cannot be written"
+
+
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -116,6 +149,16 @@ def _utc_now() -> str:
 def clean_name(filename: str | None) -> str:
     """A display name from a client-supplied filename: no path, no control characters, bounded length."""
     return imageio.clean_filename(filename) or "upload"
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image header without decoding the pixels; None if PIL cannot tell."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception:  # any failure here is the decoder's to report, with its own message
+        return None
+    return int(width), int(height)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -189,8 +232,16 @@ class ImageStore:
         self.images_dir = self.root / "images"
         self.derived_dir = self.root / "derived"
         self.db_path = self.root / DB_NAME
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        self.derived_dir.mkdir(parents=True, exist_ok=True)
+        # True when the data directory could only be opened for reading: stored images are served and
+        # uploads are refused with 507 (nothing else changes).
+        self.read_only = False
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if not self.images_dir.is_dir():
+                raise _unusable(self.root, f"cannot create {self.images_dir.name}/", exc) from exc
+        # derived/ (the PNG cache) is created on its first write: a read-only directory may not have it.
+        self._cache_write_failed = False
         # decode_image checks width x height against settings.max_image_pixels itself; PIL's own bomb
         # guard (an error at twice MAX_IMAGE_PIXELS) must never be stricter than the configured limit.
         if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
@@ -200,9 +251,8 @@ class ImageStore:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
         self._db_lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        with self._connect() as conn:
-            conn.execute(_SCHEMA)
-            conn.execute("CREATE INDEX IF NOT EXISTS images_source ON images (source)")
+        with self._connect():
+            pass  # opens (and if need be creates) the database now, so a bad data directory fails at start
 
     # ----------------------------------------------------------------------------------- plumbing
 
@@ -211,14 +261,51 @@ class ImageStore:
         """The store's one connection, used under a lock (opening one per call costs a WAL checkpoint)."""
         with self._db_lock:
             if self._conn is None:
-                conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
-                conn.row_factory = sqlite3.Row
-                # With WAL, NORMAL stays consistent after a crash while sparing an fsync per commit.
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn = conn
+                self._conn = self._open_database()
             with self._conn:
                 yield self._conn
+
+    def _open_database(self) -> sqlite3.Connection:
+        """Open read-write (creating the schema); fall back to read-only when the directory is read-only."""
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
+            # With WAL, NORMAL stays consistent after a crash while sparing an fsync per commit.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with conn:
+                conn.execute(_SCHEMA)
+                conn.execute("CREATE INDEX IF NOT EXISTS images_source ON images (source)")
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            conn = self._open_read_only(exc)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _open_read_only(self, cause: sqlite3.Error) -> sqlite3.Connection:
+        if not self.db_path.is_file():
+            raise _unusable(self.root, f"its database {DB_NAME} cannot be created", cause) from cause
+        uri = "file:" + urllib.parse.quote(str(self.db_path))
+        # mode=ro needs the WAL's -shm file or a writable directory; immutable=1 reads the file as it is
+        # (safe here: nothing can write to a directory this process cannot write to either).
+        for options in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=30, check_same_thread=False)
+                conn.execute("SELECT count(*) FROM images").fetchone()
+            except sqlite3.Error:
+                continue
+            self.read_only = True
+            log.warning(
+                "The data directory %s is read-only (%s): serving the images stored there; "
+                "uploads are refused until it is writable again and the server restarts.",
+                self.root,
+                cause,
+            )
+            return conn
+        raise _unusable(
+            self.root, f"its database {DB_NAME} can be neither written nor read", cause
+        ) from cause
 
     def close(self) -> None:
         """Stop the decode workers and close the database (the lifespan calls this on shutdown)."""
@@ -327,9 +414,28 @@ class ImageStore:
         if existing is not None and path.is_file():
             return existing
 
+        label = imageio.display_name(filename)
+        if self.read_only:
+            raise StorageFailed(
+                f"{label} was not saved: the data directory is read-only, so no upload can be stored. "
+                "Nothing was saved; stored images can still be used.",
+                field="file",
+                reason="read_only",
+            )
+        if not trusted:
+            header_size = _header_size(data)
+            if header_size is not None:
+                self._check_aspect(*header_size, label)
         max_pixels = max(self.settings.max_image_pixels, SAMPLE_MAX_PIXELS) if trusted else None
         decoded = self._decode(data, filename, max_pixels)
-        _atomic_write(path, data)
+        if not trusted:
+            # Formats PIL cannot read the header of (DICOM, some TIFFs) are checked once decoded.
+            self._check_aspect(decoded.width, decoded.height, label)
+        file_existed = path.is_file()
+        try:
+            _atomic_write(path, data)
+        except OSError as exc:
+            raise self._save_failed(label, exc) from exc
         metadata: dict[str, Any] = {
             "source_mode": decoded.source_mode,
             "bit_depth": decoded.bit_depth,
@@ -349,6 +455,43 @@ class ImageStore:
             source=source,
             metadata=metadata,
         )
+        try:
+            self._insert(record)
+        except sqlite3.Error as exc:
+            if not file_existed:
+                # Nothing was saved: the file must not outlive its missing row (a later upload rewrites it).
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise self._save_failed(label, exc) from exc
+        self._cache.put(image_id, decoded.pixels)
+        return self._find(image_id) or record
+
+    def _check_aspect(self, width: int, height: int, label: str) -> None:
+        """OverLimit when the longer side is more than settings.max_aspect_ratio times the shorter."""
+        limit = self.settings.max_aspect_ratio
+        ratio = max(width, height) / max(1, min(width, height))
+        if ratio > limit:
+            raise OverLimit(
+                f"{label} is {width} × {height} pixels: its longer side is {ratio:,.1f} times its shorter "
+                f"side, past the limit of {limit:g} (setting max_aspect_ratio). Crop it closer to a square "
+                "and upload again.",
+                field="file",
+                limit="max_aspect_ratio",
+                estimate=round(ratio, 2),
+                maximum=limit,
+            )
+
+    def _save_failed(self, label: str, exc: BaseException) -> StorageFailed:
+        problem = _write_problem(exc)
+        log.error("saving %s failed (%s): %s", label, problem, exc)
+        return StorageFailed(
+            f"{label} could not be saved: {problem}. Nothing was saved; stored images can still be used. "
+            "Try again later or tell whoever runs this server.",
+            field="file",
+            reason=problem,
+        )
+
+    def _insert(self, record: ImageRecord) -> None:
         with self._connect() as conn:
             # OR IGNORE: two identical uploads racing end with one row and the same id for both.
             conn.execute(
@@ -368,8 +511,6 @@ class ImageStore:
                     json.dumps(record.metadata, default=str),
                 ),
             )
-        self._cache.put(image_id, decoded.pixels)
-        return self._find(image_id) or record
 
     def get(self, image_id: str) -> ImageRecord:
         """The record for an id; NotFound (field "image_id") if there is none."""
@@ -452,7 +593,8 @@ class ImageStore:
     def _derived(self, image_id: str, variant: str, size: int | None) -> bytes:
         self.get(image_id)
         path = self._derived_path(image_id, variant)
-        with contextlib.suppress(FileNotFoundError):
+        # Any failure to read the cache (missing, or derived/ unusable) is a miss: the PNG is rebuilt.
+        with contextlib.suppress(OSError):
             return path.read_bytes()
         pixels = imageio.pixels_to_uint8(self.load(image_id))
         if size is not None:
@@ -463,7 +605,15 @@ class ImageStore:
             png = buffer.getvalue()
         else:
             png = encode_png(pixels)
-        _atomic_write(path, png)
+        try:
+            _atomic_write(path, png)
+        except OSError as exc:
+            # The cache is only a cache: serve the PNG from memory and say so once in the log.
+            if not self._cache_write_failed:
+                self._cache_write_failed = True
+                log.warning(
+                    "cannot cache derived images in %s (%s); serving them uncached", self.derived_dir, exc
+                )
         return png
 
     # ----------------------------------------------------------------------------------- samples
@@ -480,7 +630,13 @@ class ImageStore:
             if isinstance(key, str) and self.path_for(record.id).is_file():
                 registered[key] = record
         out: list[ImageRecord] = []
-        for order, spec in enumerate(sample_specs()):
+        specs = sample_specs()
+        if self.read_only:
+            missing = [spec.key for spec in specs if spec.key not in registered]
+            if missing:
+                log.warning("data directory is read-only: samples %s cannot be added", ", ".join(missing))
+            return [registered[spec.key] for spec in specs if spec.key in registered]
+        for order, spec in enumerate(specs):
             if spec.key in registered:
                 out.append(registered[spec.key])
                 continue

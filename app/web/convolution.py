@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from app.core.convolution import FLIP_SENTENCE, PADDING_DESCRIPTIONS, PADDING_MODES, format_number
 from app.core.rendering import colormap_lut, encode_png, png_data_uri, signed_limits, to_uint8_image
-from app.deps import ImageStoreDep, IsHtmx
+from app.deps import FormDep, ImageStoreDep, IsHtmx
 from app.errors import InvalidInput
 from app.services import convolution as svc
 from app.web.templating import render
@@ -246,9 +246,8 @@ def conv_preset(request: Request, name: str = Query(DEFAULT_PRESET)) -> HTMLResp
 
 
 @router.post("/conv/resize", response_class=HTMLResponse)
-async def conv_resize(request: Request) -> HTMLResponse:
+def conv_resize(request: Request, form: FormDep) -> HTMLResponse:
     """New grid sizes: keep the cells that still fit, fill the rest with 0, recompute."""
-    form = await request.form()
     rows = _int_field(form, "in_rows", 6, 1, svc.MAX_GRID)
     cols = _int_field(form, "in_cols", 6, 1, svc.MAX_GRID)
     k_rows = _int_field(form, "k_rows", 3, 1, svc.MAX_PLAYGROUND_KERNEL)
@@ -273,9 +272,8 @@ async def conv_resize(request: Request) -> HTMLResponse:
 
 
 @router.post("/conv/result", response_class=HTMLResponse)
-async def conv_result(request: Request) -> HTMLResponse:
+def conv_result(request: Request, form: FormDep) -> HTMLResponse:
     """Recompute the output as the grids or settings change (errors name the cell or setting)."""
-    form = await request.form()
     params = _params_from_form(form)
     focus = (_int_field(form, "focus_row", 0, 0, 64), _int_field(form, "focus_col", 0, 0, 64))
     return render(request, "partials/conv_result.html", _result_context(svc.run_playground(params), focus))
@@ -387,9 +385,9 @@ def filters_page(request: Request, store: ImageStoreDep, image_id: str | None = 
 
 
 @router.post("/filters/run", response_class=HTMLResponse)
-async def filters_run(request: Request, store: ImageStoreDep) -> HTMLResponse:
+def filters_run(request: Request, store: ImageStoreDep, form: FormDep) -> HTMLResponse:
     """Apply the chosen kernels and show the feature maps side by side."""
-    params, api = _filter_params_from_form(await request.form())
+    params, api = _filter_params_from_form(form)
     if params.mode == "3d" and store.get(params.image_id).channels == 1:
         # The page's R, G, B weights mean nothing for a one-channel image (3-D equals grey there, as the
         # result says); passing them on gave an error naming a field the page does not have.

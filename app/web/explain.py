@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from app.core import cam, occlusion
 from app.core.rendering import colorize, encode_png, overlay, png_data_uri, resize_to
-from app.deps import ImageStoreDep, IsHtmx, JobsDep, RegistryDep
+from app.deps import FormDep, ImageStoreDep, IsHtmx, JobsDep, RegistryDep
 from app.errors import InvalidInput
 from app.services import explain
 from app.services.jobs import Job
@@ -261,11 +261,10 @@ def occlusion_page(
 
 
 @router.post("/occlusion/run", response_class=HTMLResponse)
-async def occlusion_run(
-    request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep
+def occlusion_run(
+    request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep, form: FormDep
 ) -> HTMLResponse:
     """Start the occlusion job from the page's form; answers with the polling progress partial."""
-    form = await request.form()
 
     def get(name: str, default: str = "") -> str:
         value = form.get(name, default)

@@ -53,16 +53,30 @@ async def upload_from_form(request: Request, store: ImageStoreDep, htmx: IsHtmx)
     post is redirected to the card, or re-shown with the error next to the form."""
     try:
         data, filename = await read_upload(request, store)
-        record = await run_in_threadpool(store.put, data, filename)
     except ConvScopeError as exc:
-        if htmx:
-            raise  # the global handler renders the error partial into the form's result area
-        context = _page_context(store, upload_error=exc.to_dict()["error"], upload_status=exc.status_code)
-        return render(request, "pages/images.html", context, status_code=exc.status_code)
+        return await run_in_threadpool(_upload_failed, request, store, htmx, exc)
+    # Decoding, saving and rendering the gallery are CPU and disk work: off the event loop.
+    return await run_in_threadpool(_store_upload, request, store, htmx, data, filename)
+
+
+def _store_upload(
+    request: Request, store: ImageStore, htmx: bool, data: bytes, filename: str | None
+) -> Response:
+    try:
+        record = store.put(data, filename)
+    except ConvScopeError as exc:
+        return _upload_failed(request, store, htmx, exc)
     if htmx:
         context = _page_context(store, image=record, oob_gallery=True)
         return render(request, "partials/image_card.html", context)
     return RedirectResponse(f"/images?image_id={record.id}", status_code=303)
+
+
+def _upload_failed(request: Request, store: ImageStore, htmx: bool, exc: ConvScopeError) -> Response:
+    if htmx:
+        raise exc  # the global handler renders the error partial into the form's result area
+    context = _page_context(store, upload_error=exc.to_dict()["error"], upload_status=exc.status_code)
+    return render(request, "pages/images.html", context, status_code=exc.status_code)
 
 
 def _png_response(png: bytes, etag: str) -> Response:

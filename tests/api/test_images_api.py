@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +249,49 @@ def test_server_keeps_serving_after_bad_input(client):
     )
     assert good.status_code == 201
     assert client.get("/api/v1/samples").status_code == 200
+
+
+# ------------------------------------------------------------------ write failures (issue 9, defect 8)
+
+
+def _block_dir(directory: Path) -> None:
+    """A plain file where the store needs a folder: writes below it fail, even for root (tests run as root)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.write_bytes(b"not a directory")
+
+
+def test_pictures_are_served_when_the_cache_cannot_be_written(client, image_store):
+    data = png_bytes(np.random.default_rng(9).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    image_id = client.post("/api/v1/images", files={"file": ("a.png", data, "image/png")}).json()["id"]
+    _block_dir(image_store.derived_dir)
+    for url in (
+        f"/images/{image_id}/display.png",
+        f"/images/{image_id}/thumb.png",
+        f"/api/v1/images/{image_id}/pixels?format=png",
+    ):
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.text[:200])
+        assert response.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(response.content)).size[0] > 0
+
+
+def test_a_failed_save_is_a_507_and_the_server_keeps_serving(client, image_store, sample_image_id):
+    _block_dir(image_store.images_dir)
+    data = png_bytes(np.zeros((10, 10), dtype=np.uint8))
+    response = client.post("/api/v1/images", files={"file": ("lost.png", data, "image/png")})
+    error = assert_error(response, 507, "storage_failed")
+    assert "Nothing was saved" in error["message"]
+    page = client.post("/images", files={"file": ("lost.png", data, "image/png")})
+    assert page.status_code == 507 and "Nothing was saved" in page.text
+    assert client.get(f"/api/v1/images/{sample_image_id}").status_code == 200
+    assert all(r["name"] != "lost.png" for r in client.get("/api/v1/images").json()["images"])
+
+
+def test_a_thin_strip_is_refused_naming_the_aspect_limit(client):
+    strip = png_bytes(
+        np.zeros((1, 10_000), dtype=np.uint8)
+    )  # 91-byte-class PNG that became 7.5 GB in predict
+    response = client.post("/api/v1/images", files={"file": ("strip.png", strip, "image/png")})
+    error = assert_error(response, 422, "over_limit")
+    assert error["limit"] == "max_aspect_ratio" and error["maximum"] == 50
+    assert "max_aspect_ratio" in error["message"]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
+import shutil
 import sqlite3
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +19,9 @@ from PIL import Image
 
 from app.config import Settings
 from app.core import imageio
-from app.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMedia
+from app.errors import InvalidInput, NotFound, OverLimit, PayloadTooLarge, StorageFailed, UnsupportedMedia
 from app.services import images as images_module
-from app.services.images import DB_NAME, ImageStore, sample_specs
+from app.services.images import DB_NAME, DataDirUnusable, ImageStore, sample_specs
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -36,7 +41,7 @@ def store_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(store_settings: Settings) -> ImageStore:
+def store(store_settings: Settings) -> Iterator[ImageStore]:
     image_store = ImageStore(store_settings)
     yield image_store
     image_store.close()
@@ -123,7 +128,8 @@ def test_failed_write_cleans_up_its_temporary_file(store, rgb_png, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(images_module.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    # A failed save is a clear 507 that says nothing was saved (issue 9, defect 8), not a bare OSError.
+    with pytest.raises(StorageFailed, match="Nothing was saved"):
         store.put(data, "photo.png")
     monkeypatch.undo()
     assert [p for p in store.root.rglob("*") if p.is_file() and p.suffix == ".tmp"] == []
@@ -304,3 +310,142 @@ def test_concurrent_identical_uploads_end_in_one_row(store, rgb_png):
         t.join()
     assert len(set(results)) == 1 and len(results) == 4
     assert len(store.list_images()) == 1
+
+
+# ------------------------------------------------------------------ write failures (issue 9, defect 8)
+# Tests run as root, where chmod does not stop a write; these force real failures root cannot bypass:
+# a file where a directory must be, SQLite's query_only switch, and (where the filesystem has it)
+# the immutable attribute.
+
+
+def _block_dir(directory: Path) -> None:
+    """Replace a directory by a plain file: every write below it then fails, for root too."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.write_bytes(b"not a directory")
+
+
+def test_a_failed_cache_write_still_serves_the_picture(store, rgb_png, caplog):
+    _, data = rgb_png
+    record = store.put(data, "photo.png")
+    _block_dir(store.derived_dir)
+    display = store.display_png(record.id)
+    thumb = store.thumbnail_png(record.id, 16)
+    assert Image.open(io.BytesIO(display)).size == (32, 24)
+    assert max(Image.open(io.BytesIO(thumb)).size) == 16
+    # Served again (rebuilt from memory): still no error, and the failure was logged once.
+    assert store.display_png(record.id) == display
+    assert sum("cannot cache derived images" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_failed_upload_says_nothing_was_saved_and_the_store_keeps_serving(store, rgb_png):
+    _, data = rgb_png
+    kept = store.put(png_bytes(np.zeros((8, 8), dtype=np.uint8)), "kept.png")
+    _block_dir(store.images_dir)
+    with pytest.raises(StorageFailed, match="Nothing was saved") as info:
+        store.put(data, "photo.png")
+    assert info.value.status_code == 507 and info.value.field == "file"
+    assert [r.id for r in store.list_images()] == [kept.id]
+    assert store.get(kept.id) == kept  # metadata still served
+    store.images_dir.unlink()
+    assert store.put(data, "photo.png").name == "photo.png"  # writable again: works at once
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only")])
+def test_a_full_or_read_only_disk_is_named(store, rgb_png, monkeypatch, code, words):
+    _, data = rgb_png
+
+    def failing_write(path: Path, payload: bytes) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(images_module, "_atomic_write", failing_write)
+    with pytest.raises(StorageFailed, match=words):
+        store.put(data, "photo.png")
+    assert store.list_images() == []
+
+
+def test_a_read_only_database_fails_the_upload_cleanly(store, rgb_png):
+    _, data = rgb_png
+    with store._connect() as conn:
+        conn.execute("PRAGMA query_only = ON")  # every write now fails inside SQLite itself
+    with pytest.raises(StorageFailed, match="Nothing was saved"):
+        store.put(data, "photo.png")
+    # The file written before the row is removed again: no orphan, nothing half-saved.
+    assert not store.path_for(hashlib.sha256(data).hexdigest()).exists()
+    with store._connect() as conn:
+        conn.execute("PRAGMA query_only = OFF")
+    assert store.put(data, "photo.png").width == 32
+
+
+def _chattr(flag: str, *paths: Path) -> bool:
+    try:
+        done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
+    except FileNotFoundError:
+        return False
+    return done.returncode == 0
+
+
+def test_a_read_only_data_dir_at_start_serves_what_it_has(store_settings, rgb_png):
+    _, data = rgb_png
+    first = ImageStore(store_settings)
+    record = first.put(data, "photo.png")
+    first.close()
+    root = store_settings.data_dir
+    locked = [root, root / "images", root / "images" / record.id[:2], root / DB_NAME]
+    if not _chattr("+i", *locked):
+        pytest.skip("the immutable attribute (chattr +i) is not available here")
+    try:
+        store = ImageStore(store_settings)  # no crash: read-only mode
+        try:
+            assert store.read_only
+            assert store.get(record.id).name == "photo.png"
+            assert store.display_png(record.id)  # served, though derived/ cannot even be created
+            assert np.array_equal(store.load(record.id), first.load(record.id))
+            with pytest.raises(StorageFailed, match="read-only"):
+                store.put(png_bytes(np.zeros((4, 4), dtype=np.uint8)), "new.png")
+            store.ensure_samples()  # the missing samples are skipped, not fatal
+        finally:
+            store.close()
+    finally:
+        _chattr("-i", *locked)
+
+
+def test_an_unusable_data_dir_says_so(tmp_path):
+    (tmp_path / "data").write_bytes(b"a file, not a folder")
+    with pytest.raises(DataDirUnusable, match="CONVSCOPE_DATA_DIR"):
+        ImageStore(Settings(data_dir=tmp_path / "data"))
+
+
+# --------------------------------------------------------------------- aspect ratio (issue 9, defect 1)
+
+
+def test_a_thin_strip_is_refused_before_decoding(store, monkeypatch):
+    strip = png_bytes(np.zeros((1, 10_000), dtype=np.uint8))  # 10000 x 1: ~100 bytes
+
+    def no_decode(*args: object) -> None:
+        raise AssertionError("decoded although the header already showed the aspect ratio")
+
+    monkeypatch.setattr(images_module.imageio, "decode_image", no_decode)
+    with pytest.raises(OverLimit, match="max_aspect_ratio") as info:
+        store.put(strip, "strip.png")
+    assert info.value.status_code == 422
+    assert info.value.extra["limit"] == "max_aspect_ratio"
+    assert info.value.extra["estimate"] == 10_000 and info.value.extra["maximum"] == 50
+    assert store.list_images() == []
+
+
+def test_aspect_ratio_limit_is_inclusive_and_applies_to_both_orientations(store_settings):
+    store = ImageStore(store_settings.model_copy(update={"max_aspect_ratio": 4.0}))
+    try:
+        assert store.put(png_bytes(np.zeros((2, 8), dtype=np.uint8)), "wide.png").width == 8
+        assert store.put(png_bytes(np.zeros((8, 2), dtype=np.uint8)), "tall.png").height == 8
+        with pytest.raises(OverLimit):
+            store.put(png_bytes(np.zeros((9, 2), dtype=np.uint8)), "taller.png")
+    finally:
+        store.close()
+
+
+def test_aspect_ratio_is_checked_after_decoding_when_the_header_is_not_pil(store, monkeypatch):
+    strip = png_bytes(np.zeros((1, 100), dtype=np.uint8))
+    monkeypatch.setattr(images_module, "_header_size", lambda data: None)  # e.g. a DICOM file
+    with pytest.raises(OverLimit, match="max_aspect_ratio"):
+        store.put(strip, "strip.png")

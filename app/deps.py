@@ -39,6 +39,14 @@ def get_network_service(request: Request) -> NetworkService:
     return service
 
 
+def client_id(request: Request) -> str:
+    """Who a request counts against for the per-client job cap: the peer's address.
+
+    The access token (when one is configured) is shared by a whole class, so it names no one client.
+    """
+    return request.client.host if request.client is not None else "unknown"
+
+
 def is_htmx(request: Request) -> bool:
     """True for requests made by HTMX (they get a partial, not a whole page)."""
     return request.headers.get("HX-Request", "").lower() == "true"
@@ -50,3 +58,4 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 NetworkDep = Annotated[NetworkService, Depends(get_network_service)]
 IsHtmx = Annotated[bool, Depends(is_htmx)]
+ClientDep = Annotated[str, Depends(client_id)]

@@ -192,7 +192,18 @@ def test_occlusion_job_lifecycle(
     )
     assert r.status_code == 202, r.text
     created = r.json()
-    assert set(created) == {"job_id", "status_url"}
+    # The 202 says what the job will cost before it runs (issue 9): 49 windows + the unoccluded input + top-k.
+    assert set(created) == {
+        "job_id",
+        "status_url",
+        "estimated_seconds",
+        "forward_passes",
+        "macs",
+        "batch_size",
+        "time_limit_seconds",
+    }
+    assert created["forward_passes"] == 49 + 2 and created["macs"] > 0
+    assert 0 <= created["estimated_seconds"] <= created["time_limit_seconds"]
     assert created["status_url"].endswith(f"/api/v1/jobs/{created['job_id']}")
     job = _wait(client, created["status_url"])
     assert job["status"] == "done", job

@@ -27,8 +27,8 @@ from app.errors import Busy, ConvScopeError, NotFound, OverLimit
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
-# One batch of a job is sized to about this many seconds of estimated work: cancellation and the time
-# limit are checked between batches, so this is how long they may take to act.
+# One batch of a job is sized to about this many seconds of estimated work (Settings.job_batch_seconds):
+# cancellation and the time limit are checked between batches, so this is how long they may take to act.
 BATCH_SECONDS = 1.0
 
 
@@ -218,6 +218,7 @@ class JobManager:
             max_queued=settings.max_queued_jobs,
             max_per_client=settings.max_queued_jobs_per_client,
             macs_per_second=settings.assumed_macs_per_second,
+            batch_seconds=settings.job_batch_seconds,
         )
 
     # --- estimates and admission ---------------------------------------------------------------------------

@@ -156,9 +156,14 @@ def test_a_job_without_a_limit_is_not_stopped() -> None:
 
 def test_from_settings_takes_every_limit() -> None:
     settings = Settings(
-        max_job_seconds=12.0, max_queued_jobs=5, max_queued_jobs_per_client=2, assumed_macs_per_second=7e9
+        max_job_seconds=12.0,
+        max_queued_jobs=5,
+        max_queued_jobs_per_client=2,
+        assumed_macs_per_second=7e9,
+        job_batch_seconds=2.0,
     )
     manager = JobManager.from_settings(settings)
     assert (manager.max_seconds, manager.max_queued, manager.max_per_client) == (12.0, 5, 2)
-    assert manager.macs_per_second == 7e9
+    assert manager.macs_per_second == 7e9 and manager.batch_seconds == 2.0
+    assert manager.estimate("t", 1, 7_000_000_000).batch_size == 2  # two seconds of work per batch
     manager.shutdown()

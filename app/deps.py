@@ -46,6 +46,14 @@ async def read_form(request: Request) -> FormData:
     return await request.form()
 
 
+def client_id(request: Request) -> str:
+    """Who a request counts against for the per-client job cap: the peer's address.
+
+    The access token (when one is configured) is shared by a whole class, so it names no one client.
+    """
+    return request.client.host if request.client is not None else "unknown"
+
+
 def is_htmx(request: Request) -> bool:
     """True for requests made by HTMX (they get a partial, not a whole page)."""
     return request.headers.get("HX-Request", "").lower() == "true"
@@ -58,3 +66,4 @@ JobsDep = Annotated[JobManager, Depends(get_jobs)]
 NetworkDep = Annotated[NetworkService, Depends(get_network_service)]
 IsHtmx = Annotated[bool, Depends(is_htmx)]
 FormDep = Annotated[FormData, Depends(read_form)]
+ClientDep = Annotated[str, Depends(client_id)]

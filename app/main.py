@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         application.state.network_service = NetworkService(
             application.state.registry, application.state.image_store
         )
-        application.state.jobs = JobManager(settings.job_workers, settings.job_ttl_seconds)
+        application.state.jobs = JobManager.from_settings(settings)
         application.state.image_store.ensure_samples()
         yield
         application.state.jobs.shutdown()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.responses import COMMON, NPY, PNG, content, errors
-from app.api.schemas import JobCreated
+from app.api.schemas import JobAccepted
 from app.api.schemas_explain import (
     CamFormat,
     CamOut,
@@ -25,14 +25,25 @@ from app.api.schemas_explain import (
 )
 from app.core import cam
 from app.core.rendering import encode_npy, encode_png
-from app.deps import ImageStoreDep, JobsDep, RegistryDep
+from app.deps import ClientDep, ImageStoreDep, JobsDep, RegistryDep
 from app.services import explain
+from app.services.jobs import Job
 
 router = APIRouter(prefix="/api/v1", tags=["explain"], responses=COMMON)
 
 
-def _accepted(request: Request, job_id: str) -> JSONResponse:
-    body = JobCreated(job_id=job_id, status_url=str(request.url_for("job_status", job_id=job_id)))
+def _accepted(request: Request, job: Job) -> JSONResponse:
+    """202 with the job's id, where to poll it, and what it was estimated to cost."""
+    est = job.estimate
+    body = JobAccepted(
+        job_id=job.id,
+        status_url=str(request.url_for("job_status", job_id=job.id)),
+        estimated_seconds=None if est is None or est.seconds is None else round(est.seconds, 3),
+        forward_passes=est.forward_passes if est is not None else 0,
+        macs=est.macs if est is not None else 0,
+        batch_size=est.batch_size if est is not None else 1,
+        time_limit_seconds=job.time_limit,
+    )
     return JSONResponse(body.model_dump(), status_code=202)
 
 
@@ -75,7 +86,7 @@ def layers(
             200: {"model": CamOut, **content(PNG, NPY, description="PNG (overlay or heatmap), JSON or .npy")},
             202: {
                 "description": "a slow method (Score-CAM, Ablation-CAM) started as a job",
-                "model": JobCreated,
+                "model": JobAccepted,
             },
         },
     ),
@@ -86,6 +97,7 @@ def cam_route(
     store: ImageStoreDep,
     registry: RegistryDep,
     jobs: JobsDep,
+    client: ClientDep,
     format: CamFormat | None = Query(default=None, description="overrides the body's format"),
 ) -> Response:
     """One CAM. Score-CAM and Ablation-CAM answer 202 with a job (artifacts `map`, `values`)."""
@@ -99,9 +111,9 @@ def cam_route(
     }
     if explain.needs_job([explain.check_method(body.method).key]):
         job = explain.submit_cam_job(
-            jobs, loaded, image, body.method, body.target, body.layer, body.k, picture
+            jobs, loaded, image, body.method, body.target, body.layer, body.k, picture, client
         )
-        return _accepted(request, job.id)
+        return _accepted(request, job)
     outcome = explain.explain_cam(loaded, image, body.method, body.target, body.layer, body.k)
     pic = explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture)
     fmt = format or body.format
@@ -117,14 +129,23 @@ def cam_route(
 @router.post(
     "/explain/occlusion",
     status_code=202,
-    response_model=JobCreated,
+    response_model=JobAccepted,
     responses=errors(404, 409, 413, 422, 503),
 )
 def occlusion_route(
-    body: OcclusionRequest, request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep
+    body: OcclusionRequest,
+    request: Request,
+    store: ImageStoreDep,
+    registry: RegistryDep,
+    jobs: JobsDep,
+    client: ClientDep,
 ) -> JSONResponse:
-    """Start occlusion sensitivity as a job. Poll GET /api/v1/jobs/{id}; arrays at .../artifacts/map|drops."""
-    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    """Start occlusion sensitivity as a job. Poll GET /api/v1/jobs/{id}; arrays at .../artifacts/map|drops.
+
+    The cost (windows x forward MACs) is estimated first, before the model is loaded: past
+    max_job_seconds the answer is 422 over_limit with the estimate and a window/stride that fits.
+    """
+    model = body.model or registry.default_model()
     settings = explain.OcclusionSettings(
         target=body.target,
         window=body.window,
@@ -133,8 +154,10 @@ def occlusion_route(
         progressive=body.progressive,
         k=body.k,
     )
-    job = explain.submit_occlusion(jobs, loaded, store.load(body.image_id), settings)
-    return _accepted(request, job.id)
+    estimate = explain.plan_occlusion(jobs, registry, model, body.weights, settings, client)
+    loaded = registry.get(model, body.weights)
+    job = explain.submit_occlusion(jobs, loaded, store.load(body.image_id), settings, client, estimate)
+    return _accepted(request, job)
 
 
 @router.post("/explain/occlusion/patch", response_model=PatchOut, responses=errors(404, 409, 413, 422))
@@ -167,12 +190,17 @@ def patch_route(body: PatchRequest, store: ImageStoreDep, registry: RegistryDep)
         503,
         also={
             200: {"model": CompareOut},
-            202: {"description": "a slow method among them: started as a job", "model": JobCreated},
+            202: {"description": "a slow method among them: started as a job", "model": JobAccepted},
         },
     ),
 )
 def compare_route(
-    body: CompareRequest, request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep
+    body: CompareRequest,
+    request: Request,
+    store: ImageStoreDep,
+    registry: RegistryDep,
+    jobs: JobsDep,
+    client: ClientDep,
 ) -> Response:
     """Several methods on one image, one shared [0, 1] scale, deletion/insertion AUC each and the random map's."""
     loaded = registry.get(body.model or registry.default_model(), body.weights)
@@ -180,9 +208,11 @@ def compare_route(
     chosen = explain.check_compare_methods(body.methods)
     if explain.needs_job(chosen):
         job = explain.submit_compare_job(
-            jobs, loaded, image, chosen, body.target, body.layer, body.steps, body.k, body.cmap
+            jobs, loaded, image, chosen, body.target, body.layer, body.steps, body.k, body.cmap, client
         )
-        return _accepted(request, job.id)
-    outcome = explain.compare_methods(loaded, image, chosen, body.target, body.layer, body.steps, body.k)
+        return _accepted(request, job)
+    outcome = explain.compare_methods(
+        loaded, image, chosen, body.target, body.layer, body.steps, body.k, limits=jobs
+    )
     summary = explain.compare_summary(outcome, body.cmap, images=body.images)
     return JSONResponse(CompareOut(**summary).model_dump())

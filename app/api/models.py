@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from app.api.responses import COMMON, errors
 from app.api.schemas import JobCreated, ModelInfo
 from app.api.uploads import read_bounded
-from app.deps import JobsDep, RegistryDep, SettingsDep
+from app.deps import ClientDep, JobsDep, RegistryDep, SettingsDep
 from app.services.custom_models import MAX_ARCHITECTURE_BYTES
 from app.services.weights import start_download
 
@@ -37,10 +37,15 @@ def model_info(name: str, registry: RegistryDep) -> ModelInfo:
     responses=errors(404, 409, 422, 503),
 )
 def download(
-    name: str, request: Request, registry: RegistryDep, jobs: JobsDep, settings: SettingsDep
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    client: ClientDep,
 ) -> JSONResponse:
     """Fetch pretrained weights into the torchvision cache as a job (with a network timeout)."""
-    job = start_download(registry, jobs, name, settings.download_timeout_seconds)
+    job = start_download(registry, jobs, name, settings.download_timeout_seconds, client)
     body = JobCreated(job_id=job.id, status_url=str(request.url_for("job_status", job_id=job.id)))
     return JSONResponse(body.model_dump(), status_code=202)
 

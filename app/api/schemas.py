@@ -126,6 +126,18 @@ class JobCreated(BaseModel):
     status_url: str
 
 
+class JobAccepted(JobCreated):
+    """202 for a job of forward passes: the estimate comes before the work."""
+
+    estimated_seconds: float | None
+    forward_passes: int
+    macs: int
+    batch_size: int
+    time_limit_seconds: float | None = Field(
+        description="the job stops (failed) after this (max_job_seconds)"
+    )
+
+
 class JobOut(BaseModel):
     id: str
     kind: str
@@ -135,6 +147,9 @@ class JobOut(BaseModel):
     error: str | None
     partial: dict[str, Any] | None
     artifacts: list[str]
+    # The estimate made before queueing (estimated_seconds, forward_passes, macs, batch_size, ...).
+    estimate: dict[str, Any] | None = None
+    time_limit_seconds: float | None = None
 
 
 class ArtifactStats(BaseModel):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from app.core import cam, faithfulness, occlusion
+from app.core import cam, faithfulness, job_cost, occlusion, zoo
 from app.core.preprocess import PreparedInput, topk
 from app.core.rendering import (
     SEQUENTIAL_COLORMAPS,
@@ -32,8 +32,8 @@ from app.core.rendering import (
     signed_limits,
 )
 from app.errors import InvalidInput
-from app.services.jobs import Job, JobContext, JobManager
-from app.services.models import LoadedModel
+from app.services.jobs import Job, JobContext, JobEstimate, JobManager
+from app.services.models import LoadedModel, ModelRegistry
 
 Normalise = Literal["raw", "normalised"]
 Resolution = Literal["feature", "input"]
@@ -208,6 +208,76 @@ def _label(loaded: LoadedModel, index: int) -> str:
     return loaded.categories[index] if index < len(loaded.categories) else str(index)
 
 
+def check_finite(loaded: LoadedModel, what: str, *arrays: NDArray[np.floating] | float) -> None:
+    """InvalidInput (422, field ``model``) when a result holds inf or NaN: JSON cannot carry them, and such a
+    map means nothing. Happens with weights so large that float32 overflows (e.g. an uploaded 3e38)."""
+    for arr in arrays:
+        if not np.isfinite(np.asarray(arr, dtype=np.float64)).all():
+            raise InvalidInput(
+                f"{loaded.display_name} gives values that are not finite numbers (inf or NaN) in its {what}: "
+                "its weights or activations overflow 32-bit floats, so there is nothing to show. Try another "
+                "model, or upload weights of a sensible size.",
+                field="model",
+                model=loaded.name,
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cost: forward MACs of each model (computed once), estimates of every kind of job
+# ---------------------------------------------------------------------------------------------------------
+
+_macs_lock = threading.Lock()
+# (model name, (C, H, W)) -> MACs of one forward of one image. Names are unique (uploads are content ids).
+_macs_cache: OrderedDict[tuple[str, tuple[int, int, int]], int] = OrderedDict()
+
+
+def _remember_macs(key: tuple[str, tuple[int, int, int]], macs: int) -> int:
+    with _macs_lock:
+        _macs_cache[key] = macs
+        while len(_macs_cache) > 512:
+            _macs_cache.popitem(last=False)
+    return macs
+
+
+def _published(spec: zoo.ModelSpec, macs: int) -> int:
+    # torchvision's own figure (meta "_ops", GMACs despite its name) also counts attention's fused
+    # projections that layer_tree cannot see (ViT: 17.6 G published vs 11.3 G counted): take the larger.
+    return max(macs, int((spec.gflops or 0.0) * 1e9))
+
+
+def forward_macs(loaded: LoadedModel) -> int:
+    """MACs of one forward of one input of ``loaded`` at its input size; traced once per model."""
+    shape = (loaded.in_channels, *loaded.input_size)
+    key = (loaded.name, shape)
+    with _macs_lock:
+        hit = _macs_cache.get(key)
+    if hit is not None:
+        return hit
+    with loaded.lock:
+        macs = job_cost.model_macs(loaded.module, shape)
+    return _remember_macs(key, _published(loaded.spec, macs))
+
+
+def planned_forward_macs(registry: ModelRegistry, model: str, weights: str) -> tuple[zoo.ModelSpec, int]:
+    """(spec, forward MACs) of a model without loading it when possible: torchvision architectures are
+    traced on the meta device (nothing allocated); others (small built-ins, uploads bounded at upload,
+    RegNet) are loaded as the job would load them anyway."""
+    spec = registry.spec(model)
+    assert spec.preprocessing is not None
+    shape = (spec.preprocessing.in_channels, *spec.input_size)
+    key = (spec.name, shape)
+    with _macs_lock:
+        hit = _macs_cache.get(key)
+    if hit is not None:
+        return spec, hit
+    macs = None
+    if spec.source == "torchvision":
+        macs = job_cost.meta_macs(lambda: zoo.build_torchvision(spec.name, pretrained=False), shape)
+    if macs is None:
+        return spec, forward_macs(registry.get(model, weights))
+    return spec, _remember_macs(key, _published(spec, macs))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # CAM
 # ---------------------------------------------------------------------------------------------------------
@@ -222,7 +292,8 @@ def explain_cam(
     k: int = 5,
     ctx: JobContext | None = None,
 ) -> CamOutcome:
-    """One CAM of ``image`` ``(H, W)`` or ``(H, W, 3)`` in [0, 1]. Slow methods report to ``ctx``."""
+    """One CAM of ``image`` ``(H, W)`` or ``(H, W, 3)`` in [0, 1]. Slow methods report to ``ctx``, in batches
+    of the size its estimate chose (so that cancellation and the time limit act within about a second)."""
     info = check_method(method)
     check_target(loaded, target)
     _check_k(k)
@@ -239,8 +310,10 @@ def explain_cam(
         progress=(lambda f: ctx.report(f)) if ctx is not None else None,
         check=ctx.check_cancelled if ctx is not None else None,
         lock=loaded.lock,
+        batch_size=(ctx.batch_size if ctx is not None else None) or 32,
     )
     probs = res.probabilities[0]
+    check_finite(loaded, f"{info.name} map or class scores", res.maps[method][0], probs)
     tgt = res.targets[0]
     shape = res.activation_shape
     return CamOutcome(
@@ -339,13 +412,28 @@ def submit_cam_job(
     layer: str | None,
     k: int,
     picture: dict[str, Any],
+    client: str = "local",
 ) -> Job:
-    """A slow CAM (Score-CAM, Ablation-CAM) as a job. Artifacts: ``map`` (raw) and ``values`` (drawn)."""
-    check_method(method)
+    """A slow CAM (Score-CAM, Ablation-CAM) as a job. Artifacts: ``map`` (raw) and ``values`` (drawn).
+
+    OverLimit when its estimate is past the job time limit, Busy when the queue is full.
+    """
+    info = check_method(method)
     check_target(loaded, target)
     check_cmap(str(picture.get("cmap", DEFAULT_CMAP)))
     # Validate the layer now, so a bad name is a 422 instead of a failed job.
-    resolve_layer(loaded, loaded.prepare(image).tensor, layer)
+    x = loaded.prepare(image).tensor
+    layer_name, _ = resolve_layer(loaded, x, layer)
+    channels = _channels(loaded, x, layer_name)
+    estimate = jobs.estimate(
+        "cam",
+        job_cost.cam_forwards([method], channels, cam.GRADIENT_METHODS),
+        forward_macs(loaded),
+        what=f"{info.name} of {loaded.display_name} at {layer_name} ({channels} channels)",
+        hint="An earlier layer has fewer channels (one forward pass each); Grad-CAM needs a single pass.",
+        field="layer",
+        channels=channels,
+    )
 
     def run(ctx: JobContext) -> dict[str, Any]:
         outcome = explain_cam(loaded, image, method, target, layer, k, ctx=ctx)
@@ -355,7 +443,13 @@ def submit_cam_job(
         ctx.artifacts["shown"] = outcome.prepared.shown
         return cam_summary(outcome, pic)
 
-    return jobs.submit("cam", run)
+    return jobs.submit("cam", run, client=client, estimate=estimate)
+
+
+def _channels(loaded: LoadedModel, x: torch.Tensor, layer: str) -> int:
+    """Channels of ``layer``'s output (Score-CAM and Ablation-CAM run one forward per channel)."""
+    layers, _ = layer_choices(loaded, x)
+    return next((int(info.shape[0]) for info in layers if info.name == layer), 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -380,9 +474,9 @@ def occlusion_defaults(input_size: tuple[int, int]) -> tuple[int, int]:
     return window, max(1, window // 2)
 
 
-def check_occlusion(loaded: LoadedModel, settings: OcclusionSettings) -> tuple[int, int]:
-    """Validate window/stride/baseline/target for this model; returns the (window, stride) to use."""
-    h, w = loaded.input_size
+def occlusion_geometry(input_size: tuple[int, int], settings: OcclusionSettings) -> tuple[int, int]:
+    """Validate window/stride/baseline for an input of ``input_size``; the (window, stride) to use."""
+    h, w = input_size
     d_window, _ = occlusion_defaults((h, w))
     window = settings.window or d_window
     stride = settings.stride or max(1, window // 2)
@@ -396,24 +490,98 @@ def check_occlusion(loaded: LoadedModel, settings: OcclusionSettings) -> tuple[i
         raise InvalidInput(f"window must be between 1 and {min(h, w)} px for this model.", field="window")
     if not 1 <= stride <= window:
         raise InvalidInput(f"stride must be between 1 and the window ({window} px).", field="stride")
-    check_target(loaded, settings.target)
     _check_k(settings.k)
-    n = len(occlusion.window_starts(h, window, stride)) * len(occlusion.window_starts(w, window, stride))
+    n = job_cost.occlusion_windows((h, w), window, stride)
     if n > 40_000:
         raise InvalidInput(f"{n} windows is too many; use a larger stride.", field="stride")
     return window, stride
 
 
+def check_occlusion(loaded: LoadedModel, settings: OcclusionSettings) -> tuple[int, int]:
+    """Validate window/stride/baseline/target for this model; returns the (window, stride) to use."""
+    window, stride = occlusion_geometry(loaded.input_size, settings)
+    check_target(loaded, settings.target)
+    return window, stride
+
+
+def estimate_occlusion(
+    jobs: JobManager,
+    display_name: str,
+    input_size: tuple[int, int],
+    macs: int,
+    window: int,
+    stride: int,
+) -> JobEstimate:
+    """Occlusion's cost: one forward per window (+2), with a cheaper window/stride as the hint."""
+    windows = job_cost.occlusion_windows(input_size, window, stride)
+    hint = ""
+    if jobs.max_seconds is not None and macs > 0:
+        budget = int(jobs.max_seconds * jobs.macs_per_second // macs)
+        cheaper = job_cost.cheaper_occlusion(input_size, window, stride, budget)
+        if cheaper is not None:
+            seconds = job_cost.occlusion_forwards(input_size, *cheaper) * macs / jobs.macs_per_second
+            hint = (
+                f"A larger stride or window needs fewer forward passes: window {cheaper[0]} px with stride "
+                f"{cheaper[1]} px would take about {seconds:,.0f} s."
+            )
+        else:
+            hint = "Even a single window is too much for this model; pick a smaller model."
+    return jobs.estimate(
+        "occlusion",
+        job_cost.occlusion_forwards(input_size, window, stride),
+        macs,
+        what=f"Occlusion of {display_name} with {windows:,} windows of {window} px every {stride} px",
+        hint=hint,
+        field="stride",
+        windows=windows,
+        window=window,
+        stride=stride,
+    )
+
+
+def plan_occlusion(
+    jobs: JobManager,
+    registry: ModelRegistry,
+    model: str,
+    weights: str,
+    settings: OcclusionSettings,
+    client: str = "local",
+) -> JobEstimate:
+    """Validate, estimate and admit an occlusion job before the model or the image is loaded.
+
+    InvalidInput for a bad window/stride/baseline, OverLimit past ``max_job_seconds`` (the message has
+    the estimate and a window/stride that fits), Busy when the queue is full. Torchvision models are
+    estimated on the meta device, so a refusal costs neither the model's memory nor its build time.
+    """
+    spec, macs = planned_forward_macs(registry, model, weights)
+    window, stride = occlusion_geometry(spec.input_size, settings)
+    estimate = estimate_occlusion(jobs, spec.display_name, spec.input_size, macs, window, stride)
+    jobs.admit(client, estimate)
+    return estimate
+
+
 def submit_occlusion(
-    jobs: JobManager, loaded: LoadedModel, image: NDArray[np.floating], settings: OcclusionSettings
+    jobs: JobManager,
+    loaded: LoadedModel,
+    image: NDArray[np.floating],
+    settings: OcclusionSettings,
+    client: str = "local",
+    estimate: JobEstimate | None = None,
 ) -> Job:
     """Occlusion sensitivity as a job.
 
     Progress and, in progressive mode, a partial ``{"step", "fraction", "min", "max"}`` with the coarse
     map in the artifact ``partial``; the result names the target and top-k; artifacts ``map`` ``(H, W)``
     (mean probability drop per pixel), ``drops`` ``(ny, nx)`` (per window) and ``shown``.
+    Windows are evaluated in batches of about one second of estimated work: cancellation and the time
+    limit act between batches. OverLimit past ``max_job_seconds``, Busy when the queue is full.
     """
     window, stride = check_occlusion(loaded, settings)
+    if estimate is None:
+        estimate = estimate_occlusion(
+            jobs, loaded.display_name, loaded.input_size, forward_macs(loaded), window, stride
+        )
+    jobs.check_cost(estimate)
     prepared = loaded.prepare(image)
 
     def run(ctx: JobContext) -> dict[str, Any]:
@@ -421,6 +589,7 @@ def submit_occlusion(
         ctx.artifacts["shown"] = prepared.shown
 
         def on_partial(part: occlusion.PartialMap) -> None:
+            check_finite(loaded, "occlusion map", part.map)
             ctx.artifacts["partial"] = part.map
             ctx.report(
                 part.fraction,
@@ -441,18 +610,19 @@ def submit_occlusion(
             stride=stride,
             baseline=settings.baseline,
             progressive=settings.progressive,
-            # Batches of 16: progress, partial maps and cancellation come every 16 forwards.
-            batch_size=16,
+            batch_size=ctx.batch_size or 16,
             on_partial=on_partial,
             progress=ctx.report,
             check=ctx.check_cancelled,
             lock=loaded.lock,
         )
+        check_finite(loaded, "occlusion map", res.map, res.probability)
         ctx.artifacts["map"] = res.map
         ctx.artifacts["drops"] = res.drops
         ctx.artifacts.pop("partial", None)
         peak = np.unravel_index(int(res.map.argmax()), res.map.shape)
         probs = class_probabilities(loaded, prepared.tensor)
+        check_finite(loaded, "class probabilities", probs)
         return {
             "model": loaded.name,
             "weights": loaded.weights_status,
@@ -474,7 +644,7 @@ def submit_occlusion(
             "seconds": time.perf_counter() - t0,
         }
 
-    return jobs.submit("occlusion", run)
+    return jobs.submit("occlusion", run, client=client, estimate=estimate)
 
 
 def class_probabilities(loaded: LoadedModel, x: torch.Tensor) -> NDArray[np.float32]:
@@ -542,6 +712,7 @@ def hide_patch(
     res = occlusion.hide_patch(
         loaded.module, prepared.tensor, y, x, window=win, baseline=baseline, lock=loaded.lock
     )
+    check_finite(loaded, "class probabilities", res.before, res.after)
     tgt = int(np.argmax(res.before)) if target is None else target
     y0, x0, y1, x1 = res.box
     hidden = prepared.shown.copy()
@@ -607,8 +778,13 @@ def compare_methods(
     steps: int = 24,
     k: int = 5,
     ctx: JobContext | None = None,
+    limits: JobManager | None = None,
 ) -> CompareOutcome:
-    """Several CAMs on one image (one shared hooked pass), each with deletion/insertion AUC, plus random."""
+    """Several CAMs on one image (one shared hooked pass), each with deletion/insertion AUC, plus random.
+
+    With ``limits`` (run in the request, not as a job) the cost is estimated first and refused past
+    ``max_job_seconds`` (OverLimit); in a job ``ctx`` gives the batch size its estimate chose.
+    """
     chosen = check_compare_methods(methods)
     check_target(loaded, target)
     _check_k(k)
@@ -617,6 +793,11 @@ def compare_methods(
     prepared = loaded.prepare(image)
     x = prepared.tensor
     layer_name, default = resolve_layer(loaded, x, layer)
+    batch_size = ctx.batch_size if ctx is not None else None
+    if limits is not None:
+        estimate = estimate_compare(limits, loaded, x, chosen, layer_name, steps)
+        limits.check_cost(estimate)
+        batch_size = estimate.batch_size
     t0 = time.perf_counter()
     all_methods = [*chosen, "random"]
     n_slow = sum(1 for m in chosen if m in SLOW_METHODS)
@@ -636,7 +817,9 @@ def compare_methods(
         progress=cam_progress,
         check=ctx.check_cancelled if ctx is not None else None,
         lock=loaded.lock,
+        batch_size=batch_size or 32,
     )
+    check_finite(loaded, "maps or class scores", res.probabilities, *res.maps.values())
     tgt = res.targets[0]
     size = (int(x.shape[2]), int(x.shape[3]))
     rows = []
@@ -648,9 +831,11 @@ def compare_methods(
             raw,
             tgt,
             steps=steps,
+            batch_size=batch_size or 33,
             check=ctx.check_cancelled if ctx is not None else None,
             lock=loaded.lock,
         )
+        check_finite(loaded, "deletion/insertion curves", scores.deletion, scores.insertion)
         rows.append(MethodScore(cam.METHODS[m], raw, cam.normalise(cam.upsample(raw, size)), scores))
         if ctx is not None:
             ctx.report(cam_share + (1 - cam_share) * (i + 1) / len(all_methods))
@@ -675,6 +860,30 @@ def compare_methods(
         steps=steps,
         seconds=time.perf_counter() - t0,
         notes=notes,
+    )
+
+
+def estimate_compare(
+    jobs: JobManager, loaded: LoadedModel, x: torch.Tensor, chosen: Sequence[str], layer: str, steps: int
+) -> JobEstimate:
+    """A comparison's cost: the CAMs' forwards plus 2 (steps + 1) per map (and the random one) for the curves."""
+    channels = _channels(loaded, x, layer)
+    maps = len(chosen) + 1
+    passes = job_cost.cam_forwards([*chosen, "random"], channels, cam.GRADIENT_METHODS)
+    passes += job_cost.faithfulness_forwards(maps, steps)
+    slow = [m for m in chosen if m in SLOW_METHODS]
+    hint = "Fewer steps or fewer methods need fewer forward passes"
+    hint += f"; {', '.join(slow)} alone need {channels + 1} each at this layer." if slow else "."
+    return jobs.estimate(
+        "compare",
+        passes,
+        forward_macs(loaded),
+        what=f"Comparing {len(chosen)} methods on {loaded.display_name} at {layer} with {steps} steps",
+        hint=hint,
+        field="steps",
+        methods=len(chosen),
+        steps=steps,
+        channels=channels,
     )
 
 
@@ -735,12 +944,20 @@ def submit_compare_job(
     steps: int,
     k: int,
     cmap: str,
+    client: str = "local",
 ) -> Job:
-    """A comparison that includes a slow method, as a job; artifacts ``map:<method>`` ``(H, W)`` in [0, 1]."""
-    check_compare_methods(methods)
+    """A comparison that includes a slow method, as a job; artifacts ``map:<method>`` ``(H, W)`` in [0, 1].
+
+    OverLimit when its estimate is past the job time limit, Busy when the queue is full.
+    """
+    chosen = check_compare_methods(methods)
     check_cmap(cmap)
     check_target(loaded, target)
-    resolve_layer(loaded, loaded.prepare(image).tensor, layer)
+    if not 4 <= steps <= 100:
+        raise InvalidInput("steps must be between 4 and 100.", field="steps")
+    x = loaded.prepare(image).tensor
+    layer_name, _ = resolve_layer(loaded, x, layer)
+    estimate = estimate_compare(jobs, loaded, x, chosen, layer_name, steps)
 
     def run(ctx: JobContext) -> dict[str, Any]:
         outcome = compare_methods(loaded, image, methods, target, layer, steps, k, ctx=ctx)
@@ -749,7 +966,7 @@ def submit_compare_job(
         ctx.artifacts["shown"] = outcome.prepared.shown
         return compare_summary(outcome, cmap)
 
-    return jobs.submit("compare", run)
+    return jobs.submit("compare", run, client=client, estimate=estimate)
 
 
 def needs_job(methods: Sequence[str]) -> bool:

@@ -1,7 +1,15 @@
-"""Long work as jobs: run in worker threads, report progress, can be cancelled, never block the event loop."""
+"""Long work as jobs: run in worker threads, report progress, can be cancelled, never block the event loop.
+
+Every job is bounded (issue 9): its cost is estimated before it is queued and refused past
+``max_job_seconds`` (OverLimit, 422); a running job stops at its first progress/cancellation point after
+``max_job_seconds`` (status "failed", partial results kept); and the queue holds at most
+``max_queued_jobs`` jobs (queued + running) in all and ``max_queued_jobs_per_client`` per client, beyond
+which a submission is refused with Busy (503 + Retry-After).
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import traceback
@@ -13,13 +21,67 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.errors import ConvScopeError, NotFound
+from app.config import Settings
+from app.core.job_cost import batch_for
+from app.errors import Busy, ConvScopeError, NotFound, OverLimit
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+# One batch of a job is sized to about this many seconds of estimated work (Settings.job_batch_seconds):
+# cancellation and the time limit are checked between batches, so this is how long they may take to act.
+BATCH_SECONDS = 1.0
 
 
 class JobCancelled(Exception):
     """Raised inside a job function by check_cancelled() once DELETE was called."""
+
+
+class JobTimedOut(Exception):
+    """Raised inside a job function by check_cancelled() once the job has run past its time limit."""
+
+
+def _giga(value: float) -> str:
+    """MACs in words: 19.6 G, 246 T."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f} "
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """What a job will cost, estimated from its input before it is queued.
+
+    ``seconds`` is ``forward_passes * forward_macs / macs_per_second`` (None when the work is not made of
+    forward passes, e.g. a download bounded by its network timeout). ``what`` describes the work in
+    words, ``hint`` says how to make it cheaper, ``field_name`` is the request field to change, ``detail``
+    holds numbers specific to the kind of job (e.g. ``windows``).
+    """
+
+    kind: str
+    forward_passes: int = 0
+    forward_macs: int = 0
+    macs_per_second: float = 1.0
+    batch_size: int = 1
+    seconds: float | None = None
+    what: str = ""
+    hint: str = ""
+    field_name: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int:
+        return self.forward_passes * self.forward_macs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimated_seconds": None if self.seconds is None else round(self.seconds, 3),
+            "forward_passes": self.forward_passes,
+            "forward_macs": self.forward_macs,
+            "macs": self.macs,
+            "batch_size": self.batch_size,
+            **self.detail,
+        }
 
 
 @dataclass
@@ -37,6 +99,11 @@ class Job:
     finished: float | None = None
     artifacts: dict[str, np.ndarray] = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    client: str = "local"
+    estimate: JobEstimate | None = None
+    # Seconds the job may run (from its start, not its queueing); None: no limit.
+    time_limit: float | None = None
+    started: float | None = None  # time.monotonic() when it started running
 
     @property
     def ended(self) -> bool:
@@ -52,11 +119,23 @@ class Job:
             "error": self.error,
             "partial": self.partial,
             "artifacts": sorted(self.artifacts),
+            "estimate": self.estimate.to_dict() if self.estimate is not None else None,
+            "time_limit_seconds": self.time_limit,
         }
+
+    def remaining_seconds(self, now: float) -> float | None:
+        """Estimated seconds until this job ends (queued: its whole estimate), None when unknown."""
+        if self.estimate is None or self.estimate.seconds is None:
+            return None
+        spent = now - self.started if self.started is not None else 0.0
+        left = self.estimate.seconds - spent
+        if self.time_limit is not None and self.started is not None:
+            left = min(left, self.time_limit - spent)
+        return max(0.0, left)
 
 
 class JobContext:
-    """What a job function sees: progress reports, cancellation, and a place for arrays."""
+    """What a job function sees: progress reports, cancellation, the time limit, and a place for arrays."""
 
     def __init__(self, job: Job) -> None:
         self._job = job
@@ -73,9 +152,22 @@ class JobContext:
     def cancelled(self) -> bool:
         return self._job.cancel_event.is_set()
 
+    @property
+    def batch_size(self) -> int | None:
+        """Images per batch chosen from the estimate (about BATCH_SECONDS of work), if there is one."""
+        return self._job.estimate.batch_size if self._job.estimate is not None else None
+
     def check_cancelled(self) -> None:
-        if self._job.cancel_event.is_set():
+        """A cancellation point: raises JobCancelled after DELETE, JobTimedOut past the time limit."""
+        job = self._job
+        if job.cancel_event.is_set():
             raise JobCancelled()
+        if (
+            job.time_limit is not None
+            and job.started is not None
+            and time.monotonic() - job.started > job.time_limit
+        ):
+            raise JobTimedOut()
 
     def report(self, progress: float, partial: dict[str, Any] | None = None) -> None:
         """Record progress in [0, 1] (and optionally a partial result); also a cancellation point."""
@@ -89,18 +181,150 @@ JobFunction = Callable[[JobContext], dict[str, Any]]
 
 
 class JobManager:
-    """A bounded pool of worker threads and the jobs it has run (forgotten after ttl seconds)."""
+    """A bounded pool of worker threads and the jobs it has run (forgotten after ttl seconds).
 
-    def __init__(self, workers: int = 2, ttl_seconds: float = 3600.0) -> None:
+    ``max_seconds`` bounds both a job's estimate (checked at submit) and its running time; ``max_queued``
+    and ``max_per_client`` bound the jobs not yet ended (queued + running), in all and per client.
+    ``macs_per_second`` turns forward MACs into estimated seconds (see :meth:`estimate`).
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        ttl_seconds: float = 3600.0,
+        *,
+        max_seconds: float | None = None,
+        max_queued: int | None = None,
+        max_per_client: int | None = None,
+        macs_per_second: float = 25e9,
+        batch_seconds: float = BATCH_SECONDS,
+    ) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="convscope-job")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._ttl = ttl_seconds
+        self.max_seconds = max_seconds
+        self.max_queued = max_queued
+        self.max_per_client = max_per_client
+        self.macs_per_second = float(macs_per_second)
+        self.batch_seconds = float(batch_seconds)
 
-    def submit(self, kind: str, fn: JobFunction) -> Job:
-        job = Job(id=uuid.uuid4().hex, kind=kind)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobManager:
+        return cls(
+            settings.job_workers,
+            settings.job_ttl_seconds,
+            max_seconds=settings.max_job_seconds,
+            max_queued=settings.max_queued_jobs,
+            max_per_client=settings.max_queued_jobs_per_client,
+            macs_per_second=settings.assumed_macs_per_second,
+            batch_seconds=settings.job_batch_seconds,
+        )
+
+    # --- estimates and admission ---------------------------------------------------------------------------
+
+    def estimate(
+        self,
+        kind: str,
+        forward_passes: int,
+        forward_macs: int,
+        *,
+        what: str = "",
+        hint: str = "",
+        field: str | None = None,
+        largest_batch: int = 64,
+        **detail: Any,
+    ) -> JobEstimate:
+        """A job of ``forward_passes`` forwards of ``forward_macs`` each, at this manager's assumed speed.
+
+        The batch size makes one batch about ``batch_seconds`` of estimated work (1..largest_batch).
+        """
+        return JobEstimate(
+            kind=kind,
+            forward_passes=int(forward_passes),
+            forward_macs=int(forward_macs),
+            macs_per_second=self.macs_per_second,
+            batch_size=batch_for(forward_macs, self.macs_per_second, self.batch_seconds, largest_batch),
+            seconds=forward_passes * forward_macs / self.macs_per_second,
+            what=what,
+            hint=hint,
+            field_name=field,
+            detail=detail,
+        )
+
+    def check_cost(self, estimate: JobEstimate) -> None:
+        """OverLimit (422) when the estimate is past ``max_job_seconds``; the message gives the numbers."""
+        if self.max_seconds is None or estimate.seconds is None or estimate.seconds <= self.max_seconds:
+            return
+        what = f"{estimate.what}: " if estimate.what else ""
+        raise OverLimit(
+            f"{what}{estimate.forward_passes:,} forward passes of {_giga(estimate.forward_macs)}MAC each "
+            f"({_giga(estimate.macs)}MAC) would take about {estimate.seconds:,.0f} s at the assumed "
+            f"{_giga(estimate.macs_per_second)}MAC/s, past the limit max_job_seconds = {self.max_seconds:g} s."
+            + (f" {estimate.hint}" if estimate.hint else ""),
+            field=estimate.field_name,
+            limit="max_job_seconds",
+            estimate=round(estimate.seconds, 1),
+            maximum=self.max_seconds,
+            **estimate.to_dict(),
+        )
+
+    def _check_room(self, client: str) -> None:
+        """Busy (503 + Retry-After) when the queue is full, in all or for this client. Hold self._lock."""
+        active = [j for j in self._jobs.values() if not j.ended]
+        mine = [j for j in active if j.client == client]
+        if self.max_per_client is not None and len(mine) >= self.max_per_client:
+            raise Busy(
+                f"You already have {len(mine)} jobs queued or running, the most one client may have "
+                f"(max_queued_jobs_per_client = {self.max_per_client}). Wait for one to finish, or cancel one "
+                "(DELETE /api/v1/jobs/{id}).",
+                retry_after=self._retry_after(mine),
+                limit="max_queued_jobs_per_client",
+                estimate=len(mine) + 1,
+                maximum=self.max_per_client,
+            )
+        if self.max_queued is not None and len(active) >= self.max_queued:
+            raise Busy(
+                f"The server already has {len(active)} jobs queued or running, its limit "
+                f"(max_queued_jobs = {self.max_queued}). Try again in a little while.",
+                retry_after=self._retry_after(active),
+                limit="max_queued_jobs",
+                estimate=len(active) + 1,
+                maximum=self.max_queued,
+            )
+
+    def _retry_after(self, jobs: list[Job]) -> int:
+        """Seconds until the first of ``jobs`` is expected to end (from the estimates), 1..max_seconds."""
+        now = time.monotonic()
+        remaining = [r for r in (j.remaining_seconds(now) for j in jobs) if r is not None]
+        guess = min(remaining) if remaining else 30.0
+        ceiling = self.max_seconds if self.max_seconds is not None else 3600.0
+        return int(min(max(1.0, math.ceil(guess)), max(1.0, ceiling)))
+
+    def admit(self, client: str, estimate: JobEstimate | None = None) -> None:
+        """Raise what :meth:`submit` would (OverLimit, then Busy) without queueing anything.
+
+        Lets a route refuse before it loads a model or an image; submit checks again atomically.
+        """
+        if estimate is not None:
+            self.check_cost(estimate)
+        with self._lock:
+            self._check_room(client)
+
+    # --- running -------------------------------------------------------------------------------------------
+
+    def submit(
+        self, kind: str, fn: JobFunction, *, client: str = "local", estimate: JobEstimate | None = None
+    ) -> Job:
+        """Queue ``fn``; OverLimit past max_job_seconds, Busy when the queue (or the client's share) is full."""
+        if estimate is not None:
+            self.check_cost(estimate)
+        job = Job(
+            id=uuid.uuid4().hex, kind=kind, client=client, estimate=estimate, time_limit=self.max_seconds
+        )
         with self._lock:
             self._forget_old()
+            self._check_room(client)
             self._jobs[job.id] = job
         self._pool.submit(self._run, job, fn)
         return job
@@ -110,11 +334,20 @@ class JobManager:
             job.status = "cancelled"
             job.finished = time.time()
             return
+        job.started = time.monotonic()
         job.status = "running"
         try:
             result = fn(JobContext(job))
         except JobCancelled:
             job.status = "cancelled"
+        except JobTimedOut:
+            spent = time.monotonic() - job.started
+            kept = " The partial result so far is kept." if job.partial is not None else ""
+            job.error = (
+                f"Stopped after {spent:.0f} s: every job may run at most max_job_seconds = "
+                f"{job.time_limit:g} s.{kept} Ask for less work (e.g. a larger stride) and run it again."
+            )
+            job.status = "failed"
         except ConvScopeError as exc:
             job.error = exc.message
             job.status = "failed"
@@ -154,6 +387,11 @@ class JobManager:
         while not job.ended and time.monotonic() < deadline:
             time.sleep(0.02)
         return job
+
+    def active(self, client: str | None = None) -> list[Job]:
+        """Jobs queued or running (those the caps count), optionally of one client."""
+        with self._lock:
+            return [j for j in self._jobs.values() if not j.ended and (client is None or j.client == client)]
 
     def _forget_old(self) -> None:
         now = time.time()

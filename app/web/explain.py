@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from app.core import cam, occlusion
 from app.core.rendering import colorize, encode_png, overlay, png_data_uri, resize_to
-from app.deps import FormDep, ImageStoreDep, IsHtmx, JobsDep, RegistryDep
-from app.errors import InvalidInput
+from app.deps import ClientDep, ImageStoreDep, IsHtmx, JobsDep, RegistryDep
+from app.errors import Busy, ConvScopeError, InvalidInput, OverLimit
 from app.services import explain
 from app.services.jobs import Job
 from app.services.models import LoadedModel, ModelRegistry
@@ -52,6 +53,21 @@ def _base_context(
         "model": model,
         "weights": weights,
     }
+
+
+# Refusals shown where the result would be (the form and its choices stay on the page).
+_FORM_ERRORS = (InvalidInput, OverLimit, Busy)
+
+
+def _form_error(context: dict[str, Any], exc: ConvScopeError) -> tuple[int, dict[str, str]]:
+    """Put ``exc`` into the page's error area; (status, headers) to answer with (Busy's Retry-After)."""
+    context["form_error"] = exc.to_dict()["error"]
+    return exc.status_code, exc.headers
+
+
+def _with_headers(response: HTMLResponse, headers: dict[str, str]) -> HTMLResponse:
+    response.headers.update(headers)
+    return response
 
 
 def _layer_context(loaded: LoadedModel, layer: str | None, x: torch.Tensor | None = None) -> dict[str, Any]:
@@ -96,6 +112,7 @@ def explain_page(
     registry: RegistryDep,
     jobs: JobsDep,
     htmx: IsHtmx,
+    client: ClientDep,
     image_id: str | None = None,
     model: str | None = None,
     weights: str = "auto",
@@ -127,6 +144,7 @@ def explain_page(
     }
     context.update(_layer_context(loaded, layer))
     status = 200
+    headers: dict[str, str] = {}
     try:
         if image_id and not context["cam_unsupported"]:
             image = store.load(image_id)
@@ -138,20 +156,22 @@ def explain_page(
                 "resolution": resolution,
             }
             if explain.needs_job([method]):
-                job = explain.submit_cam_job(jobs, loaded, image, method, tgt, context["layer"], k, picture)
+                job = explain.submit_cam_job(
+                    jobs, loaded, image, method, tgt, context["layer"], k, picture, client
+                )
                 context.update(_job_context(job, "explain", request.url.query))
             else:
                 outcome = explain.explain_cam(loaded, image, method, tgt, context["layer"], k)
                 context.update(
                     _cam_context(outcome, explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture))
                 )
-    except InvalidInput as exc:
+    except _FORM_ERRORS as exc:
         # Shown where the map would be, so that the layer picker (and the choice made in it) stays.
-        context["form_error"], status = exc.to_dict()["error"], exc.status_code
+        status, headers = _form_error(context, exc)
     if htmx:
-        return render(request, "partials/explain_body.html", context, status)
+        return _with_headers(render(request, "partials/explain_body.html", context, status), headers)
     context.update(_base_context(registry, store, image_id, model, weights))
-    return render(request, "pages/explain.html", context, status)
+    return _with_headers(render(request, "pages/explain.html", context, status), headers)
 
 
 def _job_context(job: Job, page: str, query: str = "") -> dict[str, Any]:
@@ -217,6 +237,7 @@ def occlusion_page(
     request: Request,
     store: ImageStoreDep,
     registry: RegistryDep,
+    jobs: JobsDep,
     htmx: IsHtmx,
     image_id: str | None = None,
     model: str | None = None,
@@ -232,6 +253,7 @@ def occlusion_page(
     loaded = registry.get(model, weights)
     d_window, d_stride = explain.occlusion_defaults(loaded.input_size)
     context: dict[str, Any] = {
+        "time_limit": jobs.max_seconds,
         "loaded": loaded,
         "target_text": target or "",
         "window": window or d_window,
@@ -243,10 +265,25 @@ def occlusion_page(
         "k": k,
         "image_id": image_id,
     }
+    try:
+        window_used, stride_used = explain.check_occlusion(
+            loaded, explain.OcclusionSettings(window=window, stride=stride, baseline=baseline, k=k)
+        )
+        context["estimate"] = explain.estimate_occlusion(
+            jobs,
+            loaded.display_name,
+            loaded.input_size,
+            explain.forward_macs(loaded),
+            window_used,
+            stride_used,
+        )
+    except InvalidInput as exc:
+        context["form_error"] = exc.to_dict()["error"]
     if image_id:
         image = store.load(image_id)
         prepared = loaded.prepare(image)
         probs = explain.class_probabilities(loaded, prepared.tensor)
+        explain.check_finite(loaded, "class probabilities", probs)
         context.update(
             {
                 "input_uri": _uri(prepared.shown),
@@ -261,10 +298,14 @@ def occlusion_page(
 
 
 @router.post("/occlusion/run", response_class=HTMLResponse)
-def occlusion_run(
-    request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep, form: FormDep
+async def occlusion_run(
+    request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep, client: ClientDep
 ) -> HTMLResponse:
-    """Start the occlusion job from the page's form; answers with the polling progress partial."""
+    """Start the occlusion job from the page's form; answers with the polling progress partial.
+
+    A refusal (over the time limit, with the estimate; or a full queue) is an error partial in the job area.
+    """
+    form = await request.form()
 
     def get(name: str, default: str = "") -> str:
         value = form.get(name, default)
@@ -282,16 +323,25 @@ def occlusion_run(
     image_id = get("image_id")
     if not image_id:
         raise InvalidInput("Pick an image first.", field="image_id")
-    loaded = registry.get(get("model") or registry.default_model(), get("weights", "auto"))
+    model, weights = get("model") or registry.default_model(), get("weights", "auto")
     settings = explain.OcclusionSettings(
-        target=parse_target(loaded, get("target")),
         window=as_int("window"),
         stride=as_int("stride"),
         baseline=get("baseline", "zeros"),
         progressive=get("progressive") in ("on", "true", "1"),
         k=as_int("k") or 5,
     )
-    job = explain.submit_occlusion(jobs, loaded, store.load(image_id), settings)
+    # Estimate and admit first, in a worker thread (it may trace or load the model): no heavy work on the loop.
+    estimate = await run_in_threadpool(
+        explain.plan_occlusion, jobs, registry, model, weights, settings, client
+    )
+
+    def start() -> Job:
+        loaded = registry.get(model, weights)
+        settings.target = parse_target(loaded, get("target"))
+        return explain.submit_occlusion(jobs, loaded, store.load(image_id), settings, client, estimate)
+
+    job = await run_in_threadpool(start)
     return render(request, "partials/explain_job.html", _job_context(job, "occlusion"))
 
 
@@ -315,7 +365,8 @@ def occlusion_job(request: Request, job_id: str, jobs: JobsDep, registry: Regist
         )
         return render(request, "partials/occlusion_result.html", context)
     partial = job.artifacts.get("partial")
-    if partial is not None and shown is not None and not job.ended:
+    # A job stopped by the time limit keeps its coarse map: shown with the error.
+    if partial is not None and shown is not None and job.status in ("queued", "running", "failed"):
         heat, over, vmin, vmax = explain.occlusion_picture(partial, shown)
         context.update({"partial_uri": _uri(over), "vmin": vmin, "vmax": vmax})
     return render(request, "partials/explain_job.html", context)
@@ -372,6 +423,7 @@ def compare_page(
     registry: RegistryDep,
     jobs: JobsDep,
     htmx: IsHtmx,
+    client: ClientDep,
     image_id: str | None = None,
     model: str | None = None,
     weights: str = "auto",
@@ -397,29 +449,32 @@ def compare_page(
     }
     context.update(_layer_context(loaded, layer))
     status = 200
+    headers: dict[str, str] = {}
     try:
         if image_id and not context["cam_unsupported"]:
             image = store.load(image_id)
             tgt = parse_target(loaded, target)
             if explain.needs_job(chosen):
                 job = explain.submit_compare_job(
-                    jobs, loaded, image, chosen, tgt, context["layer"], steps, 5, cmap
+                    jobs, loaded, image, chosen, tgt, context["layer"], steps, 5, cmap, client
                 )
                 context.update(_job_context(job, "compare", request.url.query))
             else:
-                outcome = explain.compare_methods(loaded, image, chosen, tgt, context["layer"], steps)
+                outcome = explain.compare_methods(
+                    loaded, image, chosen, tgt, context["layer"], steps, limits=jobs
+                )
                 maps = {row.method.key: row.normalised for row in outcome.rows}
                 context.update(
                     _compare_context(
                         explain.compare_summary(outcome, cmap), outcome.prepared.shown, maps, cmap
                     )
                 )
-    except InvalidInput as exc:
-        context["form_error"], status = exc.to_dict()["error"], exc.status_code
+    except _FORM_ERRORS as exc:
+        status, headers = _form_error(context, exc)
     if htmx:
-        return render(request, "partials/compare_body.html", context, status)
+        return _with_headers(render(request, "partials/compare_body.html", context, status), headers)
     context.update(_base_context(registry, store, image_id, model, weights))
-    return render(request, "pages/compare.html", context, status)
+    return _with_headers(render(request, "pages/compare.html", context, status), headers)
 
 
 @router.get("/compare/job/{job_id}", response_class=HTMLResponse)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from typing import Any
 
@@ -192,7 +193,18 @@ def test_occlusion_job_lifecycle(
     )
     assert r.status_code == 202, r.text
     created = r.json()
-    assert set(created) == {"job_id", "status_url"}
+    # The 202 says what the job will cost before it runs (issue 9): 49 windows + the unoccluded input + top-k.
+    assert set(created) == {
+        "job_id",
+        "status_url",
+        "estimated_seconds",
+        "forward_passes",
+        "macs",
+        "batch_size",
+        "time_limit_seconds",
+    }
+    assert created["forward_passes"] == 49 + 2 and created["macs"] > 0
+    assert 0 <= created["estimated_seconds"] <= created["time_limit_seconds"]
     assert created["status_url"].endswith(f"/api/v1/jobs/{created['job_id']}")
     job = _wait(client, created["status_url"])
     assert job["status"] == "done", job
@@ -362,3 +374,82 @@ def test_unknown_job_names_the_field(client: TestClient) -> None:
     for method in ("GET", "DELETE"):
         r = client.request(method, "/api/v1/jobs/no-such-job")
         assert r.status_code == 404 and r.json()["error"]["field"] == "job_id"
+
+
+# --- Bounded jobs (issue 9) -------------------------------------------------------------------------------------
+
+
+def _jobs(client: TestClient) -> Any:
+    return client.app.state.jobs  # type: ignore[attr-defined]
+
+
+def test_occlusion_over_the_time_limit_is_a_422_with_the_estimate(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    _jobs(client).max_seconds = 1e-9  # every job is past this
+    r = client.post(
+        "/api/v1/explain/occlusion",
+        json={"image_id": sample_image_id, "model": model_name, "window": 8, "stride": 4},
+    )
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "over_limit" and error["field"] == "stride"
+    assert error["limit"] == "max_job_seconds" and error["maximum"] == 1e-9
+    assert error["estimate"] >= 0 and error["forward_passes"] == error["windows"] + 2 and error["macs"] > 0
+    assert "max_job_seconds" in error["message"] and "forward passes" in error["message"]
+    assert _jobs(client).active() == []
+
+
+def test_a_full_queue_is_a_503_with_retry_after(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    jobs = _jobs(client)
+    jobs.max_per_client = 1
+    release = threading.Event()
+
+    def blocker(ctx: Any) -> dict[str, Any]:
+        release.wait(60)
+        return {}
+
+    # TestClient's requests come from the host "testclient": one job of its own fills its share.
+    held = jobs.submit("blocker", blocker, client="testclient")
+    try:
+        body = {"image_id": sample_image_id, "model": model_name, "window": 8, "stride": 4}
+        r = client.post("/api/v1/explain/occlusion", json=body)
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        error = r.json()["error"]
+        assert error["code"] == "busy" and error["limit"] == "max_queued_jobs_per_client"
+        slow = client.post(
+            "/api/v1/explain/cam",
+            json={"image_id": sample_image_id, "model": model_name, "method": "scorecam"},
+        )
+        assert slow.status_code == 503 and "Retry-After" in slow.headers
+        # Another client still has room; and so does everyone once the job ends.
+        jobs.max_per_client, jobs.max_queued = 5, 1
+        assert (
+            client.post("/api/v1/explain/occlusion", json=body).json()["error"]["limit"] == "max_queued_jobs"
+        )
+    finally:
+        release.set()
+    assert jobs.wait(held.id, timeout=30).status == "done"
+    ok = client.post("/api/v1/explain/occlusion", json=body)
+    assert ok.status_code == 202, ok.text
+    client.delete(ok.json()["status_url"])
+
+
+def test_job_status_carries_its_estimate_and_limit(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    layer = _small_layer(client, sample_image_id, model_name)
+    r = client.post(
+        "/api/v1/explain/cam",
+        json={"image_id": sample_image_id, "model": model_name, "method": "ablationcam", "layer": layer},
+    )
+    assert r.status_code == 202, r.text
+    created = r.json()
+    assert created["forward_passes"] > 1 and created["batch_size"] >= 1
+    job = _wait(client, created["status_url"])
+    assert job["status"] == "done", job
+    assert job["estimate"]["forward_passes"] == created["forward_passes"]
+    assert job["time_limit_seconds"] == created["time_limit_seconds"] == 600.0

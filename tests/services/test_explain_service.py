@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -10,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, OverLimit
 from app.services import explain
+from app.services.jobs import JobManager
 
 SMALL_MODELS = ("nodule-cnn", "digit-cnn", "squeezenet1_1")
 
@@ -103,3 +106,179 @@ def test_cam_on_a_vision_transformer_is_a_clear_error(
         assert err.value.field == "model" and "Occlusion" in err.value.message
     # Occlusion does not need a spatial map and still works.
     assert explain.hide_patch(vit, image, 8, 8, None, "zeros", None, 2).box
+
+
+# --- Bounded jobs (issue 9): estimates, batches of about a second, cancellation, non-finite maps ------------------
+
+
+class _Counting(torch.nn.Module):
+    """A small CNN that records the batch size of every forward and can run code at a given forward."""
+
+    def __init__(self, in_channels: int, classes: int, scale: float = 1.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(in_channels, 4, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, classes)
+        )
+        with torch.no_grad():
+            for p in self.parameters():
+                p.mul_(scale)
+        self.batches: list[int] = []
+        self.on_forward: Any = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(int(x.shape[0]))
+        if self.on_forward is not None:
+            self.on_forward(len(self.batches))
+        return self.head(self.features(x))
+
+
+def _counting(loaded: Any, name: str, scale: float = 1.0) -> Any:
+    module = _Counting(loaded.in_channels, len(loaded.categories), scale).eval()
+    return dataclasses.replace(loaded, module=module, name=name, display_name=f"Counting {name}")
+
+
+def test_occlusion_batches_are_about_a_second_and_cancel_acts_within_one(
+    loaded: Any, image_store: Any, sample_image_id: str
+) -> None:
+    counting = _counting(loaded, "counting-cancel")
+    macs = explain.forward_macs(counting)
+    counting.module.batches.clear()  # count the job's forwards only
+    # An assumed speed of 3 forwards a second: batches of 3 windows (about one second of work each).
+    manager = JobManager(workers=1, max_seconds=None, macs_per_second=3 * macs)
+    settings = explain.OcclusionSettings(window=8, stride=4, progressive=False)
+    cancel_at = 4  # the 4th forward: the unoccluded input, then 3 batches of 3 windows
+    holder: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def on_forward(n: int) -> None:
+        ready.wait(10)
+        if n == cancel_at:
+            manager.cancel(holder["job"].id)
+
+    counting.module.on_forward = on_forward
+    job = explain.submit_occlusion(manager, counting, image_store.load(sample_image_id), settings)
+    holder["job"] = job
+    ready.set()
+    assert job.estimate is not None and job.estimate.batch_size == 3
+    done = manager.wait(job.id, timeout=60)
+    assert done.status == "cancelled" and done.result is None
+    # Cancelled during the 4th forward: that batch finishes, no other starts.
+    assert len(counting.module.batches) == cancel_at
+    assert counting.module.batches == [1, 3, 3, 3]
+    manager.shutdown()
+
+
+def test_occlusion_estimate_counts_the_forwards_it_runs(
+    loaded: Any, image_store: Any, sample_image_id: str
+) -> None:
+    counting = _counting(loaded, "counting-count")
+    explain.forward_macs(counting)
+    counting.module.batches.clear()  # count the job's forwards only
+    manager = JobManager(workers=1, max_seconds=3600.0, macs_per_second=1e12)
+    settings = explain.OcclusionSettings(window=16, stride=8, progressive=True)
+    job = explain.submit_occlusion(manager, counting, image_store.load(sample_image_id), settings)
+    done = manager.wait(job.id, timeout=60)
+    assert done.status == "done", done.error
+    assert job.estimate is not None
+    assert sum(counting.module.batches) == job.estimate.forward_passes
+    assert job.estimate.detail["windows"] == done.result["windows"]  # type: ignore[index]
+    manager.shutdown()
+
+
+def test_slow_cam_estimate_bounds_its_forwards_and_refuses_past_the_limit(
+    loaded: Any, image_store: Any, sample_image_id: str
+) -> None:
+    counting = _counting(loaded, "counting-scorecam")
+    image = image_store.load(sample_image_id)
+    macs = explain.forward_macs(counting)
+    explain.layer_choices(counting, counting.prepare(image).tensor)  # traced once, then cached
+    counting.module.batches.clear()  # count the job's forwards only
+    manager = JobManager(workers=1, max_seconds=3600.0, macs_per_second=2 * macs)
+    job = explain.submit_cam_job(manager, counting, image, "scorecam", None, "features.1", 2, {})
+    done = manager.wait(job.id, timeout=60)
+    assert done.status == "done", done.error
+    assert job.estimate is not None and job.estimate.batch_size == 2
+    assert max(counting.module.batches[1:]) <= 2
+    assert sum(counting.module.batches) <= job.estimate.forward_passes
+    # The same job with a limit of 1 forward's time: refused before queueing, naming the layer to change.
+    strict = JobManager(workers=1, max_seconds=1.0, macs_per_second=macs)
+    with pytest.raises(OverLimit) as err:
+        explain.submit_cam_job(strict, counting, image, "ablationcam", None, "features.1", 2, {})
+    assert err.value.field == "layer" and "max_job_seconds" in err.value.message
+    assert strict.active() == []
+    # A comparison in the request (no job) is bounded the same way.
+    with pytest.raises(OverLimit) as cmp_err:
+        explain.compare_methods(counting, image, ["gradcam"], layer="features.1", steps=8, limits=strict)
+    assert cmp_err.value.field == "steps"
+    manager.shutdown()
+    strict.shutdown()
+
+
+def test_plan_occlusion_refuses_with_the_estimate_and_a_setting_that_fits(loaded: Any, registry: Any) -> None:
+    macs = explain.forward_macs(loaded)
+    manager = JobManager(workers=1, max_seconds=100.0, macs_per_second=float(macs))  # 100 forwards at most
+    h, w = loaded.input_size
+    tight = explain.OcclusionSettings(window=2, stride=2)
+    with pytest.raises(OverLimit) as err:
+        explain.plan_occlusion(manager, registry, loaded.name, loaded.weights_status, tight, "me")
+    extra = err.value.extra
+    assert extra["windows"] == (h // 2) * (w // 2) and extra["forward_passes"] == extra["windows"] + 2
+    assert extra["limit"] == "max_job_seconds" and extra["maximum"] == 100.0
+    assert err.value.field == "stride" and "larger stride or window" in err.value.message
+    # The suggested window and stride do fit.
+    import re
+
+    found = re.search(r"window (\d+) px with stride (\d+) px", err.value.message)
+    assert found is not None
+    fits = explain.OcclusionSettings(window=int(found.group(1)), stride=int(found.group(2)))
+    estimate = explain.plan_occlusion(manager, registry, loaded.name, loaded.weights_status, fits, "me")
+    assert estimate.seconds is not None and estimate.seconds <= 100.0
+    manager.shutdown()
+
+
+def test_forward_macs_are_traced_once_per_model(loaded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = _counting(loaded, "counting-once")
+    calls: list[int] = []
+    real = explain.job_cost.model_macs
+
+    def counted(model: torch.nn.Module, shape: tuple[int, int, int]) -> int:
+        calls.append(1)
+        return real(model, shape)
+
+    monkeypatch.setattr(explain.job_cost, "model_macs", counted)
+    first = explain.forward_macs(counting)
+    assert explain.forward_macs(counting) == first and len(calls) == 1
+
+
+def test_a_torchvision_model_is_estimated_without_loading_it(registry: Any) -> None:
+    before = registry.loaded_keys()
+    spec, macs = explain.planned_forward_macs(registry, "squeezenet1_1", "untrained")
+    assert registry.loaded_keys() == before  # traced on the meta device
+    assert macs == explain.forward_macs(registry.get("squeezenet1_1", "untrained"))
+    assert spec.name == "squeezenet1_1"
+
+
+def test_non_finite_maps_are_a_clear_422_naming_the_model(
+    loaded: Any, image_store: Any, sample_image_id: str
+) -> None:
+    huge = _counting(loaded, "counting-huge", scale=3e38)
+    image = image_store.load(sample_image_id)
+    for call in (
+        lambda: explain.explain_cam(huge, image, "gradcam"),
+        lambda: explain.compare_methods(huge, image, ["gradcam"], steps=4),
+        lambda: explain.hide_patch(huge, image, 8, 8),
+    ):
+        with pytest.raises(InvalidInput) as err:
+            call()
+        assert err.value.field == "model" and "Counting counting-huge" in err.value.message
+        assert "not finite" in err.value.message
+    manager = JobManager(workers=1)
+    job = explain.submit_occlusion(
+        manager, huge, image, explain.OcclusionSettings(window=32, stride=32, progressive=False)
+    )
+    done = manager.wait(job.id, timeout=60)
+    assert done.status == "failed" and "not finite" in (done.error or "")
+    json.dumps(done.to_dict(), allow_nan=False)  # what the API sends is valid JSON
+    manager.shutdown()

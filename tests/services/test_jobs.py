@@ -4,9 +4,11 @@ import threading
 from typing import Any
 
 import numpy as np
+import pytest
 
-from app.errors import InvalidInput
-from app.services.jobs import JobContext, JobManager
+from app.config import Settings
+from app.errors import Busy, InvalidInput, OverLimit
+from app.services.jobs import JobContext, JobFunction, JobManager
 
 
 def test_job_reports_progress_and_result() -> None:
@@ -51,4 +53,117 @@ def test_failures_are_reported_not_raised() -> None:
 
     job = manager.wait(manager.submit("bad", bad).id, timeout=10)
     assert job.status == "failed" and job.error == "window larger than the image"
+    manager.shutdown()
+
+
+# --- Bounds (issue 9): estimate refused past the limit, queue caps, time limit ----------------------------------
+
+
+def _blocked(release: threading.Event) -> JobFunction:
+    def work(ctx: JobContext) -> dict[str, Any]:
+        while not release.is_set():
+            ctx.report(0.5)
+            threading.Event().wait(0.01)
+        return {}
+
+    return work
+
+
+def test_an_estimate_past_the_limit_is_refused_with_the_numbers() -> None:
+    manager = JobManager(workers=1, max_seconds=10.0, macs_per_second=1e6)
+    estimate = manager.estimate(
+        "occlusion",
+        100,
+        1_000_000,
+        what="Occlusion of a model",
+        hint="Use a larger stride.",
+        field="stride",
+        windows=98,
+    )
+    assert estimate.seconds == pytest.approx(100.0) and estimate.macs == 100_000_000
+    with pytest.raises(OverLimit) as err:
+        manager.submit("occlusion", lambda ctx: {}, estimate=estimate)
+    exc = err.value
+    assert exc.field == "stride" and exc.status_code == 422
+    assert "max_job_seconds" in exc.message and "100 forward passes" in exc.message
+    assert "about 100 s" in exc.message and "Use a larger stride." in exc.message
+    assert exc.extra["limit"] == "max_job_seconds" and exc.extra["maximum"] == 10.0
+    assert exc.extra["estimate"] == pytest.approx(100.0)
+    assert exc.extra["forward_passes"] == 100 and exc.extra["windows"] == 98
+    assert manager.active() == []
+    # Within the limit it is queued, and the job carries its estimate.
+    small = manager.estimate("occlusion", 5, 1_000_000)
+    job = manager.wait(manager.submit("occlusion", lambda ctx: {}, estimate=small).id, timeout=10)
+    assert job.status == "done" and job.to_dict()["estimate"]["forward_passes"] == 5
+    assert job.to_dict()["time_limit_seconds"] == 10.0
+    manager.shutdown()
+
+
+def test_queue_caps_per_client_and_in_all_answer_busy_with_retry_after() -> None:
+    manager = JobManager(workers=1, max_queued=3, max_per_client=2, max_seconds=600.0, macs_per_second=1.0)
+    release = threading.Event()
+    estimate = manager.estimate("test", 40, 1)  # 40 s each
+    try:
+        first = manager.submit("test", _blocked(release), client="alice", estimate=estimate)
+        manager.submit("test", _blocked(release), client="alice", estimate=estimate)
+        with pytest.raises(Busy) as per_client:
+            manager.submit("test", _blocked(release), client="alice", estimate=estimate)
+        assert per_client.value.status_code == 503
+        assert per_client.value.extra["limit"] == "max_queued_jobs_per_client"
+        assert "max_queued_jobs_per_client = 2" in per_client.value.message
+        retry = int(per_client.value.headers["Retry-After"])
+        assert 1 <= retry <= 40 and per_client.value.extra["retry_after"] == retry
+        manager.submit("test", _blocked(release), client="bob", estimate=estimate)
+        with pytest.raises(Busy) as in_all:
+            manager.submit("test", _blocked(release), client="carol")
+        assert in_all.value.extra["limit"] == "max_queued_jobs" and "Retry-After" in in_all.value.headers
+        # admit() says the same without queueing anything.
+        with pytest.raises(Busy):
+            manager.admit("carol")
+        assert len(manager.active()) == 3 and len(manager.active("alice")) == 2
+        # A job that ends (here: cancelled) makes room again.
+        manager.cancel(first.id)
+        assert manager.wait(first.id, timeout=10).status == "cancelled"
+        manager.submit("test", _blocked(release), client="carol")
+    finally:
+        release.set()
+        manager.shutdown()
+
+
+def test_time_limit_fails_the_job_names_the_limit_and_keeps_the_partial_result() -> None:
+    manager = JobManager(workers=1, max_seconds=0.05)
+
+    def endless(ctx: JobContext) -> dict[str, Any]:
+        ctx.artifacts["partial"] = np.zeros((2, 2))
+        ctx.report(0.25, partial={"step": 4})
+        while True:  # only the time limit ends this
+            ctx.report(0.5)
+            threading.Event().wait(0.01)
+
+    job = manager.wait(manager.submit("endless", endless).id, timeout=30)
+    assert job.status == "failed"
+    assert job.error is not None and "max_job_seconds = 0.05 s" in job.error and "partial" in job.error
+    assert job.partial == {"step": 4} and "partial" in job.artifacts
+    manager.shutdown()
+
+
+def test_a_job_without_a_limit_is_not_stopped() -> None:
+    manager = JobManager(workers=1)
+    job = manager.wait(manager.submit("t", lambda ctx: (ctx.check_cancelled(), {"ok": 1})[1]).id, timeout=10)
+    assert job.status == "done" and job.time_limit is None
+    manager.shutdown()
+
+
+def test_from_settings_takes_every_limit() -> None:
+    settings = Settings(
+        max_job_seconds=12.0,
+        max_queued_jobs=5,
+        max_queued_jobs_per_client=2,
+        assumed_macs_per_second=7e9,
+        job_batch_seconds=2.0,
+    )
+    manager = JobManager.from_settings(settings)
+    assert (manager.max_seconds, manager.max_queued, manager.max_per_client) == (12.0, 5, 2)
+    assert manager.macs_per_second == 7e9 and manager.batch_seconds == 2.0
+    assert manager.estimate("t", 1, 7_000_000_000).batch_size == 2  # two seconds of work per batch
     manager.shutdown()

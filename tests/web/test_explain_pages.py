@@ -265,3 +265,34 @@ def test_progressive_caption_reads_as_english() -> None:
     )
     assert "one window in 2 along each axis evaluated (27% of them)" in html
     assert "2th" not in html
+
+
+def test_occlusion_page_shows_the_estimate_and_the_refusal(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    page = client.get("/occlusion", params={"image_id": sample_image_id, "model": model_name, "window": "8"})
+    assert page.status_code == 200
+    found = re.search(r'data-forward-passes="(\d+)"', page.text)
+    assert found and int(found.group(1)) > 2 and "forward passes, about" in page.text
+    client.app.state.jobs.max_seconds = 1e-9  # type: ignore[attr-defined]
+    refused = client.post(
+        "/occlusion/run",
+        data={"image_id": sample_image_id, "model": model_name, "window": "8", "stride": "4"},
+        headers=HX,
+    )
+    # The error partial goes where the job would be, with the estimate and the limit's name.
+    assert refused.status_code == 422
+    assert 'data-code="over_limit"' in refused.text and "max_job_seconds" in refused.text
+    assert "forward passes" in refused.text and "would take about" in refused.text
+
+
+def test_slow_cam_page_shows_a_full_queue(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    jobs.max_queued = 0
+    r = client.get(
+        "/explain",
+        params={"image_id": sample_image_id, "model": model_name, "method": "scorecam"},
+        headers=HX,
+    )
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+    assert "max_queued_jobs" in r.text and 'name="layer"' in r.text  # the layer picker stays

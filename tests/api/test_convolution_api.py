@@ -60,7 +60,9 @@ def test_convolve_relu_pool(client: TestClient) -> None:
     [
         ({"input": [[1, "x"], [1, 1]], "kernel": [[1]]}, "input.0.1"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "stride": 0}, "stride"),
-        ({"input": [[1] * 17] * 3, "kernel": [[1]]}, "input"),
+        # the schema refuses an over-long row by its path, before any number in it is read
+        ({"input": [[1] * 17] * 3, "kernel": [[1]]}, "input.0"),
+        ({"input": [[1] * 3] * 17, "kernel": [[1]]}, "input"),
         ({"input": [[1] * 8] * 8, "kernel": [[1] * 8] * 8}, "kernel"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1, 1, 1]] * 3}, "kernel"),
         ({"input": [[1, 1], [1]], "kernel": [[1]]}, "input[1]"),
@@ -134,8 +136,10 @@ def test_filter_modes_and_options(client: TestClient, sample_image_id: str) -> N
     ("kernel", "field"),
     [
         ({"weights": [[1, 1], [1, 1]]}, "kernels[0].weights"),
-        ({"weights": [[1] * 13] * 13}, "kernels[0].weights"),
-        ({"weights": [[1, "a", 1]] * 3}, "kernels[0].weights[0][1]"),
+        # the schema's limits (and types) name the path, with the form of weights it read (2d or 3d)
+        ({"weights": [[1] * 13] * 13}, "kernels.0.weights.2d"),
+        ({"weights": [[1, "a", 1]] * 3}, "kernels.0.weights.2d.0.1"),
+        ({"weights": [[[1] * 3] * 3] * 4}, "kernels.0.weights.3d"),
         ({"name": "nope"}, "kernels[0].name"),
         ({}, "kernels[0].name"),
         # Both a library name and weights: ambiguous, so neither is silently dropped.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
@@ -76,16 +76,18 @@ def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
 
 @router.get("/cost")
 def cost_route(
-    height: QueryInt = Query(256, ge=1, le=100_000),
-    width: QueryInt = Query(256, ge=1, le=100_000),
-    channels: QueryInt = Query(1, ge=1, le=10_000),
-    fc_outputs: QueryInt | None = Query(
-        None, ge=1, le=10_000_000_000, description="Defaults to height x width."
-    ),
-    filters: QueryInt = Query(1, ge=1, le=100_000),
-    kernel: QueryInt = Query(3, ge=1, le=1_000),
-    stride: QueryInt = Query(1, ge=1, le=1_000),
-    padding: QueryInt | None = Query(None, ge=0, le=1_000, description="Defaults to kernel // 2 ('same')."),
+    height: Annotated[QueryInt, Query(ge=1, le=100_000)] = 256,
+    width: Annotated[QueryInt, Query(ge=1, le=100_000)] = 256,
+    channels: Annotated[QueryInt, Query(ge=1, le=10_000)] = 1,
+    fc_outputs: Annotated[
+        QueryInt | None, Query(ge=1, le=10_000_000_000, description="Defaults to height x width.")
+    ] = None,
+    filters: Annotated[QueryInt, Query(ge=1, le=100_000)] = 1,
+    kernel: Annotated[QueryInt, Query(ge=1, le=1_000)] = 3,
+    stride: Annotated[QueryInt, Query(ge=1, le=1_000)] = 1,
+    padding: Annotated[
+        QueryInt | None, Query(ge=0, le=1_000, description="Defaults to kernel // 2 ('same').")
+    ] = None,
 ) -> dict[str, object]:
     """Weights and multiplications of a fully-connected layer vs a convolution (the lecture's defaults)."""
     return svc.cost(height, width, channels, fc_outputs, filters, kernel, stride, padding).as_dict()

@@ -623,7 +623,11 @@ def check_filter_limits(
         raise OverLimit(
             f"this filter would need about {working / 2**20:.0f} MiB of memory; the limit "
             f"(max_filter_working_bytes) is {settings.max_filter_working_bytes / 2**20:.0f} MiB. Use a smaller "
-            "max_side, fewer kernels, or format=npy.",
+            + (
+                "image size, fewer kernels or mode 'grey'."
+                if params.format == "page"
+                else "max_side, fewer kernels, or format=npy."
+            ),
             field="max_side" if params.max_side else "kernels",
             limit="max_filter_working_bytes",
             estimate=working,

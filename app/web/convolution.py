@@ -323,6 +323,8 @@ def _filter_params_from_form(form: Any) -> tuple[svc.FilterParams, dict[str, Any
         magnitude=form.get("magnitude") in ("on", "true", "1"),
         scale="shared" if form.get("scale") == "shared" else "each",
         max_side=_int_field(form, "max_side", 256, 16, 1024),
+        # the page inlines one PNG per map: its limits count that, not a JSON answer
+        format="page",
     )
     api = {
         "image_id": image_id,
@@ -379,7 +381,7 @@ def filters_page(request: Request, store: ImageStoreDep, image_id: str | None = 
     }
     if chosen:
         req = svc.FilterParams(image_id=chosen, kernels=[svc.KernelRequest("sobel_x"), svc.KernelRequest("sobel_y")],
-                               max_side=256)  # fmt: skip
+                               max_side=256, format="page")  # fmt: skip
         api = {"image_id": chosen, "kernels": [{"name": "sobel_x"}, {"name": "sobel_y"}], "mode": "grey",
                "padding": "zeros", "max_side": 256, "format": "json"}  # fmt: skip
         ctx.update(_filters_result_context(svc.run_filter(store, req), api))

@@ -41,18 +41,26 @@ def _at_most(n: int) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _grid(max_side: int) -> Any:
-    """Rows of numbers, 1..max_side rows of 1..max_side numbers each."""
-    row = Annotated[list[FiniteFloat], Field(min_length=1, max_length=max_side), _at_most(max_side)]
-    return Annotated[list[row], Field(min_length=1, max_length=max_side), _at_most(max_side)]  # type: ignore[valid-type]
-
-
-PlaygroundGrid = _grid(MAX_GRID)
-PlaygroundKernel = _grid(MAX_PLAYGROUND_KERNEL)
-FilterKernel2D = _grid(MAX_FILTER_KERNEL)
+# Rows of numbers: 1..N rows of 1..N numbers each (written out, so type checkers see real types).
+PlaygroundRow = Annotated[list[FiniteFloat], Field(min_length=1, max_length=MAX_GRID), _at_most(MAX_GRID)]
+PlaygroundGrid = Annotated[list[PlaygroundRow], Field(min_length=1, max_length=MAX_GRID), _at_most(MAX_GRID)]
+PlaygroundKernelRow = Annotated[
+    list[FiniteFloat], Field(min_length=1, max_length=MAX_PLAYGROUND_KERNEL), _at_most(MAX_PLAYGROUND_KERNEL)
+]
+PlaygroundKernel = Annotated[
+    list[PlaygroundKernelRow],
+    Field(min_length=1, max_length=MAX_PLAYGROUND_KERNEL),
+    _at_most(MAX_PLAYGROUND_KERNEL),
+]
+FilterKernelRow = Annotated[
+    list[FiniteFloat], Field(min_length=1, max_length=MAX_FILTER_KERNEL), _at_most(MAX_FILTER_KERNEL)
+]
+FilterKernel2D = Annotated[
+    list[FilterKernelRow], Field(min_length=1, max_length=MAX_FILTER_KERNEL), _at_most(MAX_FILTER_KERNEL)
+]
 FilterKernel3D = Annotated[
     list[FilterKernel2D], Field(min_length=1, max_length=MAX_KERNEL_DEPTH), _at_most(MAX_KERNEL_DEPTH)
-]  # type: ignore[valid-type]
+]
 
 
 def _weights_depth(value: Any) -> str | None:
@@ -64,7 +72,7 @@ def _weights_depth(value: Any) -> str | None:
 
 
 KernelWeights = Annotated[
-    Annotated[FilterKernel2D, Tag("2d")] | Annotated[FilterKernel3D, Tag("3d")],  # type: ignore[valid-type]
+    Annotated[FilterKernel2D, Tag("2d")] | Annotated[FilterKernel3D, Tag("3d")],
     Discriminator(_weights_depth),
 ]
 
@@ -86,12 +94,12 @@ class ConvolveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    input: PlaygroundGrid = Field(  # type: ignore[valid-type]
+    input: PlaygroundGrid = Field(
         ...,
         description=f"Input grid, rows of numbers, at most {MAX_GRID}x{MAX_GRID}.",
         examples=[[[10, 10, 0], [10, 10, 0]]],
     )
-    kernel: PlaygroundKernel = Field(  # type: ignore[valid-type]
+    kernel: PlaygroundKernel = Field(
         ...,
         description=f"Kernel, rows of numbers, 1x1 up to {MAX_PLAYGROUND_KERNEL}x{MAX_PLAYGROUND_KERNEL}.",
         examples=[[[1, 0, -1], [1, 0, -1]]],
@@ -179,7 +187,7 @@ class KernelIn(BaseModel):
     name: str | None = Field(
         None, max_length=40, description="A library kernel (GET /api/v1/kernels), e.g. 'sobel_x'."
     )
-    weights: KernelWeights | None = Field(  # type: ignore[valid-type]
+    weights: KernelWeights | None = Field(
         None,
         description=(
             f"Rows of numbers (odd size 1..{MAX_FILTER_KERNEL}), or a list of such grids, one per image "

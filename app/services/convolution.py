@@ -527,16 +527,17 @@ def _decode_shrunk(data: bytes, label: str, size: tuple[int, int]) -> NDArray[np
             im.seek(0)
             im.load()
             picture: Image.Image = im
+            # Palettes cannot be resampled (only nearest): expand them first; every other mode is shrunk as
+            # stored (CMYK, 16-bit, ...) and converted once small, as the store's decode would convert it.
             if picture.mode in ("P", "PA"):
                 alpha = picture.mode == "PA" or "transparency" in picture.info
                 picture = picture.convert("RGBA" if alpha else "RGB")
             elif picture.mode == "1":
                 picture = picture.convert("L")
-            elif picture.mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not picture.mode.startswith(
-                "I;16"
-            ):
-                picture = picture.convert("RGB")
-            small = picture.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            try:
+                small = picture.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            except ValueError:  # a mode PIL cannot resample
+                small = picture.convert("RGB").resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
             del picture
             if orientation in _EXIF_TRANSPOSE:
                 small = small.transpose(_EXIF_TRANSPOSE[orientation])

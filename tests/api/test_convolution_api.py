@@ -285,7 +285,9 @@ def test_filter_json_is_the_same_numbers_as_before(client: TestClient, sample_im
     np.testing.assert_array_equal(arr, outcome.maps[0].values)
 
 
-def test_filter_limits_refuse_before_the_work(settings: object, sample_image_id: str, client: TestClient) -> None:
+def test_filter_limits_refuse_before_the_work(
+    settings: object, sample_image_id: str, client: TestClient
+) -> None:
     app_settings = client.app.state.settings  # type: ignore[attr-defined]
     app_settings.max_filter_output_values = 64 * 64 * 3
     app_settings.max_json_values = 64 * 64
@@ -331,7 +333,9 @@ def test_large_files_are_shrunk_while_decoding(client: TestClient, monkeypatch: 
     rgb = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], axis=2).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
-    image_id = client.post("/api/v1/images", files={"file": ("r.png", buffer.getvalue(), "image/png")}).json()["id"]
+    image_id = client.post(
+        "/api/v1/images", files={"file": ("r.png", buffer.getvalue(), "image/png")}
+    ).json()["id"]
     store = client.app.state.image_store  # type: ignore[attr-defined]
     record = store.get(image_id)
     whole = svc.load_filter_image(store, record, (60, 45))

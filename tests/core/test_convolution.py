@@ -299,7 +299,9 @@ def test_overflow_is_an_error_not_inf() -> None:
 
 @pytest.mark.parametrize("mode", ["grey", "per_channel", "3d"])
 @pytest.mark.parametrize("padding", ["none", "zeros", "reflect"])
-@pytest.mark.parametrize(("stride", "pool", "pool_stride"), [(1, None, None), (2, 2, None), (3, 3, 1), (1, 4, 3)])
+@pytest.mark.parametrize(
+    ("stride", "pool", "pool_stride"), [(1, None, None), (2, 2, None), (3, 3, 1), (1, 4, 3)]
+)
 def test_plan_filter_matches_the_real_output_shapes(
     mode: str, padding: str, stride: int, pool: int | None, pool_stride: int | None
 ) -> None:
@@ -308,7 +310,11 @@ def test_plan_filter_matches_the_real_output_shapes(
 
     rng = np.random.default_rng(7)
     image = rng.random((23, 30, 3), dtype=np.float32)
-    kernels = [KernelInput("a", np.ones((3, 3))), KernelInput("b", np.ones((5, 5))), KernelInput("c", np.ones((1, 1)))]
+    kernels = [
+        KernelInput("a", np.ones((3, 3))),
+        KernelInput("b", np.ones((5, 5))),
+        KernelInput("c", np.ones((1, 1))),
+    ]
     res = apply_kernels(image, kernels, mode=mode, padding=padding, stride=stride)
     real = [pool_fn(m, "max", pool, pool_stride).output.shape if pool else m.shape for m in res.maps]
     plan = plan_filter(
@@ -341,7 +347,9 @@ def test_banded_conv2d_equals_one_conv2d(monkeypatch: pytest.MonkeyPatch) -> Non
     for stride in (1, 2, 3):
         w = torch.from_numpy(rng.random((3, 1, 5, 5), dtype=np.float32))
         got = conv._banded_conv2d(x, w, stride, groups=3)
-        np.testing.assert_allclose(got, F.conv2d(x, w, stride=stride, groups=3)[0].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            got, F.conv2d(x, w, stride=stride, groups=3)[0].numpy(), rtol=1e-5, atol=1e-5
+        )
         w1 = torch.from_numpy(rng.random((1, 3, 3, 3), dtype=np.float32))
         got1 = conv._banded_conv2d(x, w1, stride, groups=1)
         np.testing.assert_allclose(got1, F.conv2d(x, w1, stride=stride)[0].numpy(), rtol=1e-5, atol=1e-5)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from numpy.typing import NDArray
 
@@ -399,9 +400,9 @@ async def filters_run(request: Request, store: ImageStoreDep) -> HTMLResponse:
         api["kernels"] = [
             {k: v for k, v in kern.items() if k != "channel_weights"} for kern in api["kernels"]
         ]
-    return render(
-        request, "partials/filters_result.html", _filters_result_context(svc.run_filter(store, params), api)
-    )
+    # Decoding, filtering and encoding the maps take up to seconds: off the event loop, so other requests flow.
+    ctx = await run_in_threadpool(lambda: _filters_result_context(svc.run_filter(store, params), api))
+    return render(request, "partials/filters_result.html", ctx)
 
 
 @router.get("/filters/kernel-editor", response_class=HTMLResponse)

@@ -285,9 +285,7 @@ def test_filter_json_is_the_same_numbers_as_before(client: TestClient, sample_im
     np.testing.assert_array_equal(arr, outcome.maps[0].values)
 
 
-def test_filter_limits_refuse_before_the_work(
-    settings: object, sample_image_id: str, client: TestClient
-) -> None:
+def test_filter_limits_refuse_before_the_work(sample_image_id: str, client: TestClient) -> None:
     app_settings = client.app.state.settings  # type: ignore[attr-defined]
     app_settings.max_filter_output_values = 64 * 64 * 3
     app_settings.max_json_values = 64 * 64

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     access_token: str | None = None
     allow_open: bool = False
 
+    # --- The filter lab (issue 9, defect 2): estimated peak bytes of one /api/v1/filter or /filters request
+    # (image, planes, padded input, conv2d bands, maps, and the answer's encoding), checked before decoding.
+    max_filter_working_bytes: int = 200 * 1024 * 1024
+
     def ensure_dirs(self) -> None:
         """Create the data directory and its sub-folders; a clear error when that is impossible.
 

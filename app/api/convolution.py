@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from app.api.responses import COMMON, NPY, PNG, content, errors
 from app.api.schemas_convolution import (
@@ -15,6 +15,7 @@ from app.api.schemas_convolution import (
     FilterResponse,
     KernelOut,
     PresetOut,
+    QueryInt,
 )
 from app.deps import ImageStoreDep
 from app.services import convolution as svc
@@ -67,25 +68,36 @@ def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
         magnitude=body.magnitude,
         scale=body.scale,
         max_side=body.max_side,
+        format=body.format,
+        index=body.index,
     )
+    # Sizes are checked from the plan before any work (OverLimit past max_filter_output_values,
+    # max_json_values or max_filter_working_bytes); the answers below are then encoded without copies of
+    # the maps: .npy streamed map by map, JSON written row by row.
     outcome = svc.run_filter(store, params)
     if body.format == "png":
         return Response(svc.maps_png(outcome, body.index), media_type="image/png")
     if body.format == "npy":
-        return Response(svc.maps_npy(outcome, body.index), media_type="application/octet-stream")
-    return svc.maps_json(outcome, body.index)
+        return StreamingResponse(
+            svc.maps_npy_chunks(outcome, body.index), media_type="application/octet-stream"
+        )
+    return Response(svc.maps_json_bytes(outcome, body.index), media_type="application/json")
 
 
 @router.get("/cost", responses=errors(422))
 def cost_route(
-    height: int = Query(256, ge=1, le=100_000),
-    width: int = Query(256, ge=1, le=100_000),
-    channels: int = Query(1, ge=1, le=10_000),
-    fc_outputs: int | None = Query(None, ge=1, le=10_000_000_000, description="Defaults to height x width."),
-    filters: int = Query(1, ge=1, le=100_000),
-    kernel: int = Query(3, ge=1, le=1_000),
-    stride: int = Query(1, ge=1, le=1_000),
-    padding: int | None = Query(None, ge=0, le=1_000, description="Defaults to kernel // 2 ('same')."),
+    height: Annotated[QueryInt, Query(ge=1, le=100_000)] = 256,
+    width: Annotated[QueryInt, Query(ge=1, le=100_000)] = 256,
+    channels: Annotated[QueryInt, Query(ge=1, le=10_000)] = 1,
+    fc_outputs: Annotated[
+        QueryInt | None, Query(ge=1, le=10_000_000_000, description="Defaults to height x width.")
+    ] = None,
+    filters: Annotated[QueryInt, Query(ge=1, le=100_000)] = 1,
+    kernel: Annotated[QueryInt, Query(ge=1, le=1_000)] = 3,
+    stride: Annotated[QueryInt, Query(ge=1, le=1_000)] = 1,
+    padding: Annotated[
+        QueryInt | None, Query(ge=0, le=1_000, description="Defaults to kernel // 2 ('same').")
+    ] = None,
 ) -> dict[str, object]:
     """Weights and multiplications of a fully-connected layer vs a convolution (the lecture's defaults)."""
     return svc.cost(height, width, channels, fc_outputs, filters, kernel, stride, padding).as_dict()

@@ -2,39 +2,120 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag
+from pydantic_core import PydanticCustomError
 
 # strict: JSON true and "1" are not numbers (ints still are)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 PaddingName = Literal["none", "zeros", "reflect", "replicate", "circular"]
 PoolName = Literal["max", "avg"]
 
+# Matrix limits live in the schema, so a 5000x5000 body is refused by the first list's length (pydantic
+# stops there) and the OpenAPI schema states them. The service checks the same numbers again (odd sizes,
+# equal rows) with messages that name the cell.
+MAX_GRID = 16
+MAX_PLAYGROUND_KERNEL = 7
+MAX_FILTER_KERNEL = 11
+MAX_KERNEL_DEPTH = 3
+
+
+def _at_most(n: int) -> BeforeValidator:
+    """Refuse a list longer than ``n`` before its items are validated.
+
+    pydantic checks ``max_length`` only after validating every item ("at most 16 items after validation"),
+    which for a 5000x5000 body means 25 M numbers (about 20 s); this looks at the length first.
+    """
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > n:
+            raise PydanticCustomError(
+                "too_long",
+                "List should have at most {max_length} items, not {actual_length}",
+                {"max_length": n, "actual_length": len(value)},
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+# Rows of numbers: 1..N rows of 1..N numbers each (written out, so type checkers see real types).
+PlaygroundRow = Annotated[list[FiniteFloat], Field(min_length=1, max_length=MAX_GRID), _at_most(MAX_GRID)]
+PlaygroundGrid = Annotated[list[PlaygroundRow], Field(min_length=1, max_length=MAX_GRID), _at_most(MAX_GRID)]
+PlaygroundKernelRow = Annotated[
+    list[FiniteFloat], Field(min_length=1, max_length=MAX_PLAYGROUND_KERNEL), _at_most(MAX_PLAYGROUND_KERNEL)
+]
+PlaygroundKernel = Annotated[
+    list[PlaygroundKernelRow],
+    Field(min_length=1, max_length=MAX_PLAYGROUND_KERNEL),
+    _at_most(MAX_PLAYGROUND_KERNEL),
+]
+FilterKernelRow = Annotated[
+    list[FiniteFloat], Field(min_length=1, max_length=MAX_FILTER_KERNEL), _at_most(MAX_FILTER_KERNEL)
+]
+FilterKernel2D = Annotated[
+    list[FilterKernelRow], Field(min_length=1, max_length=MAX_FILTER_KERNEL), _at_most(MAX_FILTER_KERNEL)
+]
+FilterKernel3D = Annotated[
+    list[FilterKernel2D], Field(min_length=1, max_length=MAX_KERNEL_DEPTH), _at_most(MAX_KERNEL_DEPTH)
+]
+
+
+def _weights_depth(value: Any) -> str | None:
+    """'3d' for a list of grids, '2d' for a grid of numbers; the union validates only the matching one,
+    so an error names one path (e.g. kernels.0.weights.2d.1.0) instead of two."""
+    if isinstance(value, list) and value and isinstance(value[0], list) and value[0]:
+        return "3d" if isinstance(value[0][0], list) else "2d"
+    return "2d"
+
+
+KernelWeights = Annotated[
+    Annotated[FilterKernel2D, Tag("2d")] | Annotated[FilterKernel3D, Tag("3d")],
+    Discriminator(_weights_depth),
+]
+
+
+def _plain_integer(value: Any) -> Any:
+    """Query strings are text: strict here means plain decimal digits ("2", "-1"), not "2.0", " 2", "1_000"
+    or "+2", which int() and pydantic's lax mode would take."""
+    if isinstance(value, str) and not re.fullmatch(r"-?[0-9]{1,12}", value):
+        raise PydanticCustomError("int_parsing", "Input should be a whole number written with digits only")
+    return value
+
+
+# An integer query parameter, strictly written (see _plain_integer).
+QueryInt = Annotated[int, BeforeValidator(_plain_integer)]
+
 
 class ConvolveRequest(BaseModel):
     """A small matrix convolved with a small kernel, with every output cell written out."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    input: list[list[FiniteFloat]] = Field(
-        ..., description="Input grid, rows of numbers, at most 16x16.", examples=[[[10, 10, 0], [10, 10, 0]]]
+    input: PlaygroundGrid = Field(
+        ...,
+        description=f"Input grid, rows of numbers, at most {MAX_GRID}x{MAX_GRID}.",
+        examples=[[[10, 10, 0], [10, 10, 0]]],
     )
-    kernel: list[list[FiniteFloat]] = Field(
-        ..., description="Kernel, rows of numbers, 1x1 up to 7x7.", examples=[[[1, 0, -1], [1, 0, -1]]]
+    kernel: PlaygroundKernel = Field(
+        ...,
+        description=f"Kernel, rows of numbers, 1x1 up to {MAX_PLAYGROUND_KERNEL}x{MAX_PLAYGROUND_KERNEL}.",
+        examples=[[[1, 0, -1], [1, 0, -1]]],
     )
     padding: PaddingName = Field("none", description="none, zeros, reflect, replicate or circular.")
-    amount: int = Field(0, ge=0, le=8, description="Padding width on every side (ignored for 'none').")
-    stride: int = Field(1, ge=1, le=8)
-    dilation: int = Field(1, ge=1, le=4)
-    flip: bool = Field(
+    amount: StrictInt = Field(0, ge=0, le=8, description="Padding width on every side (ignored for 'none').")
+    stride: StrictInt = Field(1, ge=1, le=8)
+    dilation: StrictInt = Field(1, ge=1, le=4)
+    flip: StrictBool = Field(
         False, description="True: true convolution (kernel flipped); False: cross-correlation."
     )
-    steps: bool = Field(True, description="Include the multiply-and-sum of every output cell.")
-    relu: bool = False
+    steps: StrictBool = Field(True, description="Include the multiply-and-sum of every output cell.")
+    relu: StrictBool = False
     pool: PoolName | None = Field(None, description="Pool the (ReLU'd) output with max or avg.")
-    pool_size: int = Field(2, ge=1, le=8)
-    pool_stride: int | None = Field(None, ge=1, le=8, description="Defaults to pool_size.")
+    pool_size: StrictInt = Field(2, ge=1, le=8)
+    pool_stride: StrictInt | None = Field(None, ge=1, le=8, description="Defaults to pool_size.")
 
 
 class SizeFormulaOut(BaseModel):
@@ -101,44 +182,67 @@ class ConvolveResponse(BaseModel):
 class KernelIn(BaseModel):
     """A library kernel by name, or explicit weights (2-D k x k, or 3-D depth x k x k for mode '3d')."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(None, description="A library kernel (GET /api/v1/kernels), e.g. 'sobel_x'.")
-    weights: list[Any] | None = Field(
-        None, description="Rows of numbers (odd size 1..11), or a list of such grids (one per channel)."
+    name: str | None = Field(
+        None, max_length=40, description="A library kernel (GET /api/v1/kernels), e.g. 'sobel_x'."
+    )
+    weights: KernelWeights | None = Field(
+        None,
+        description=(
+            f"Rows of numbers (odd size 1..{MAX_FILTER_KERNEL}), or a list of such grids, one per image "
+            f"channel (at most {MAX_KERNEL_DEPTH}), for mode '3d'."
+        ),
     )
     label: str | None = Field(None, max_length=60, description="Display name for explicit weights.")
     channel_weights: list[FiniteFloat] | None = Field(
-        None, description="Mode '3d' only: scale a 2-D kernel per channel (e.g. [1, 0, -1] for R minus B)."
+        None,
+        min_length=1,
+        max_length=MAX_KERNEL_DEPTH,
+        description="Mode '3d' only: scale a 2-D kernel per channel (e.g. [1, 0, -1] for R minus B).",
     )
 
 
 class FilterRequest(BaseModel):
     """Filter an uploaded or sample image with one or more kernels (a "layer")."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    image_id: str
+    image_id: str = Field(..., max_length=64, description="An image id (POST /api/v1/images).")
     kernels: list[KernelIn] = Field(..., min_length=1, max_length=8)
-    mode: Literal["grey", "per_channel", "3d"] = "grey"
+    mode: Literal["grey", "per_channel", "3d"] = Field(
+        "grey", description="per_channel gives one map per kernel and channel (3 for colour images)."
+    )
     padding: PaddingName = Field(
         "zeros", description="'none' gives valid (smaller) maps; others keep the size."
     )
-    stride: int = Field(1, ge=1, le=8)
-    flip: bool = False
-    relu: bool = False
+    stride: StrictInt = Field(1, ge=1, le=8)
+    flip: StrictBool = False
+    relu: StrictBool = False
     pool: PoolName | None = None
-    pool_size: int = Field(2, ge=1, le=16)
-    pool_stride: int | None = Field(None, ge=1, le=16)
-    magnitude: bool = Field(False, description="Show |value| on a sequential colour map.")
+    pool_size: StrictInt = Field(2, ge=1, le=16)
+    pool_stride: StrictInt | None = Field(None, ge=1, le=16)
+    magnitude: StrictBool = Field(False, description="Show |value| on a sequential colour map.")
     scale: Literal["each", "shared"] = Field(
         "each", description="Colour limits per map or shared by all maps."
     )
-    max_side: int | None = Field(
-        None, ge=16, le=4096, description="Downscale the image first so its longer side is at most this."
+    max_side: StrictInt | None = Field(
+        None,
+        ge=16,
+        le=4096,
+        description=(
+            "Downscale the image first so its longer side is at most this. Without it, images larger than "
+            "filter_display_side (1024 px by default) are downscaled to that, and a note says so."
+        ),
     )
-    format: Literal["json", "png", "npy"] = "json"
-    index: int | None = Field(None, ge=0, description="Only this feature map (0-based).")
+    format: Literal["json", "png", "npy"] = Field(
+        "json",
+        description=(
+            "json: numbers (at most max_json_values, 2,000,000 by default); png: the maps in a grid "
+            "(image/png); npy: float32 (N, H, W) (application/octet-stream)."
+        ),
+    )
+    index: StrictInt | None = Field(None, ge=0, description="Only this feature map (0-based).")
 
 
 class FeatureMapOut(BaseModel):

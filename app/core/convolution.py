@@ -400,6 +400,32 @@ def to_grey(image: NDArray[np.float32]) -> NDArray[np.float32]:
     return grey
 
 
+# conv2d on one large image holds far more than its output: oneDNN reorders input and output into
+# channel blocks of 8-16, so one 2048x2048 single-channel 3x3 convolution peaks at about +316 MiB (measured).
+# Convolving bands of at most this many output pixels keeps that overhead near BAND_BYTES.
+BAND_OUTPUT_PIXELS = 1 << 18
+# Measured peak of one band's conv2d (3 groups, the worst case): about 128 B per output pixel.
+BAND_BYTES = 160 * BAND_OUTPUT_PIXELS
+
+
+def _banded_conv2d(xp: torch.Tensor, weight: torch.Tensor, stride: int, groups: int) -> NDArray[np.float32]:
+    """``conv2d`` of a padded ``(1, C, H, W)`` input in bands of output rows -> ``(O, OH, OW)`` float32.
+
+    Same numbers as one ``F.conv2d`` call (each output row sees the same input rows), bounded working memory.
+    """
+    k_h, k_w = weight.shape[-2], weight.shape[-1]
+    oh = (xp.shape[-2] - k_h) // stride + 1
+    ow = (xp.shape[-1] - k_w) // stride + 1
+    out = np.empty((weight.shape[0], oh, ow), dtype=np.float32)
+    rows = max(1, BAND_OUTPUT_PIXELS // max(1, ow))
+    with torch.inference_mode():
+        for r0 in range(0, oh, rows):
+            r1 = min(oh, r0 + rows)
+            band = xp[:, :, r0 * stride : (r1 - 1) * stride + k_h, :]
+            out[:, r0:r1, :] = F.conv2d(band, weight, stride=stride, groups=groups)[0].numpy()
+    return out
+
+
 def apply_kernels(
     image: NDArray[np.float32],
     kernels: list[KernelInput],
@@ -471,32 +497,115 @@ def apply_kernels(
             )
         weight = torch.from_numpy((kw[..., ::-1, ::-1] if flip else kw).copy())
         xp = x if pad == 0 and pad_w == 0 else F.pad(x, (pad_w, pad_w, pad, pad), mode=_TORCH_PAD[padding])
-        with torch.inference_mode():
-            if mode == "3d":
-                wt = weight if weight.ndim == 3 else weight.unsqueeze(0).expand(c, k_h, k_w)
-                out = F.conv2d(xp, wt.unsqueeze(0).contiguous(), stride=stride)[0]
-                maps.append(out[0].numpy().copy())
-                labels.append(kin.name if weight.ndim == 3 else f"{kin.name} (x{c} depth)")
+        if mode == "3d":
+            wt = weight if weight.ndim == 3 else weight.unsqueeze(0).expand(c, k_h, k_w)
+            out = _banded_conv2d(xp, wt.unsqueeze(0).contiguous(), stride, groups=1)
+            maps.append(out[0])
+            labels.append(kin.name if weight.ndim == 3 else f"{kin.name} (x{c} depth)")
+            kidx.append(i)
+            chans.append(None)
+        elif mode == "per_channel" and c > 1:
+            wt = weight.unsqueeze(0).unsqueeze(0).expand(c, 1, k_h, k_w).contiguous()
+            out = _banded_conv2d(xp, wt, stride, groups=c)
+            for ch in range(c):
+                maps.append(out[ch])
+                name = _CHANNEL_NAMES[ch] if ch < len(_CHANNEL_NAMES) else str(ch)
+                labels.append(f"{kin.name} · {name}")
                 kidx.append(i)
-                chans.append(None)
-            elif mode == "per_channel" and c > 1:
-                wt = weight.unsqueeze(0).unsqueeze(0).expand(c, 1, k_h, k_w).contiguous()
-                out = F.conv2d(xp, wt, stride=stride, groups=c)[0]
-                for ch in range(c):
-                    maps.append(out[ch].numpy().copy())
-                    name = _CHANNEL_NAMES[ch] if ch < len(_CHANNEL_NAMES) else str(ch)
-                    labels.append(f"{kin.name} · {name}")
-                    kidx.append(i)
-                    chans.append(name)
-            else:
-                out = F.conv2d(xp, weight.reshape(1, 1, k_h, k_w), stride=stride)[0]
-                maps.append(out[0].numpy().copy())
-                labels.append(kin.name)
-                kidx.append(i)
-                chans.append(None)
+                chans.append(name)
+        else:
+            out = _banded_conv2d(xp, weight.reshape(1, 1, k_h, k_w), stride, groups=1)
+            maps.append(out[0])
+            labels.append(kin.name)
+            kidx.append(i)
+            chans.append(None)
+        del xp
     for i, m in enumerate(maps):
         if not np.all(np.isfinite(m)):
             raise ConvolutionError(
                 "the kernel's weights are too large: the feature map overflows", f"kernels[{kidx[i]}]"
             )
     return FilterResult(maps=maps, labels=labels, kernel_index=kidx, channel=chans, mode=mode)
+
+
+# ------------------------------------------------------------------------------------- size estimates
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """What :func:`apply_kernels` (then ReLU and pooling) will produce, computed from shapes alone.
+
+    ``map_shapes`` are the final ``(H', W')`` of every feature map in output order (after pooling);
+    ``conv_shapes`` the same before pooling. A shape with a side below 1 means the run will be refused
+    (kernel or pooling window larger than the map).
+    """
+
+    channels: int
+    height: int
+    width: int
+    maps_per_kernel: list[int]
+    conv_shapes: list[tuple[int, int]]
+    map_shapes: list[tuple[int, int]]
+    max_padded_values: int
+
+    @property
+    def output_values(self) -> int:
+        """Numbers over all final maps (maps x output pixels)."""
+        return sum(max(0, h) * max(0, w) for h, w in self.map_shapes)
+
+    @property
+    def conv_values(self) -> int:
+        return sum(max(0, h) * max(0, w) for h, w in self.conv_shapes)
+
+    def working_bytes(self, image_channels: int) -> int:
+        """An upper estimate of the bytes filtering holds at its peak, not counting the answer's encoding:
+        the float32 image and its planes, one kernel's padded input, one band of conv2d, every raw map
+        and every pooled map.
+        """
+        image = 4 * self.height * self.width * image_channels
+        planes = 4 * self.height * self.width * self.channels
+        pooled = 4 * self.output_values if self.output_values != self.conv_values else 0
+        return image + planes + 4 * self.max_padded_values + BAND_BYTES + 4 * self.conv_values + pooled
+
+
+def plan_filter(
+    height: int,
+    width: int,
+    channels: int,
+    kernel_shapes: list[tuple[int, ...]],
+    *,
+    mode: str = "grey",
+    padding: str = "zeros",
+    stride: int = 1,
+    pool_size: int | None = None,
+    pool_stride: int | None = None,
+) -> FilterPlan:
+    """The shapes :func:`apply_kernels` and pooling will produce for an ``(H, W, C)`` image, without any pixels.
+
+    Mirrors :func:`apply_kernels`: grey gives one map per kernel, per_channel ``C`` maps per kernel (when
+    ``C > 1``), 3d one; padding other than "none" pads ``(k-1)//2`` per side ("same" for odd kernels);
+    pooling (``pool_size`` given) is ``(n - size) // stride + 1`` per axis. Pure arithmetic: call it before
+    loading or convolving anything.
+    """
+    planes = 1 if mode == "grey" else channels
+    per_kernel = channels if mode == "per_channel" and channels > 1 else 1
+    ps = pool_stride if pool_stride is not None else pool_size
+    conv_shapes: list[tuple[int, int]] = []
+    map_shapes: list[tuple[int, int]] = []
+    counts: list[int] = []
+    max_padded = 0
+    for shape in kernel_shapes:
+        k_h, k_w = int(shape[-2]), int(shape[-1])
+        pad_h = 0 if padding == "none" else (k_h - 1) // 2
+        pad_w = 0 if padding == "none" else (k_w - 1) // 2
+        max_padded = max(max_padded, planes * (height + 2 * pad_h) * (width + 2 * pad_w))
+        oh = output_size(height, k_h, pad_h, stride, 1)
+        ow = output_size(width, k_w, pad_w, stride, 1)
+        if pool_size is not None and ps is not None and oh >= 1 and ow >= 1:
+            ph, pw = output_size(oh, pool_size, 0, ps, 1), output_size(ow, pool_size, 0, ps, 1)
+        else:
+            ph, pw = oh, ow
+        counts.append(per_kernel)
+        conv_shapes.extend([(oh, ow)] * per_kernel)
+        map_shapes.extend([(ph, pw)] * per_kernel)
+    return FilterPlan(planes, height, width, counts, conv_shapes, map_shapes, max_padded)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from numpy.typing import NDArray
 
@@ -321,6 +322,8 @@ def _filter_params_from_form(form: Any) -> tuple[svc.FilterParams, dict[str, Any
         magnitude=form.get("magnitude") in ("on", "true", "1"),
         scale="shared" if form.get("scale") == "shared" else "each",
         max_side=_int_field(form, "max_side", 256, 16, 1024),
+        # the page inlines one PNG per map: its limits count that, not a JSON answer
+        format="page",
     )
     api = {
         "image_id": image_id,
@@ -377,7 +380,7 @@ def filters_page(request: Request, store: ImageStoreDep, image_id: str | None = 
     }
     if chosen:
         req = svc.FilterParams(image_id=chosen, kernels=[svc.KernelRequest("sobel_x"), svc.KernelRequest("sobel_y")],
-                               max_side=256)  # fmt: skip
+                               max_side=256, format="page")  # fmt: skip
         api = {"image_id": chosen, "kernels": [{"name": "sobel_x"}, {"name": "sobel_y"}], "mode": "grey",
                "padding": "zeros", "max_side": 256, "format": "json"}  # fmt: skip
         ctx.update(_filters_result_context(svc.run_filter(store, req), api))
@@ -395,9 +398,9 @@ def filters_run(request: Request, store: ImageStoreDep, form: FormDep) -> HTMLRe
         api["kernels"] = [
             {k: v for k, v in kern.items() if k != "channel_weights"} for kern in api["kernels"]
         ]
-    return render(
-        request, "partials/filters_result.html", _filters_result_context(svc.run_filter(store, params), api)
-    )
+    # Decoding, filtering and encoding the maps take up to seconds: off the event loop, so other requests flow.
+    ctx = await run_in_threadpool(lambda: _filters_result_context(svc.run_filter(store, params), api))
+    return render(request, "partials/filters_result.html", ctx)
 
 
 @router.get("/filters/kernel-editor", response_class=HTMLResponse)

@@ -60,7 +60,9 @@ def test_convolve_relu_pool(client: TestClient) -> None:
     [
         ({"input": [[1, "x"], [1, 1]], "kernel": [[1]]}, "input.0.1"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "stride": 0}, "stride"),
-        ({"input": [[1] * 17] * 3, "kernel": [[1]]}, "input"),
+        # the schema refuses an over-long row by its path, before any number in it is read
+        ({"input": [[1] * 17] * 3, "kernel": [[1]]}, "input.0"),
+        ({"input": [[1] * 3] * 17, "kernel": [[1]]}, "input"),
         ({"input": [[1] * 8] * 8, "kernel": [[1] * 8] * 8}, "kernel"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1, 1, 1]] * 3}, "kernel"),
         ({"input": [[1, 1], [1]], "kernel": [[1]]}, "input[1]"),
@@ -134,8 +136,10 @@ def test_filter_modes_and_options(client: TestClient, sample_image_id: str) -> N
     ("kernel", "field"),
     [
         ({"weights": [[1, 1], [1, 1]]}, "kernels[0].weights"),
-        ({"weights": [[1] * 13] * 13}, "kernels[0].weights"),
-        ({"weights": [[1, "a", 1]] * 3}, "kernels[0].weights[0][1]"),
+        # the schema's limits (and types) name the path, with the form of weights it read (2d or 3d)
+        ({"weights": [[1] * 13] * 13}, "kernels.0.weights.2d"),
+        ({"weights": [[1, "a", 1]] * 3}, "kernels.0.weights.2d.0.1"),
+        ({"weights": [[[1] * 3] * 3] * 4}, "kernels.0.weights.3d"),
         ({"name": "nope"}, "kernels[0].name"),
         ({}, "kernels[0].name"),
         # Both a library name and weights: ambiguous, so neither is silently dropped.
@@ -204,3 +208,137 @@ def test_random_garbage_never_500(client: TestClient, gray_image_id: str) -> Non
             fbody["kernels"] = [{"weights": junk[int(rng.integers(len(junk)))], "mode": "3d"}]
         r = client.post("/api/v1/filter", json=fbody)
         assert r.status_code < 500, (fbody, r.text)
+
+
+# ------------------------------------------------------------------------ strict types and limits (issue 9)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"relu": 0}, "relu"), ({"stride": "2"}, "stride"), ({"flip": 1}, "flip"), ({"steps": "true"}, "steps"),
+     ({"amount": True}, "amount"), ({"pool_size": 2.0}, "pool_size")],
+)  # fmt: skip
+def test_convolve_types_are_strict(client: TestClient, change: dict[str, object], field: str) -> None:
+    r = client.post("/api/v1/convolve", json={"input": EDGE, "kernel": EDGE_K, **change})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"relu": 0}, "relu"), ({"stride": "2"}, "stride"), ({"flip": 1}, "flip"), ({"magnitude": "yes"}, "magnitude"),
+     ({"max_side": "64"}, "max_side"), ({"index": True}, "index"), ({"image_id": 5}, "image_id")],
+)  # fmt: skip
+def test_filter_types_are_strict(
+    client: TestClient, gray_image_id: str, change: dict[str, object], field: str
+) -> None:
+    body = {"image_id": gray_image_id, "kernels": [{"name": "sobel_x"}], **change}
+    r = client.post("/api/v1/filter", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize("value", ["2.0", " 2", "+2", "1_0", "true", "2e0"])
+def test_cost_query_integers_are_plain_digits(client: TestClient, value: str) -> None:
+    r = client.get("/api/v1/cost", params={"stride": value})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "stride"
+    assert client.get("/api/v1/cost", params={"stride": "2"}).status_code == 200
+
+
+def test_matrix_limits_are_in_the_schema_and_refuse_before_reading_items(client: TestClient) -> None:
+    from pydantic import ValidationError
+
+    from app.api.schemas_convolution import ConvolveRequest
+
+    # 5000 references to one 5000-number row: a 25 M-number body without 25 M objects in the test
+    row = [0.5] * 5000
+    with pytest.raises(ValidationError) as info:
+        ConvolveRequest.model_validate({"input": [row] * 5000, "kernel": [[1]]})
+    errors = info.value.errors()
+    assert [(e["loc"], e["type"]) for e in errors] == [(("input",), "too_long")]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["ConvolveRequest"]["properties"]["input"]["maxItems"] == 16
+    assert schema["ConvolveRequest"]["properties"]["input"]["items"]["maxItems"] == 16
+    assert schema["ConvolveRequest"]["properties"]["kernel"]["maxItems"] == 7
+    weights = schema["KernelIn"]["properties"]["weights"]
+    assert "maxItems" in str(weights) and "number" in str(weights)  # typed, not list[Any]
+    r = client.post("/api/v1/convolve", json={"input": [[1] * 3] * 100, "kernel": [[1]]})
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "input"
+    assert "16" in r.json()["error"]["message"]
+
+
+def test_filter_json_is_the_same_numbers_as_before(client: TestClient, sample_image_id: str) -> None:
+    """The JSON is now written row by row: same keys, same rounding as maps_json()."""
+    from app.services import convolution as svc
+
+    store = client.app.state.image_store  # type: ignore[attr-defined]
+    params = svc.FilterParams(sample_image_id, [svc.KernelRequest("sobel_x"), svc.KernelRequest("laplacian")])
+    outcome = svc.run_filter(store, params)
+    import json
+
+    assert json.loads(svc.maps_json_bytes(outcome)) == svc.maps_json(outcome)
+    assert json.loads(svc.maps_json_bytes(outcome, 1)) == svc.maps_json(outcome, 1)
+    assert svc.maps_npy(outcome) == b"".join(svc.maps_npy_chunks(outcome))
+    arr = np.load(io.BytesIO(svc.maps_npy(outcome, 0)))
+    np.testing.assert_array_equal(arr, outcome.maps[0].values)
+
+
+def test_filter_limits_refuse_before_the_work(sample_image_id: str, client: TestClient) -> None:
+    app_settings = client.app.state.settings  # type: ignore[attr-defined]
+    app_settings.max_filter_output_values = 64 * 64 * 3
+    app_settings.max_json_values = 64 * 64
+    base = {"image_id": sample_image_id, "kernels": [{"name": "sobel_x"}, {"name": "sobel_y"}]}
+    r = client.post("/api/v1/filter", json={**base, "mode": "per_channel", "format": "npy"})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert (err["code"], err["limit"], err["estimate"], err["maximum"]) == (
+        "over_limit", "max_filter_output_values", 6 * 64 * 64, 3 * 64 * 64,
+    )  # fmt: skip
+    assert "max_filter_output_values" in err["message"]
+    r = client.post("/api/v1/filter", json={**base, "format": "json"})
+    err = r.json()["error"]
+    assert (r.status_code, err["limit"], err["field"]) == (422, "max_json_values", "format")
+    assert "format=npy" in err["message"] and "max_side" in err["message"]
+    # one map with index, or pooling, fits the JSON limit
+    assert client.post("/api/v1/filter", json={**base, "format": "json", "index": 1}).status_code == 200
+    assert client.post("/api/v1/filter", json={**base, "pool": "max"}).status_code == 200
+    assert client.post("/api/v1/filter", json={**base, "format": "npy"}).status_code == 200
+    r = client.post("/api/v1/filter", json={**base, "format": "json", "index": 2})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "index")
+    app_settings.max_filter_working_bytes = 1024
+    r = client.post("/api/v1/filter", json={**base, "format": "npy"})
+    assert r.json()["error"]["limit"] == "max_filter_working_bytes"
+
+
+def test_large_images_are_downscaled_to_the_display_side(client: TestClient, sample_image_id: str) -> None:
+    client.app.state.settings.filter_display_side = 40  # type: ignore[attr-defined]
+    body = {"image_id": sample_image_id, "kernels": [{"name": "sobel_x"}]}
+    out = client.post("/api/v1/filter", json=body).json()
+    assert out["input_shape"] == [40, 40, 3] and out["original_shape"] == [64, 64, 3]
+    assert any("downscaled from 64x64 to 40x40" in n and "max_side" in n for n in out["notes"])
+    # max_side wins over the display side (and may go up to the image's own size)
+    assert client.post("/api/v1/filter", json={**body, "max_side": 64}).json()["input_shape"] == [64, 64, 3]
+
+
+def test_large_files_are_shrunk_while_decoding(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past FULL_DECODE_BYTES the image is never decoded whole as float32: PIL shrinks it first, and the
+    result matches the store's decode resized to the same size."""
+    from app.services import convolution as svc
+
+    yy, xx = np.mgrid[0:120, 0:90]
+    rgb = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], axis=2).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    image_id = client.post(
+        "/api/v1/images", files={"file": ("r.png", buffer.getvalue(), "image/png")}
+    ).json()["id"]
+    store = client.app.state.image_store  # type: ignore[attr-defined]
+    record = store.get(image_id)
+    whole = svc.load_filter_image(store, record, (60, 45))
+    monkeypatch.setattr(svc, "FULL_DECODE_BYTES", 1000)
+    monkeypatch.setattr(store, "load", lambda *_: pytest.fail("decoded whole"))
+    shrunk = svc.load_filter_image(store, record, (60, 45))
+    assert shrunk.shape == whole.shape == (60, 45, 3)
+    np.testing.assert_allclose(shrunk, whole, atol=0.02)

@@ -292,3 +292,64 @@ def test_overflow_is_an_error_not_inf() -> None:
     with pytest.raises(ConvolutionError) as err:
         apply_kernels(_image(1, (6, 6)), [KernelInput("huge", np.full((3, 3), 1e38))])
     assert err.value.field == "kernels[0]"
+
+
+# --------------------------------------------------------------------------- output-size plan (issue 9)
+
+
+@pytest.mark.parametrize("mode", ["grey", "per_channel", "3d"])
+@pytest.mark.parametrize("padding", ["none", "zeros", "reflect"])
+@pytest.mark.parametrize(
+    ("stride", "pool", "pool_stride"), [(1, None, None), (2, 2, None), (3, 3, 1), (1, 4, 3)]
+)
+def test_plan_filter_matches_the_real_output_shapes(
+    mode: str, padding: str, stride: int, pool: int | None, pool_stride: int | None
+) -> None:
+    from app.core.convolution import plan_filter
+    from app.core.pooling import pool as pool_fn
+
+    rng = np.random.default_rng(7)
+    image = rng.random((23, 30, 3), dtype=np.float32)
+    kernels = [
+        KernelInput("a", np.ones((3, 3))),
+        KernelInput("b", np.ones((5, 5))),
+        KernelInput("c", np.ones((1, 1))),
+    ]
+    res = apply_kernels(image, kernels, mode=mode, padding=padding, stride=stride)
+    real = [pool_fn(m, "max", pool, pool_stride).output.shape if pool else m.shape for m in res.maps]
+    plan = plan_filter(
+        23, 30, 3, [k.weights.shape for k in kernels], mode=mode, padding=padding, stride=stride,
+        pool_size=pool, pool_stride=pool_stride,
+    )  # fmt: skip
+    assert plan.map_shapes == real
+    assert plan.conv_shapes == [m.shape for m in res.maps]
+    assert plan.output_values == sum(h * w for h, w in real)
+    assert plan.maps_per_kernel == [3 if mode == "per_channel" else 1] * 3
+
+
+def test_plan_filter_counts_the_issue_case_without_any_pixels() -> None:
+    from app.core.convolution import plan_filter
+
+    # 6000x6000, eight 3x3 kernels per channel: 24 maps of 36 M pixels (the issue's ~70 GB request)
+    plan = plan_filter(6000, 6000, 3, [(3, 3)] * 8, mode="per_channel")
+    assert plan.output_values == 24 * 6000 * 6000
+    assert plan.working_bytes(3) > 24 * 6000 * 6000 * 4
+    # a greyscale image in per_channel mode gives one map per kernel, as apply_kernels does
+    assert plan_filter(10, 10, 1, [(3, 3)] * 2, mode="per_channel").output_values == 200
+
+
+def test_banded_conv2d_equals_one_conv2d(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.core.convolution as conv
+
+    monkeypatch.setattr(conv, "BAND_OUTPUT_PIXELS", 50)  # many bands, ragged last one
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.random((1, 3, 41, 29), dtype=np.float32))
+    for stride in (1, 2, 3):
+        w = torch.from_numpy(rng.random((3, 1, 5, 5), dtype=np.float32))
+        got = conv._banded_conv2d(x, w, stride, groups=3)
+        np.testing.assert_allclose(
+            got, F.conv2d(x, w, stride=stride, groups=3)[0].numpy(), rtol=1e-5, atol=1e-5
+        )
+        w1 = torch.from_numpy(rng.random((1, 3, 3, 3), dtype=np.float32))
+        got1 = conv._banded_conv2d(x, w1, stride, groups=1)
+        np.testing.assert_allclose(got1, F.conv2d(x, w1, stride=stride)[0].numpy(), rtol=1e-5, atol=1e-5)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from numpy.typing import NDArray
 
@@ -398,8 +397,8 @@ def filters_run(request: Request, store: ImageStoreDep, form: FormDep) -> HTMLRe
         api["kernels"] = [
             {k: v for k, v in kern.items() if k != "channel_weights"} for kern in api["kernels"]
         ]
-    # Decoding, filtering and encoding the maps take up to seconds: off the event loop, so other requests flow.
-    ctx = await run_in_threadpool(lambda: _filters_result_context(svc.run_filter(store, params), api))
+    # A plain def: FastAPI runs it in a worker thread, so decoding, filtering and encoding stay off the loop.
+    ctx = _filters_result_context(svc.run_filter(store, params), api)
     return render(request, "partials/filters_result.html", ctx)
 
 

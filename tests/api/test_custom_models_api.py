@@ -118,11 +118,35 @@ def test_weights_that_do_not_fit_or_are_not_safetensors(client: TestClient) -> N
     assert key in response.json()["error"]["message"] and "NaN" in response.json()["error"]["message"]
 
 
-def test_model_whose_outputs_overflow_gives_a_clear_error(client: TestClient, gray_image_id: str) -> None:
+def test_weights_that_overflow_are_refused_at_upload(client: TestClient) -> None:
+    # Weights of 3e38 overflow in the first layer: refused at upload with the layer named, instead of being
+    # accepted and then failing (500) in /explain/cam and the feature-map views.
     _, state = _weights()
     huge = {k: torch.full_like(v, 3e38) if v.is_floating_point() else v for k, v in state.items()}
     files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", save(huge))}
-    name = client.post("/api/v1/models", files=files).json()["name"]
+    response = client.post("/api/v1/models", files=files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "weights" and "not finite" in error["message"] and "conv2d1" in error["message"]
+
+
+def _store_unchecked(client: TestClient, state: dict[str, torch.Tensor]) -> str:
+    """A model stored without the upload probe (as before it existed), to reach the views' own guards."""
+    from app.core.custom_models import estimate
+
+    store = client.app.state.registry.custom  # type: ignore[attr-defined]
+    arch = parse_architecture(TINY)
+    cost = estimate(arch)
+    info = {"created": "", "params": cost.params, "macs": cost.macs, "activation_bytes": cost.activation_bytes}
+    model_id = "custom-0123456789abcdef"
+    store._write(store._root / model_id, arch, save(state), {**info, "depth": cost.depth})
+    return model_id
+
+
+def test_model_whose_outputs_overflow_gives_a_clear_error(client: TestClient, gray_image_id: str) -> None:
+    _, state = _weights()
+    huge = {k: torch.full_like(v, 3e38) if v.is_floating_point() else v for k, v in state.items()}
+    name = _store_unchecked(client, huge)
     response = client.post("/api/v1/predict", json={"image_id": gray_image_id, "model": name})
     assert response.status_code == 422, response.text
     assert (

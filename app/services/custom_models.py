@@ -72,7 +72,7 @@ def decode_architecture(data: bytes) -> Architecture:
     try:
         return parse_architecture(spec)
     except ArchitectureError as exc:
-        raise InvalidInput(f"Architecture: {exc}", field=f"architecture.{exc.field}") from exc
+        raise InvalidInput(f"Architecture: {exc}", field=_field(exc)) from exc
 
 
 class CustomModelStore:
@@ -90,6 +90,11 @@ class CustomModelStore:
         self._records: dict[str, CustomModelRecord] = {}
         self._lock = threading.Lock()
 
+    @property
+    def limits(self) -> dict[str, int]:
+        """Setting name -> maximum, for the cost of one image through an uploaded model."""
+        return dict(self._limits)
+
     # --- checks ----------------------------------------------------------------------------------------------
 
     def estimate(self, arch: Architecture) -> Estimate:
@@ -97,7 +102,7 @@ class CustomModelStore:
         try:
             cost = estimate(arch)
         except ArchitectureError as exc:
-            raise InvalidInput(f"Architecture: {exc}", field=f"architecture.{exc.field}") from exc
+            raise InvalidInput(f"Architecture: {exc}", field=_field(exc)) from exc
         self.check_limits(cost)
         return cost
 
@@ -268,6 +273,10 @@ class CustomModelStore:
                 "activation_bytes": record.activation_bytes,
             },
         )
+
+
+def _field(exc: ArchitectureError) -> str:
+    return exc.field if exc.field.startswith("architecture") else f"architecture.{exc.field}"
 
 
 def _record(model_id: str, arch: Architecture, has_weights: bool, info: dict[str, Any]) -> CustomModelRecord:

@@ -48,6 +48,7 @@ def models_page(request: Request, registry: RegistryDep) -> HTMLResponse:
             "cache_dir": str(torch_cache_dir()),
             "default_model": registry.default_model(),
             "example": json.dumps(EXAMPLE_ARCHITECTURE, indent=1),
+            "limits": registry.custom.limits,
         },
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save
@@ -137,7 +138,12 @@ def _store_unchecked(client: TestClient, state: dict[str, torch.Tensor]) -> str:
     store = client.app.state.registry.custom  # type: ignore[attr-defined]
     arch = parse_architecture(TINY)
     cost = estimate(arch)
-    info = {"created": "", "params": cost.params, "macs": cost.macs, "activation_bytes": cost.activation_bytes}
+    info = {
+        "created": "",
+        "params": cost.params,
+        "macs": cost.macs,
+        "activation_bytes": cost.activation_bytes,
+    }
     model_id = "custom-0123456789abcdef"
     store._write(store._root / model_id, arch, save(state), {**info, "depth": cost.depth})
     return model_id
@@ -201,3 +207,117 @@ def test_a_stored_model_that_no_longer_validates_is_left_out(client: TestClient,
     response = client.post("/api/v1/predict", json={"image_id": gray_image_id, "model": name})
     assert response.status_code == 409 and response.json()["error"]["field"] == "model"
     assert "upload it again" in response.json()["error"]["message"]
+
+
+def test_feature_maps_of_a_model_that_overflows_are_a_clear_422(
+    client: TestClient, gray_image_id: str
+) -> None:
+    # "Out of range float values are not JSON compliant" was a 500 on /features for such a model.
+    _, state = _weights()
+    huge = {k: torch.full_like(v, 3e38) if v.is_floating_point() else v for k, v in state.items()}
+    name = _store_unchecked(client, huge)
+    response = client.post(
+        "/api/v1/features", json={"image_id": gray_image_id, "model": name, "format": "json"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "model" and "not finite" in error["message"]
+
+
+def _upload(client: TestClient, text: str | bytes, **files: tuple[str, bytes]) -> dict:  # type: ignore[type-arg]
+    response = client.post("/api/v1/models", files={"architecture": ("a.json", text), **files})
+    assert response.status_code in (413, 422), (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    return response.json()["error"]  # type: ignore[no-any-return]
+
+
+def test_hostile_architectures_are_refused_with_the_field(client: TestClient) -> None:
+    error = _upload(client, "[" * 130_000 + "]" * 130_000)
+    assert error["field"] == "architecture" and "nested" in error["message"]
+    error = _upload(
+        client,
+        json.dumps(
+            dict(TINY, categories=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["a"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]])
+        ),
+    )
+    assert error["field"] == "architecture" and "nested" in error["message"]
+    for reserved in ("training", "forward", "modules"):
+        layers = [dict(TINY["layers"][0], name=reserved), *TINY["layers"][1:]]  # type: ignore[index, misc]
+        error = _upload(client, json.dumps(dict(TINY, layers=layers)))
+        assert error["field"] == "architecture.layers.0.name" and reserved in error["message"]
+    for channels in (2, 4):
+        error = _upload(client, json.dumps(dict(TINY, in_channels=channels, mean=[0.5] * 4, std=[0.25] * 4)))
+        assert error["field"] == "architecture.in_channels" and "1 (greyscale) or 3 (RGB)" in error["message"]
+    conv_after_flatten = [{"type": "flatten"}, {"type": "conv2d", "out_channels": 2}]
+    error = _upload(client, json.dumps(dict(TINY, layers=conv_after_flatten)))
+    assert error["field"] == "architecture.layers.1.type" and "feature map" in error["message"]
+    too_small = [{"type": "maxpool2d", "kernel_size": 8}] * 3
+    error = _upload(client, json.dumps(dict(TINY, layers=too_small)))
+    assert error["field"] == "architecture.layers.1.kernel_size" and "4x4" in error["message"]
+    error = _upload(client, json.dumps(dict(TINY, layers=[{"type": ["conv2d"]}])))
+    assert error["field"] == "architecture.layers.0.type"
+
+
+def test_torchvision_architecture_that_cannot_run_at_its_input_size(client: TestClient) -> None:
+    arch = {
+        "name": "tiny inception",
+        "torchvision": "inception_v3",
+        "input_size": [8, 8],
+        "categories": ["a", "b"],
+    }
+    error = _upload(client, json.dumps(arch))
+    assert error["field"] == "architecture.input_size" and "[8, 8]" in error["message"]
+
+
+def test_models_past_the_cost_limits_are_refused_before_building(client: TestClient) -> None:
+    # The 557-byte JSON: five 1024->1024 11x11 convolutions (+2.5 GB and 11 s before its 422).
+    huge = [{"type": "conv2d", "out_channels": 1024, "kernel_size": 11}] * 5
+    layers = [*huge, {"type": "global_avgpool"}, {"type": "flatten"}, {"type": "linear", "out_features": 2}]
+    error = _upload(
+        client, json.dumps(dict(TINY, in_channels=3, mean=[0.5] * 3, std=[0.25] * 3, layers=layers))
+    )
+    assert error["code"] == "over_limit" and error["limit"] == "max_model_parameters"
+    assert error["maximum"] == 60_000_000 and error["estimate"] > 500_000_000
+    # Two 1024-channel layers at 256x256: 9.4 M parameters, but ~620 G multiply-accumulates per image.
+    wide = [{"type": "conv2d", "out_channels": 1024}, {"type": "conv2d", "out_channels": 1024}]
+    layers = [*wide, {"type": "global_avgpool"}, {"type": "flatten"}, {"type": "linear", "out_features": 2}]
+    error = _upload(client, json.dumps(dict(TINY, input_size=[256, 256], layers=layers)))
+    assert error["limit"] == "max_model_macs" and "max_model_macs" in error["message"]
+
+
+def test_a_too_long_file_name_is_named(client: TestClient) -> None:
+    response = client.post("/api/v1/models", files={"architecture": ("a" * 5000 + ".json", json.dumps(TINY))})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert "file name" in error["message"] and "255" in error["message"]
+    response = client.post("/api/v1/images", files={"file": ("b" * 300 + ".png", b"123", "image/png")})
+    assert response.status_code == 422 and "304 characters" in response.json()["error"]["message"]
+
+
+def test_the_estimate_is_in_the_answer_and_on_the_page(client: TestClient) -> None:
+    info = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(TINY))}).json()
+    module = build_module(parse_architecture(TINY))
+    assert info["params"] == sum(p.numel() for p in module.parameters())
+    assert info["gflops"] > 0
+    page = client.get("/models").text
+    assert "activation" in page.lower()
+
+
+def test_a_failed_save_is_a_507_and_the_server_keeps_serving(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.services.custom_models as service
+
+    def read_only(*args: object, **kwargs: object) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(service.tempfile, "mkdtemp", read_only)
+    response = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(TINY))})
+    assert response.status_code == 507, response.text
+    assert response.json()["error"]["code"] == "storage_failed"
+    assert "Read-only" in response.json()["error"]["message"]
+    monkeypatch.undo()
+    assert client.get("/api/v1/models").status_code == 200
+    assert (
+        client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(TINY))}).status_code == 201
+    )

@@ -514,8 +514,10 @@ def probe_inputs(arch: Architecture, batch_noise_seed: int = 0) -> torch.Tensor:
 def first_non_finite_layer(model: nn.Module, inputs: torch.Tensor) -> str | None:
     """The first layer (dotted name, in execution order) whose output holds NaN or infinity, else None.
 
-    The one real forward an upload gets: weights that overflow on ordinary images are refused at upload instead
-    of failing in every view that shows activations.
+    The one real run an upload gets: weights that overflow on ordinary images are refused at upload instead of
+    failing in every view that shows activations. Images go one at a time (half the peak memory of a batch), and
+    each output is checked through its float32 sum: NaN and infinity always reach the sum, and a sum that
+    overflows means values no view could average either. No copy of the output is made.
     """
     bad: list[str] = []
 
@@ -524,7 +526,7 @@ def first_non_finite_layer(model: nn.Module, inputs: torch.Tensor) -> str | None
             not bad
             and isinstance(output, torch.Tensor)
             and output.is_floating_point()
-            and not bool(torch.isfinite(output).all())
+            and not bool(torch.isfinite(output.sum()))
         ):
             bad.append(name)
 
@@ -532,13 +534,14 @@ def first_non_finite_layer(model: nn.Module, inputs: torch.Tensor) -> str | None
     model.eval()
     try:
         with _leaf_hooks(model, check), torch.inference_mode():
-            out = model(inputs)
+            for image in inputs.split(1):
+                out = model(image)
+                if bad:
+                    return bad[0]
+                if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+                    return "output"
     finally:
         model.train(was_training)
-    if bad:
-        return bad[0]
-    if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
-        return "output"
     return None
 
 

@@ -148,7 +148,7 @@ class CustomModelStore:
             field = "weights" if weights is not None else "architecture"
             raise InvalidInput(
                 f"On a mid-grey and a noise image, layer {bad} gives values that are not finite numbers "
-                "(overflow to infinity or NaN), so no view could show this model. "
+                "(overflow to infinity or NaN, or a sum past float32's range), so no view could show this model. "
                 + ("Check the weights' scale." if weights is not None else "Check mean and std."),
                 field=field,
             )

@@ -321,3 +321,32 @@ def test_a_failed_save_is_a_507_and_the_server_keeps_serving(
     assert (
         client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(TINY))}).status_code == 201
     )
+
+
+def test_an_upload_is_built_and_run_once_and_reading_it_runs_nothing(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: four dry runs per upload (two in put(), two in _read()).
+    import app.services.custom_models as service
+
+    calls = {"build": 0, "probe": 0}
+    real_build, real_probe = service.build_module, service.first_non_finite_layer
+
+    def counting_build(arch: object) -> torch.nn.Module:
+        calls["build"] += 1
+        return real_build(arch)  # type: ignore[arg-type]
+
+    def counting_probe(module: torch.nn.Module, inputs: torch.Tensor) -> str | None:
+        calls["probe"] += 1
+        return real_probe(module, inputs)
+
+    monkeypatch.setattr(service, "build_module", counting_build)
+    monkeypatch.setattr(service, "first_non_finite_layer", counting_probe)
+    name = client.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(TINY))}).json()["name"]
+    assert calls == {"build": 1, "probe": 1}
+    store = client.app.state.registry.custom  # type: ignore[attr-defined]
+    store._records.clear()  # as after a restart
+    record = store.get(name)
+    assert calls == {"build": 1, "probe": 1}
+    assert record.params == sum(p.numel() for p in real_build(record.architecture).parameters())
+    assert record.macs > 0 and record.activation_bytes > 0

@@ -67,7 +67,7 @@ def decode_architecture(data: bytes) -> Architecture:
             f"The architecture JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels).",
             field="architecture",
         ) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and integers past Python's 4300 digits
         raise InvalidInput(f"The architecture is not valid JSON: {exc}", field="architecture") from exc
     try:
         return parse_architecture(spec)

@@ -241,6 +241,10 @@ def test_hostile_architectures_are_refused_with_the_field(client: TestClient) ->
         ),
     )
     assert error["field"] == "architecture" and "nested" in error["message"]
+    error = _upload(client, json.dumps(TINY).replace('"out_channels": 4', '"out_channels": ' + "9" * 5000))
+    assert error["field"] == "architecture" and "not valid JSON" in error["message"]
+    error = _upload(client, b"\xff\xfe{" + "ä".encode("latin-1"))
+    assert error["field"] == "architecture"
     for reserved in ("training", "forward", "modules"):
         layers = [dict(TINY["layers"][0], name=reserved), *TINY["layers"][1:]]  # type: ignore[index, misc]
         error = _upload(client, json.dumps(dict(TINY, layers=layers)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -354,3 +355,31 @@ def test_an_upload_is_built_and_run_once_and_reading_it_runs_nothing(
     assert calls == {"build": 1, "probe": 1}
     assert record.params == sum(p.numel() for p in real_build(record.architecture).parameters())
     assert record.macs > 0 and record.activation_bytes > 0
+
+
+def test_parts_past_their_limits_are_413_naming_the_field(tmp_path: Path) -> None:
+    from app.config import Settings
+    from app.main import create_app
+
+    settings = Settings(data_dir=tmp_path / "small", max_model_bytes=10_000, max_model_parameters=1_000)
+    with TestClient(create_app(settings)) as small:
+        files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", b"\0" * 20_000)}
+        response = small.post("/api/v1/models", files=files)
+        assert response.status_code == 413, response.text
+        error = response.json()["error"]
+        assert (
+            error["field"] == "weights"
+            and error["max_bytes"] == 10_000
+            and "max_model_bytes" in error["message"]
+        )
+        big_json = json.dumps({**TINY, "padding": "x" * 300_000})
+        response = small.post("/api/v1/models", files={"architecture": ("a.json", big_json)})
+        assert response.status_code == 413 and response.json()["error"]["field"] == "architecture"
+        # The limits come from Settings: a lower max_model_parameters refuses TINY (170 parameters is fine).
+        wide = dict(TINY, layers=[{"type": "conv2d", "out_channels": 64}, *TINY["layers"][1:]])  # type: ignore[misc]
+        response = small.post("/api/v1/models", files={"architecture": ("a.json", json.dumps(wide))})
+        error = response.json()["error"]
+        assert response.status_code == 422 and error["limit"] == "max_model_parameters"
+        assert error["maximum"] == 1_000 and "max_model_parameters" in error["message"]
+        page = small.get("/models").text
+        assert "1.0 k parameters" in page

@@ -415,6 +415,7 @@ def build_meta(arch: Architecture) -> nn.Module:
         with torch.device("meta"):
             return get_model(arch.torchvision, weights=None, num_classes=len(arch.categories))
     except Exception:
+        # A builder that reads tensor data while building (RegNet): retry with small CPU tensors allowed.
         with _MetaExceptSizes("meta"):
             return get_model(arch.torchvision, weights=None, num_classes=len(arch.categories))
 
@@ -437,7 +438,10 @@ def estimate(arch: Architecture) -> Estimate:
     """Parameters, MACs and activation bytes of one image, without allocating the model (conventions above).
 
     `layers`: arithmetic over `arch.plan`. `torchvision`: the model built on the meta device and run on a meta
-    tensor (shapes propagate, no memory); a model that cannot run at `input_size` is an ArchitectureError.
+    tensor (shapes propagate, no memory); a model that cannot run at `input_size` is an ArchitectureError. For
+    torchvision models the activations are the leaf modules' outputs: functional operations (a residual `+`) are
+    not modules and are not counted, in-place activations are counted as the copies the feature views make.
+    Measured: 0.06 s (resnet18) to 0.9 s (regnet_y_128gf, 637 M parameters) and at most +30 MiB of RSS.
     """
     if not arch.torchvision:
         elements = arch.in_channels * arch.input_size[0] * arch.input_size[1]
@@ -452,6 +456,7 @@ def estimate(arch: Architecture) -> Estimate:
     try:
         model = build_meta(arch)
     except Exception as exc:
+        # Whatever a builder raises is this architecture's problem, to be told to the client, not a 500.
         raise ArchitectureError(
             f"torchvision {arch.torchvision} cannot be checked before building it ({exc})", "torchvision"
         ) from exc
@@ -469,6 +474,7 @@ def estimate(arch: Architecture) -> Estimate:
         with _leaf_hooks(model, count), torch.no_grad():
             out = model(torch.zeros(1, arch.in_channels, *arch.input_size, device="meta"))
     except Exception as exc:
+        # Shape errors come as RuntimeError (conv), ValueError or AssertionError (ViT's fixed image size).
         size = f"[{arch.input_size[0]}, {arch.input_size[1]}]"
         raise ArchitectureError(
             f"torchvision {arch.torchvision} does not run at input_size {size}: {exc or type(exc).__name__}",

@@ -551,9 +551,7 @@ def first_non_finite_layer(model: nn.Module, inputs: torch.Tensor) -> str | None
     return None
 
 
-def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Load a safetensors state dict strictly; mismatches become an ArchitectureError naming keys."""
-    expected = model.state_dict()
+def _check_weights(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -570,4 +568,28 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             # NaN or infinite weights make every probability NaN: say which tensor, not a page of nulls.
             raise ArchitectureError(f"weight {key} contains NaN or infinite values", "weights")
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load a safetensors state dict strictly; mismatches become an ArchitectureError naming keys."""
+    _check_weights(model.state_dict(), tensors)
     model.load_state_dict(tensors, strict=True)
+
+
+def module_with_weights(arch: Architecture, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The module whose state is `tensors` (checked as in load_weights), built without random initialisation.
+
+    Built on the meta device and given the tensors themselves (cast to the module's dtypes), so memory holds one
+    copy of the weights instead of three (random init, the loaded tensors, the copy into the module): measured
+    for a 141 MiB weights file, peak RSS +668 -> +387 MiB to build a stored model, +531 -> +388 MiB to upload.
+    """
+    model = build_meta(arch)
+    expected = model.state_dict()
+    _check_weights(expected, tensors)
+    state = {key: value.to(expected[key].dtype) for key, value in tensors.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        # A buffer outside the state dict (non-persistent) has no value to take: build it for real instead.
+        model = build_module(arch)
+        model.load_state_dict(state, strict=True)
+    return model

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
 from torch import nn
 
 from app.config import Settings
@@ -33,7 +34,7 @@ from app.core.custom_models import (
     build_module,
     estimate,
     first_non_finite_layer,
-    load_weights,
+    module_with_weights,
     parse_architecture,
     probe_inputs,
 )
@@ -140,10 +141,16 @@ class CustomModelStore:
         if final.is_dir():
             return self.get(model_id)  # the same bytes were checked when they were first stored
         # The one real build and run of this upload.
-        module = build_module(arch)
-        if weights is not None:
-            _load_checked(module, weights)
-        bad = first_non_finite_layer(module, probe_inputs(arch))
+        module = build_module(arch) if weights is None else _with_weights(arch, weights)
+        try:
+            bad = first_non_finite_layer(module, probe_inputs(arch))
+        except Exception as exc:
+            # The estimate ran the same shapes on the meta device, so this is unexpected; still the model's
+            # problem, said at upload, rather than a 500 here and in every view later.
+            raise InvalidInput(
+                f"The model fails on a probe image ({type(exc).__name__}: {str(exc)[:300]}).",
+                field="architecture",
+            ) from exc
         if bad is not None:
             field = "weights" if weights is not None else "architecture"
             raise InvalidInput(
@@ -229,10 +236,9 @@ class CustomModelStore:
 
     def build(self, model_id: str, with_weights: bool) -> nn.Module:
         record = self.get(model_id)
-        module = build_module(record.architecture)
         if with_weights and record.has_weights:
-            _load_checked(module, (self._root / model_id / "weights.safetensors").read_bytes())
-        return module
+            return _with_weights(record.architecture, self._root / model_id / "weights.safetensors")
+        return build_module(record.architecture)
 
     def spec(self, model_id: str) -> ModelSpec:
         record = self.get(model_id)
@@ -293,15 +299,18 @@ def _record(model_id: str, arch: Architecture, has_weights: bool, info: dict[str
     )
 
 
-def _load_checked(module: nn.Module, weights: bytes) -> None:
+def _with_weights(arch: Architecture, weights: bytes | Path) -> nn.Module:
+    """The module with these safetensors weights (bytes of an upload, or a stored file read through a map)."""
     try:
-        tensors: dict[str, torch.Tensor] = load_safetensors(weights)
+        tensors: dict[str, torch.Tensor] = (
+            load_file(weights) if isinstance(weights, Path) else load_safetensors(weights)
+        )
     except (SafetensorError, ValueError, OSError) as exc:
         raise InvalidInput(
             f"The weights are not a readable .safetensors file ({exc}).", field="weights"
         ) from exc
     try:
-        load_weights(module, tensors)
+        return module_with_weights(arch, tensors)
     except ArchitectureError as exc:
         raise InvalidInput(str(exc), field="weights") from exc
 

@@ -16,6 +16,7 @@ from app.core.custom_models import (
     estimate,
     first_non_finite_layer,
     json_depth,
+    module_with_weights,
     parse_architecture,
     probe_inputs,
 )
@@ -188,3 +189,28 @@ def test_probe_finds_the_first_layer_that_overflows() -> None:
         module.stem.weight.fill_(3e38)  # type: ignore[union-attr, operator]
     assert first_non_finite_layer(module, probe_inputs(arch)) == "stem"
     assert module.training  # restored
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [EVERY_LAYER, {"name": "r", "torchvision": "resnet18", "input_size": [32, 32], "categories": ["a", "b"]}],
+    ids=["layers", "resnet18"],
+)
+def test_module_with_weights_equals_a_real_build_loaded(spec: dict[str, Any]) -> None:
+    arch = parse_architecture(spec)
+    torch.manual_seed(3)
+    state = {
+        k: torch.rand_like(v) + 0.5 if v.is_floating_point() else v
+        for k, v in build_module(arch).state_dict().items()
+    }
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}  # cast back to float32
+    model = module_with_weights(arch, half)
+    assert not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
+    reference = build_module(arch)
+    reference.load_state_dict(half)
+    x = probe_inputs(arch)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), reference.eval()(x))
+    with pytest.raises(ArchitectureError):
+        module_with_weights(arch, {**half, next(iter(half)): torch.zeros(1)})

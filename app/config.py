@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     filter_display_side: int = 1024
     # Uploaded (custom) models, computed from the description before anything is allocated.
     max_model_parameters: int = 60_000_000
-    max_model_activation_bytes: int = 512 * 1024 * 1024
+    # float32 outputs of every layer for one image; the feature-map view peaks at about twice this (it copies
+    # every output): measured +960 MiB for a model estimated at 483 MiB, hence 256 MiB rather than 512.
+    max_model_activation_bytes: int = 256 * 1024 * 1024
     max_model_macs: int = 20_000_000_000
     # Jobs: estimated from the input (multiply-accumulates / assumed_macs_per_second) before queueing.
     # Measured on the 2-core reference machine (torch, 2 threads, batch 16, channels-last): ResNet-18 80,

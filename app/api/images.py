@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.api.responses import COMMON, NPY, PNG, content, errors
 from app.api.schemas_images import ImageList, ImageOut, PixelStats
+from app.api.uploads import read_multipart
 from app.core.rendering import encode_npy
 from app.deps import ImageStoreDep
 from app.errors import InvalidInput, PayloadTooLarge
@@ -19,8 +17,6 @@ from app.services.images import ImageStore
 
 router = APIRouter(prefix="/api/v1", tags=["images"], responses=COMMON)
 
-# Room for the multipart envelope (boundaries, part headers, a few small fields) around the file itself.
-MULTIPART_OVERHEAD = 64 * 1024
 # Content-addressed, so a given URL always has the same bytes.
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 
@@ -57,46 +53,23 @@ def _too_large(limit: int) -> PayloadTooLarge:
 async def read_upload(request: Request, store: ImageStore) -> tuple[bytes, str | None]:
     """The bytes and filename of the multipart field `file`, reading at most the size limit.
 
-    The body is counted while it streams in, so a client that lies about (or omits) Content-Length
-    still cannot make the server read more than max_upload_bytes plus the multipart envelope.
+    The body is counted while it streams in (app/api/uploads.py), so a client that lies about (or omits)
+    Content-Length still cannot make the server read more than max_upload_bytes plus the multipart envelope.
     """
     limit = store.settings.max_upload_bytes
-    body_limit = limit + MULTIPART_OVERHEAD
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        raise InvalidInput(
-            "Send the image as multipart/form-data with the file in a field named “file”.", field="file"
-        )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > body_limit:
-        raise _too_large(limit)
-
-    async def bounded_stream() -> AsyncGenerator[bytes, None]:
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_limit:
-                raise _too_large(limit)
-            yield chunk
-
-    parser = MultiPartParser(request.headers, bounded_stream(), max_files=1, max_fields=16)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidInput(f"The upload could not be read as a form: {exc.message}", field="file") from exc
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("No file was sent: choose an image in the field named “file”.", field="file")
-        data = await upload.read(limit + 1)
-        if not data and not upload.filename:
-            # What a browser sends when the form is submitted before a file was chosen.
-            raise InvalidInput("No file was chosen: pick an image file first, then upload it.", field="file")
-        if len(data) > limit:
-            raise _too_large(limit)
-        return data, upload.filename
-    finally:
-        await form.close()
+    parts = await read_multipart(
+        request,
+        {"file": limit},
+        not_multipart="Send the image as multipart/form-data with the file in a field named “file”.",
+        too_large=lambda _name, _limit: _too_large(limit),
+    )
+    upload = parts.get("file")
+    if upload is None or not upload.is_file:
+        raise InvalidInput("No file was sent: choose an image in the field named “file”.", field="file")
+    if not upload.data and not upload.filename:
+        # What a browser sends when the form is submitted before a file was chosen.
+        raise InvalidInput("No file was chosen: pick an image file first, then upload it.", field="file")
+    return bytes(upload.data), upload.filename
 
 
 @router.post(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.api.responses import COMMON, errors
 from app.api.schemas import JobCreated, ModelInfo
-from app.api.uploads import read_bounded
+from app.api.uploads import read_multipart
 from app.deps import ClientDep, JobsDep, RegistryDep, SettingsDep
+from app.errors import InvalidInput, PayloadTooLarge
 from app.services.custom_models import MAX_ARCHITECTURE_BYTES
+from app.services.models import ModelRegistry
 from app.services.weights import start_download
 
 router = APIRouter(prefix="/api/v1", tags=["models"], responses=COMMON)
@@ -50,19 +52,85 @@ def download(
     return JSONResponse(body.model_dump(), status_code=202)
 
 
-@router.post("/models", status_code=201, response_model=ModelInfo, responses=errors(409, 413, 415, 422, 507))
-async def upload_model(
-    registry: RegistryDep,
-    architecture: Annotated[
-        UploadFile, File(description="JSON: layers or a torchvision name, see the README")
-    ],
-    weights: Annotated[UploadFile | None, File(description=".safetensors state dict (optional)")] = None,
-) -> ModelInfo:
-    """Add a model: a JSON architecture plus optional safetensors weights (never a pickle)."""
-    arch_bytes = await read_bounded(architecture, MAX_ARCHITECTURE_BYTES, "architecture")
-    weight_bytes = (
-        await read_bounded(weights, registry.max_model_bytes, "weights") if weights is not None else None
+MODEL_UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["architecture"],
+                    "properties": {
+                        "architecture": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JSON: layers or a torchvision name, see the README (at most 256 KiB)",
+                        },
+                        "weights": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".safetensors state dict (optional; at most max_model_bytes)",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+async def read_model_upload(request: Request, registry: ModelRegistry) -> tuple[bytes, bytes | None]:
+    """The architecture bytes and the optional weights bytes of a model upload, each read only up to its limit."""
+    parts = await read_multipart(
+        request,
+        {"architecture": MAX_ARCHITECTURE_BYTES, "weights": registry.max_model_bytes},
+        not_multipart="Send the model as multipart/form-data: the JSON in a field named “architecture”, "
+        "optional .safetensors in “weights”.",
+        too_large=_too_large,
     )
+    architecture = parts.get("architecture")
+    if architecture is None or not architecture.data:
+        raise InvalidInput(
+            "No architecture was sent: choose a .json file for “architecture”.", field="architecture"
+        )
+    weights = parts.get("weights")
+    # A browser form sends an empty, nameless weights part when no file was chosen: that means no weights.
+    if weights is not None and not weights.data:
+        if weights.filename:
+            raise InvalidInput("weights is empty.", field="weights")
+        weights = None
+    return bytes(architecture.data), None if weights is None else bytes(weights.data)
+
+
+def _too_large(name: str | None, limit: int) -> PayloadTooLarge:
+    if name is None:
+        return PayloadTooLarge(
+            f"The upload is larger than {limit:,} bytes, the architecture limit (256 KiB) plus the weights limit "
+            "(setting max_model_bytes) plus the form envelope.",
+            field="weights",
+            max_bytes=limit,
+        )
+    setting = "" if name == "architecture" else " (setting max_model_bytes)"
+    return PayloadTooLarge(
+        f"{name} is larger than the limit of {limit:,} bytes ({limit / 2**20:.1f} MiB){setting}.",
+        field=name,
+        max_bytes=limit,
+    )
+
+
+@router.post(
+    "/models",
+    status_code=201,
+    response_model=ModelInfo,
+    openapi_extra=MODEL_UPLOAD_OPENAPI,
+    summary="Upload a model (multipart fields `architecture` and optional `weights`)",
+    responses=errors(409, 413, 415, 422, 507),
+)
+async def upload_model(request: Request, registry: RegistryDep) -> ModelInfo:
+    """Add a model: a JSON architecture plus optional safetensors weights (never a pickle).
+
+    Its parameters, multiply-accumulates and activation memory are computed from the description before it is
+    built, and refused past max_model_parameters, max_model_macs and max_model_activation_bytes (422 over_limit).
+    """
+    arch_bytes, weight_bytes = await read_model_upload(request, registry)
     record = await run_in_threadpool(registry.custom.put, arch_bytes, weight_bytes)
     spec = registry.spec(record.id)
     return ModelInfo.from_spec(spec, registry.pretrained_available(spec))

@@ -210,6 +210,18 @@ class RFProbe:
     net_input: NetInput
 
 
+def _check_finite(loaded: LoadedModel, capture: feat.Capture) -> None:
+    """Refuse (422) a forward pass whose activations overflowed: NaN or infinity cannot be drawn or sent as JSON."""
+    for name, tensor in capture.activations.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InvalidInput(
+                f"{loaded.display_name} gives activations that are not finite numbers (overflow to infinity or "
+                f"NaN) in layer {name} for this image, so they cannot be shown. Its weights are probably too large.",
+                field="model",
+                layer=name,
+            )
+
+
 def _layer_error(exc: LayerNotFound) -> NotFound:
     return NotFound(str(exc), field="layer", choices=exc.choices)
 
@@ -267,6 +279,7 @@ class NetworkService:
         with loaded.lock:
             result = analyse(loaded.module, net_input.tensor)
         self.forward_passes += 1
+        _check_finite(loaded, result.capture)
         structure = Structure(
             tree=result.tree,
             totals=totals(loaded.module, result.tree),
@@ -298,6 +311,7 @@ class NetworkService:
         with loaded.lock:
             captured = feat.capture(loaded.module, net_input.tensor, None)
         self.forward_passes += 1
+        _check_finite(loaded, captured)
         acts = Activations(net_input, captured)
         self._activations.put(self._activation_key(loaded, image_id), acts)
         return acts

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from app.api.uploads import read_bounded
+from app.api.models import read_model_upload
 from app.core.zoo import torch_cache_dir
 from app.deps import RegistryDep
-from app.services.custom_models import MAX_ARCHITECTURE_BYTES
 from app.web.templating import render
 
 router = APIRouter()
@@ -50,21 +48,14 @@ def models_page(request: Request, registry: RegistryDep) -> HTMLResponse:
             "cache_dir": str(torch_cache_dir()),
             "default_model": registry.default_model(),
             "example": json.dumps(EXAMPLE_ARCHITECTURE, indent=1),
+            "limits": registry.custom.limits,
         },
     )
 
 
 @router.post("/models/upload", response_class=HTMLResponse)
-async def upload_model_form(
-    request: Request,
-    registry: RegistryDep,
-    architecture: Annotated[UploadFile, File()],
-    weights: Annotated[UploadFile | None, File()] = None,
-) -> HTMLResponse:
-    arch_bytes = await read_bounded(architecture, MAX_ARCHITECTURE_BYTES, "architecture")
-    weight_bytes = None
-    if weights is not None and weights.filename:
-        weight_bytes = await read_bounded(weights, registry.max_model_bytes, "weights")
+async def upload_model_form(request: Request, registry: RegistryDep) -> HTMLResponse:
+    arch_bytes, weight_bytes = await read_model_upload(request, registry)
     record = await run_in_threadpool(registry.custom.put, arch_bytes, weight_bytes)
     return render(
         request, "partials/model_uploaded.html", {"spec": registry.spec(record.id), "record": record}

@@ -41,6 +41,8 @@ class LoadedModel:
     input_size: tuple[int, int]
     in_channels: int
     spec: zoo.ModelSpec
+    # Settings.max_preprocess_elements: no tensor built while preparing an input may have more elements.
+    preprocess_limit: int | None = None
     # Hold this around anything that registers hooks or toggles requires_grad on `module`, so that two
     # requests on the same cached model never see each other's hooks.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -60,9 +62,12 @@ class LoadedModel:
         return "pretrained on ImageNet"
 
     def prepare(self, image: NDArray[np.floating]) -> PreparedInput:
-        """(H, W) or (H, W, C) [0, 1] image -> this model's input tensor (1, C, h, w) and its story."""
+        """(H, W) or (H, W, C) [0, 1] image -> this model's input tensor (1, C, h, w) and its story.
+
+        Every view prepares its input here, so every view is bounded by max_preprocess_elements (OverLimit).
+        """
         assert self.spec.preprocessing is not None
-        return preprocess(image, self.spec.preprocessing)
+        return preprocess(image, self.spec.preprocessing, self.preprocess_limit)
 
 
 class ModelRegistry:
@@ -231,6 +236,7 @@ class ModelRegistry:
             input_size=spec.input_size,
             in_channels=spec.preprocessing.in_channels,
             spec=spec,
+            preprocess_limit=self._settings.max_preprocess_elements,
         )
 
     def loaded_keys(self) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ is allocated, and refused past a limit.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +74,7 @@ class AxisPlan:
     stop: int
     lo: NDArray[np.int64]  # (kept,), relative to start
     count: NDArray[np.int64]  # (kept,)
-    weight: NDArray[np.float32]  # (kept, taps)
+    weight: NDArray[np.floating]  # (kept, taps)
 
     @property
     def kept(self) -> int:
@@ -90,18 +91,21 @@ class AxisPlan:
 
 
 _F32 = np.float32
+# Input axes up to this many pixels get torch's float32 weights exactly; longer ones (only absurd strips) float64.
+FLOAT32_EXACT_SIZE = 1 << 16
 
 
-def _filter(mode: str, x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """torch's antialiasing filters in float32 (aten UpSampleKernel: triangle; Keys cubic with a = -0.5)."""
-    x = np.abs(x).astype(_F32)
-    one, two = _F32(1.0), _F32(2.0)
+def _filter(mode: str, x: NDArray[np.floating]) -> NDArray[np.floating]:
+    """torch's antialiasing filters in x's precision (aten UpSampleKernel: triangle; Keys cubic, a = -0.5)."""
+    real = x.dtype.type
+    x = np.abs(x)
+    one, two = real(1.0), real(2.0)
     if mode == "bilinear":
-        return np.where(x < one, one - x, _F32(0.0)).astype(_F32)
-    a = _F32(-0.5)
-    near = ((a + two) * x - (a + _F32(3.0))) * x * x + one
-    far = ((a * x - _F32(5.0) * a) * x + _F32(8.0) * a) * x - _F32(4.0) * a
-    return np.where(x < one, near, np.where(x < two, far, _F32(0.0))).astype(_F32)
+        return np.where(x < one, one - x, real(0.0)).astype(real)
+    a = real(-0.5)
+    near = ((a + two) * x - (a + real(3.0))) * x * x + one
+    far = ((a * x - real(5.0) * a) * x + real(8.0) * a) * x - real(4.0) * a
+    return np.where(x < one, near, np.where(x < two, far, real(0.0))).astype(real)
 
 
 def _taps_needed(mode: str, in_size: int, resized: int) -> int:
@@ -119,11 +123,13 @@ def plan_axis(in_size: int, resized: int, crop: int, offset: int, mode: str) -> 
     Mirrors aten's `_compute_indices_min_size_weights_aa` step by step in float32, as torch computes it for
     float images (so the sums match to rounding): centre = scale * (i + 0.5), support = half the filter's
     width times max(scale, 1), taps from trunc(centre - support + 0.5) to trunc(centre + support + 0.5),
-    weights normalised to sum 1. "nearest" mirrors `nearest_idx`: floor(i * scale).
+    weights normalised to sum 1. "nearest" mirrors `nearest_idx`: floor(i * scale). Past FLOAT32_EXACT_SIZE
+    input pixels float32 centres drift by whole pixels (torch's would too), so those axes use float64.
     """
+    real: type[np.floating] = _F32 if in_size <= FLOAT32_EXACT_SIZE else np.float64
     first = max(0, -offset)
     positions = np.arange(max(offset, 0), min(offset + crop, resized), dtype=np.int64)
-    scale = _F32(_F32(in_size) / _F32(resized))
+    scale = real(real(in_size) / real(resized))
     if mode in ("nearest", "nearest-exact"):
         if resized == in_size:
             src = positions
@@ -132,24 +138,24 @@ def plan_axis(in_size: int, resized: int, crop: int, offset: int, mode: str) -> 
             src = np.floor((positions + shift).astype(_F32) * scale).astype(np.int64)
         lo = np.minimum(src, in_size - 1)
         count = np.ones_like(lo)
-        weight = np.ones((lo.shape[0], 1), dtype=_F32)
+        weight = np.ones((lo.shape[0], 1), dtype=real)
     elif mode in ("bilinear", "bicubic"):
-        half = _F32(1.0 if mode == "bilinear" else 2.0)  # half the filter's width at scale 1
-        support = _F32(half * scale) if scale >= 1.0 else half
-        invscale = _F32(_F32(1.0) / scale) if scale >= 1.0 else _F32(1.0)
-        centre = (np.float64(scale) * (positions + 0.5)).astype(_F32)
+        half = real(1.0 if mode == "bilinear" else 2.0)  # half the filter's width at scale 1
+        support = real(half * scale) if scale >= 1.0 else half
+        invscale = real(real(1.0) / scale) if scale >= 1.0 else real(1.0)
+        centre = (np.float64(scale) * (positions + 0.5)).astype(real)
         # astype(int64) truncates toward zero, like the C++ cast it mirrors.
         lo = np.maximum(((centre - support).astype(np.float64) + 0.5).astype(np.int64), 0)
         hi = np.minimum(((centre + support).astype(np.float64) + 0.5).astype(np.int64), in_size)
         count = np.maximum(hi - lo, 0)
         taps = max(1, int(count.max(initial=1)))
         k = np.arange(taps)
-        offsets = ((k[None, :] + lo[:, None]).astype(_F32) - centre[:, None]).astype(np.float64)
-        weight = _filter(mode, ((offsets + 0.5) * np.float64(invscale)).astype(_F32))
-        weight = np.where(k[None, :] < count[:, None], weight, _F32(0.0)).astype(_F32)
-        total = np.zeros(weight.shape[0], dtype=_F32)
+        offsets = ((k[None, :] + lo[:, None]).astype(real) - centre[:, None]).astype(np.float64)
+        weight = _filter(mode, ((offsets + 0.5) * np.float64(invscale)).astype(real))
+        weight = np.where(k[None, :] < count[:, None], weight, real(0.0)).astype(real)
+        total = np.zeros(weight.shape[0], dtype=real)
         for j in range(taps):  # summed in order, in float32, as torch does
-            total = (total + weight[:, j]).astype(_F32)
+            total = (total + weight[:, j]).astype(real)
         weight = np.divide(weight, total[:, None], out=np.zeros_like(weight), where=total[:, None] != 0)
     else:
         raise ValueError(f"unsupported interpolation {mode!r}")
@@ -269,7 +275,10 @@ def _as_tensor(span: NDArray[np.generic]) -> torch.Tensor:
     """A zero-copy tensor over an (h, w, C) numpy view where possible (float32/float64, positive strides)."""
     if span.dtype not in (np.float32, np.float64) or any(s < 0 for s in span.strides):
         span = np.asarray(span, dtype=np.float32).copy()
-    return torch.from_numpy(span)
+    with warnings.catch_warnings():
+        # Read-only arrays (broadcast views, memory maps) are fine: preprocessing never writes to its input.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(span)
 
 
 def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | None = None) -> PreparedInput:

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     max_job_seconds: float = 600.0
     max_queued_jobs: int = 16
     max_queued_jobs_per_client: int = 3
+    # The model zoo: torchvision models past either limit are listed as unavailable (with the reason) and refused
+    # before anything is built. Checked from the weights' metadata (parameters; torchvision's GFLOPS figure for
+    # one image at the model's input size). The defaults keep every lecture milestone (VGG-19: 144 M, 19.6) and
+    # leave out ConvNeXt-Large, EfficientNetV2-L, ViT-L/16, ViT-L/32, ViT-H/14 and RegNetY-128GF.
+    max_zoo_parameters: int = 150_000_000
+    max_zoo_gflops: float = 40.0
 
     # --- Web hardening.
     # Host headers accepted (DNS rebinding): loopback by default; add the server's name when exposing it.

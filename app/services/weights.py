@@ -10,6 +10,8 @@ from app.services.models import ModelRegistry, download_weights
 
 def start_download(registry: ModelRegistry, jobs: JobManager, name: str, timeout: float) -> Job:
     spec = registry.spec(name)
+    # A model this server will not run is not worth gigabytes of download either.
+    registry.check_available(spec)
 
     def run(ctx: JobContext) -> dict[str, Any]:
         path = download_weights(spec, timeout=timeout, report=lambda f: ctx.report(0.99 * f))

@@ -46,7 +46,9 @@ def test_pre_cropped_path_matches_the_plain_path_on_elongated_images(
     prep = _prep(name)
     prepared = preprocess(image, prep, LIMIT)
     # Only part of the input was read, and the steps say so.
-    assert any(s.startswith("cropped first to the part that survives the centre crop") for s in prepared.steps)
+    assert any(
+        s.startswith("cropped first to the part that survives the centre crop") for s in prepared.steps
+    )
     torch.testing.assert_close(prepared.tensor[0], _plain(image, prep), atol=2e-5, rtol=1e-5)
 
 
@@ -61,9 +63,13 @@ def test_pre_cropped_path_matches_the_plain_path_on_elongated_images(
     ids=["pad", "direct-bilinear", "direct-bicubic", "nearest"],
 )
 @pytest.mark.parametrize("shape", [(180, 260), (7, 5), (900, 40)])
-def test_every_kind_of_preprocessing_matches_the_plain_path(prep: Preprocessing, shape: tuple[int, int]) -> None:
+def test_every_kind_of_preprocessing_matches_the_plain_path(
+    prep: Preprocessing, shape: tuple[int, int]
+) -> None:
     image = np.random.default_rng(2).random((*shape, 3)).astype(np.float32)
-    torch.testing.assert_close(preprocess(image, prep, LIMIT).tensor[0], _plain(image, prep), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        preprocess(image, prep, LIMIT).tensor[0], _plain(image, prep), atol=2e-5, rtol=1e-5
+    )
 
 
 def test_greyscale_is_resized_first_and_then_copied_into_three_channels() -> None:
@@ -90,7 +96,9 @@ def test_extreme_strips_stay_model_sized(name: str, shape: tuple[int, int]) -> N
     assert f"-> {long_side} x" in " ".join(prepared.steps) or f"x {long_side}" in " ".join(prepared.steps)
     assert any(s.startswith("cropped first") for s in prepared.steps)
     # A uniform image stays uniform: the weights of every output pixel sum to one.
-    torch.testing.assert_close(prepared.shown.astype(np.float32), np.full_like(prepared.shown, 128, np.float32))
+    torch.testing.assert_close(
+        prepared.shown.astype(np.float32), np.full_like(prepared.shown, 128, np.float32)
+    )
 
 
 def test_over_the_limit_is_refused_before_anything_is_built_and_names_the_setting() -> None:

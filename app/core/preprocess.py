@@ -304,11 +304,11 @@ def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | No
     rows, cols = the_plan.rows, the_plan.cols
     crop_h, crop_w = prep.crop_size
     new_h, new_w = resized_size(height, width, prep)
-    if rows.trimmed or cols.trimmed:
+    trimmed = rows.trimmed or cols.trimmed
+    if trimmed:
         steps.append(
-            f"cropped first to the part that survives the centre crop: {cols.stop - cols.start} x "
-            f"{rows.stop - rows.start} px from ({cols.start}, {rows.start}), with the resize filter's reach, "
-            "so only what the model sees is resized (same result as resizing the whole image)"
+            f"cropped first to {cols.stop - cols.start} x {rows.stop - rows.start} px at ({cols.start}, "
+            f"{rows.start}): the part of the input that survives the centre crop, plus the resize filter's reach"
         )
     x = _as_tensor(arr[rows.start : rows.stop, cols.start : cols.stop])
     if the_plan.rows_first:
@@ -323,11 +323,18 @@ def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | No
         steps.append(f"resized to {crop_w} x {crop_h} ({prep.interpolation}, aspect ratio not kept)")
     else:
         if isinstance(prep.resize_size, int):
-            steps.append(
-                f"resized so the shorter side is {prep.resize_size} px ({prep.interpolation}) -> {new_w} x {new_h}"
+            resized = f"resized so the shorter side is {prep.resize_size} px ({prep.interpolation})"
+        else:
+            resized = f"resized to {new_w} x {new_h} ({prep.interpolation})"
+        if trimmed:
+            # Say what was computed, and that it is what the literal recipe would give.
+            resized += (
+                f", which makes the whole image {new_w} x {new_h}; only the pixels the centre crop keeps are "
+                "computed (the same values as resizing everything, then cropping)"
             )
         else:
-            steps.append(f"resized to {new_w} x {new_h} ({prep.interpolation})")
+            resized += f" -> {new_w} x {new_h}"
+        steps.append(resized)
         padded = (
             " (zero padding where the resized image is smaller)" if crop_h > new_h or crop_w > new_w else ""
         )

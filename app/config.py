@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     # one image); cancellation and the time limit act between batches. Larger batches run faster (VGG-19 on
     # 2 cores: 1 image per forward is ~1.7x slower than 4) but answer DELETE later.
     job_batch_seconds: float = 1.0
+    # The model zoo: torchvision models past either limit are listed as unavailable (with the reason) and refused
+    # before anything is built. Checked from the weights' metadata (parameters; torchvision's GFLOPS figure for
+    # one image at the model's input size). The defaults keep every lecture milestone (VGG-19: 144 M, 19.6) and
+    # leave out ConvNeXt-Large, EfficientNetV2-L, ViT-L/16, ViT-L/32, ViT-H/14 and RegNetY-128GF.
+    max_zoo_parameters: int = 150_000_000
+    max_zoo_gflops: float = 40.0
 
     # --- Web hardening.
     # Host headers accepted (DNS rebinding): loopback by default; add the server's name when exposing it.

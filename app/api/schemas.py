@@ -63,6 +63,12 @@ class ModelInfo(BaseModel):
     builtin: bool
     weights_file: str | None
     pretrained_available: bool
+    available: bool = Field(
+        description="False when this server lists the model but will not run it (see unavailable_reason)"
+    )
+    unavailable_reason: str | None = Field(
+        description="why the model is unavailable, naming the limit (e.g. max_zoo_parameters); null if available"
+    )
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, available: bool) -> ModelInfo:
@@ -86,6 +92,8 @@ class ModelInfo(BaseModel):
             builtin=spec.builtin,
             weights_file=spec.weights_file,
             pretrained_available=available,
+            available=spec.unavailable_reason is None,
+            unavailable_reason=spec.unavailable_reason,
         )
 
 

@@ -172,6 +172,13 @@ class ModelSpec:
     weights_file: str | None = None
     preprocessing: Preprocessing | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by the registry when this server will not run the model (e.g. past max_zoo_parameters): why, in a
+    # sentence. The model is still listed, greyed out, so that the zoo stays complete.
+    unavailable_reason: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
 
     @property
     def depth(self) -> int | None:
@@ -445,4 +452,9 @@ def _arch_kwargs(name: str) -> dict[str, Any]:
         return {"aux_logits": False, "init_weights": True, "transform_input": True}
     if name == "inception_v3":
         return {"aux_logits": False, "init_weights": True, "transform_input": True}
+    if name.startswith("vit_"):
+        # A ViT's position embeddings fix its input size. The untrained twin takes the size the default
+        # weights' preprocessing produces (vit_h_14's SWAG weights: 518 px, where the builder's default is 224),
+        # so the same preprocessing serves both.
+        return {"image_size": int(get_model_weights(name).DEFAULT.meta["min_size"][0])}
     return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -21,7 +22,7 @@ from torch import nn
 from app.config import Settings
 from app.core import zoo
 from app.core.preprocess import PreparedInput, preprocess
-from app.errors import Conflict, ConvScopeError, InvalidInput, NotFound, WeightsUnavailable
+from app.errors import Conflict, ConvScopeError, InvalidInput, NotFound, OverLimit, WeightsUnavailable
 from app.services.custom_models import CUSTOM_PREFIX, CustomModelStore
 
 WeightsChoice = Literal["auto", "pretrained", "untrained"]
@@ -41,6 +42,8 @@ class LoadedModel:
     input_size: tuple[int, int]
     in_channels: int
     spec: zoo.ModelSpec
+    # Settings.max_preprocess_elements: no tensor built while preparing an input may have more elements.
+    preprocess_limit: int | None = None
     # Hold this around anything that registers hooks or toggles requires_grad on `module`, so that two
     # requests on the same cached model never see each other's hooks.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -60,9 +63,12 @@ class LoadedModel:
         return "pretrained on ImageNet"
 
     def prepare(self, image: NDArray[np.floating]) -> PreparedInput:
-        """(H, W) or (H, W, C) [0, 1] image -> this model's input tensor (1, C, h, w) and its story."""
+        """(H, W) or (H, W, C) [0, 1] image -> this model's input tensor (1, C, h, w) and its story.
+
+        Every view prepares its input here, so every view is bounded by max_preprocess_elements (OverLimit).
+        """
         assert self.spec.preprocessing is not None
-        return preprocess(image, self.spec.preprocessing)
+        return preprocess(image, self.spec.preprocessing, self.preprocess_limit)
 
 
 class ModelRegistry:
@@ -77,6 +83,8 @@ class ModelRegistry:
         self._builtin_meta = zoo.builtin_metadata(settings.builtin_models_dir)
         # Built at start: builtin_spec counts parameters on a fresh module, too much to redo for every picker.
         self._builtin_specs = {name: zoo.builtin_spec(meta) for name, meta in self._builtin_meta.items()}
+        # torchvision specs with this server's zoo limits applied (name -> spec, marked when unavailable).
+        self._torchvision_specs: dict[str, zoo.ModelSpec] = {}
         self.custom = CustomModelStore(settings)
 
     @property
@@ -102,7 +110,14 @@ class ModelRegistry:
         if name.startswith(CUSTOM_PREFIX):
             return self.custom.spec(name)
         if name in zoo.classification_model_names():
-            return zoo.torchvision_spec(name)
+            spec = self._torchvision_specs.get(name)
+            if spec is None:
+                spec = zoo.torchvision_spec(name)
+                refusal = zoo_limit_error(spec, self._settings)
+                if refusal is not None:
+                    spec = dataclasses.replace(spec, unavailable_reason=refusal.message)
+                self._torchvision_specs[name] = spec
+            return spec
         raise NotFound(
             f"Unknown model {name!r}. Choose one of: {', '.join(self.names()[:20])}, ... "
             "(GET /api/v1/models lists them all).",
@@ -122,6 +137,12 @@ class ModelRegistry:
         if milestones_only:
             return [s for s in specs if s.milestone or s.builtin or s.name == zoo.EFFICIENTNET_LITE0]
         return specs
+
+    def check_available(self, spec: zoo.ModelSpec) -> None:
+        """Raise the OverLimit that makes `spec` unavailable, if any (before anything is built or downloaded)."""
+        refusal = zoo_limit_error(spec, self._settings)
+        if refusal is not None:
+            raise refusal
 
     def default_model(self) -> str:
         wanted = self._settings.default_model
@@ -160,6 +181,7 @@ class ModelRegistry:
                 f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, not {weights!r}.", field="weights"
             )
         spec = self.spec(name)
+        self.check_available(spec)
         note: str | None = None
         status: Literal["pretrained", "untrained"]
         if weights == "untrained":
@@ -231,6 +253,7 @@ class ModelRegistry:
             input_size=spec.input_size,
             in_channels=spec.preprocessing.in_channels,
             spec=spec,
+            preprocess_limit=self._settings.max_preprocess_elements,
         )
 
     def loaded_keys(self) -> list[tuple[str, str]]:
@@ -240,6 +263,37 @@ class ModelRegistry:
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
+
+
+def zoo_limit_error(spec: zoo.ModelSpec, settings: Settings) -> OverLimit | None:
+    """Why this server will not run a torchvision model (past max_zoo_parameters or max_zoo_gflops), as the
+    error the registry raises; None when it will. Read from the weights' metadata: nothing is built."""
+    if spec.source != "torchvision":
+        return None
+    name = f"{spec.display_name} ({spec.name})"
+    if spec.params is not None and spec.params > settings.max_zoo_parameters:
+        return OverLimit(
+            f"{name} is not available on this server: it has {spec.params:,} parameters "
+            f"({spec.params * 4 / 2**30:.1f} GiB as 32-bit floats, for each copy in memory), more than "
+            f"max_zoo_parameters = {settings.max_zoo_parameters:,}. An administrator can raise "
+            "CONVSCOPE_MAX_ZOO_PARAMETERS.",
+            field="model",
+            limit="max_zoo_parameters",
+            estimate=spec.params,
+            maximum=settings.max_zoo_parameters,
+        )
+    if spec.gflops is not None and spec.gflops > settings.max_zoo_gflops:
+        h, w = spec.input_size
+        return OverLimit(
+            f"{name} is not available on this server: one image at its {w} x {h} input costs "
+            f"{spec.gflops:g} GFLOPS (torchvision's figure), more than max_zoo_gflops = "
+            f"{settings.max_zoo_gflops:g}. An administrator can raise CONVSCOPE_MAX_ZOO_GFLOPS.",
+            field="model",
+            limit="max_zoo_gflops",
+            estimate=spec.gflops,
+            maximum=settings.max_zoo_gflops,
+        )
+    return None
 
 
 def _seeded(build: object) -> nn.Module:

@@ -14,6 +14,8 @@ def start_download(
     """Queue the download. Its time is bounded by the network timeout (per read) and the job time limit
     (checked at each progress report), and it counts against the queue caps like any job (Busy, 503)."""
     spec = registry.spec(name)
+    # A model this server will not run is not worth gigabytes of download either.
+    registry.check_available(spec)
 
     def run(ctx: JobContext) -> dict[str, Any]:
         path = download_weights(spec, timeout=timeout, report=lambda f: ctx.report(0.99 * f))

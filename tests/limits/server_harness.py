@@ -106,7 +106,8 @@ class ServerProcess:
         start = time.perf_counter()
         response = send(self.client)
         seconds = time.perf_counter() - start
-        return Measured(response, before, self.peak_mib() - before, seconds)
+        # RSS can shrink a little between the reset and the first reading: an increase is never below zero.
+        return Measured(response, before, max(0.0, self.peak_mib() - before), seconds)
 
     def stop(self) -> None:
         self.client.close()

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # one image); cancellation and the time limit act between batches. Larger batches run faster (VGG-19 on
     # 2 cores: 1 image per forward is ~1.7x slower than 4) but answer DELETE later.
     job_batch_seconds: float = 1.0
+    # Work a request would do inline (a comparison of fast CAM methods with its deletion/insertion curves) that is
+    # estimated past this many seconds runs as a job instead (202 + progress + cancel), not in a request thread.
+    max_request_seconds: float = 20.0
     # The model zoo: torchvision models past either limit are listed as unavailable (with the reason) and refused
     # before anything is built. Checked from the weights' metadata (parameters; torchvision's GFLOPS figure for
     # one image at the model's input size). The defaults keep every lecture milestone (VGG-19: 144 M, 19.6) and

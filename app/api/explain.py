@@ -206,7 +206,7 @@ def compare_route(
     loaded = registry.get(body.model or registry.default_model(), body.weights)
     image = store.load(body.image_id)
     chosen = explain.check_compare_methods(body.methods)
-    if explain.needs_job(chosen):
+    if explain.compare_needs_job(jobs, loaded, image, chosen, body.layer, body.steps):
         job = explain.submit_compare_job(
             jobs, loaded, image, chosen, body.target, body.layer, body.steps, body.k, body.cmap, client
         )

@@ -972,3 +972,25 @@ def submit_compare_job(
 def needs_job(methods: Sequence[str]) -> bool:
     """Whether any of ``methods`` is slow enough to run as a job."""
     return any(m in SLOW_METHODS for m in methods)
+
+
+def compare_needs_job(
+    jobs: JobManager,
+    loaded: LoadedModel,
+    image: NDArray[np.floating],
+    methods: Sequence[str],
+    layer: str | None,
+    steps: int,
+) -> bool:
+    """Whether a comparison runs as a job: a slow method among ``methods``, or an estimate (CAM forwards plus the
+    deletion/insertion curves) past ``jobs.request_seconds``, e.g. 100 steps on VGG-19, which would otherwise hold
+    a request thread for a minute with no progress and no way to cancel."""
+    chosen = check_compare_methods(methods)
+    if needs_job(chosen):
+        return True
+    if jobs.request_seconds is None or not 4 <= steps <= 100:
+        return False  # compare_methods refuses bad steps with the field named
+    x = loaded.prepare(image).tensor
+    layer_name, _ = resolve_layer(loaded, x, layer)
+    seconds = estimate_compare(jobs, loaded, x, chosen, layer_name, steps).seconds
+    return seconds is not None and seconds > jobs.request_seconds

@@ -198,6 +198,7 @@ class JobManager:
         max_per_client: int | None = None,
         macs_per_second: float = 25e9,
         batch_seconds: float = BATCH_SECONDS,
+        request_seconds: float | None = None,
     ) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="convscope-job")
         self._jobs: dict[str, Job] = {}
@@ -208,6 +209,8 @@ class JobManager:
         self.max_per_client = max_per_client
         self.macs_per_second = float(macs_per_second)
         self.batch_seconds = float(batch_seconds)
+        # Inline work estimated past this runs as a job (None: never moved).
+        self.request_seconds = request_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobManager:
@@ -219,6 +222,7 @@ class JobManager:
             max_per_client=settings.max_queued_jobs_per_client,
             macs_per_second=settings.assumed_macs_per_second,
             batch_seconds=settings.job_batch_seconds,
+            request_seconds=settings.max_request_seconds,
         )
 
     # --- estimates and admission ---------------------------------------------------------------------------

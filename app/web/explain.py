@@ -454,7 +454,7 @@ def compare_page(
         if image_id and not context["cam_unsupported"]:
             image = store.load(image_id)
             tgt = parse_target(loaded, target)
-            if explain.needs_job(chosen):
+            if explain.compare_needs_job(jobs, loaded, image, chosen, context["layer"], steps):
                 job = explain.submit_compare_job(
                     jobs, loaded, image, chosen, tgt, context["layer"], steps, 5, cmap, client
                 )

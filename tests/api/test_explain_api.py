@@ -453,3 +453,19 @@ def test_job_status_carries_its_estimate_and_limit(
     assert job["status"] == "done", job
     assert job["estimate"]["forward_passes"] == created["forward_passes"]
     assert job["time_limit_seconds"] == created["time_limit_seconds"] == 600.0
+
+
+def test_a_fast_compare_estimated_past_max_request_seconds_runs_as_a_job(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    """Inline work has a bound too: past max_request_seconds the same comparison is a job (202, cancellable)."""
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    body = {"image_id": sample_image_id, "model": model_name, "methods": ["gradcam"], "steps": 100}
+    assert client.post("/api/v1/explain/compare", json=body).status_code == 200
+    jobs.request_seconds = 1e-9  # any estimate is past it
+    r = client.post("/api/v1/explain/compare", json=body)
+    assert r.status_code == 202, r.text
+    assert r.json()["forward_passes"] > 100  # 2 curves x 101 points per map, plus the CAM's passes
+    job = _wait(client, r.json()["status_url"])
+    assert job["status"] == "done", job
+    assert [m["method"] for m in job["result"]["methods"]] == ["gradcam"]

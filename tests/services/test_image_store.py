@@ -12,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,9 +170,11 @@ def test_decode_time_limit(tmp_path, monkeypatch, rgb_png):
     release = threading.Event()
     real_decode = imageio.decode_image
 
-    def stuck_decode(payload: bytes, filename: str | None, max_pixels: int) -> imageio.DecodedImage:
+    def stuck_decode(
+        payload: bytes, filename: str | None, max_pixels: int, *args: Any, **kwargs: Any
+    ) -> imageio.DecodedImage:
         release.wait()
-        return real_decode(payload, filename, max_pixels)
+        return real_decode(payload, filename, max_pixels, *args, **kwargs)
 
     monkeypatch.setattr(imageio, "decode_image", stuck_decode)
     slow_store = ImageStore(Settings(data_dir=tmp_path / "slow", max_decode_seconds=0.05))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from app.core.rendering import encode_png
 from app.errors import ConvScopeError, InvalidInput, PayloadTooLarge, UnsupportedMedia
@@ -46,6 +46,17 @@ EXIF_ORIENTATIONS: dict[int, str] = {
     6: "rotated 90° clockwise",
     7: "mirrored left-right and rotated 90° clockwise",
     8: "rotated 90° counter-clockwise",
+}
+
+# The same, on (H, W) or (H, W, C) arrays (checked against PIL's transposes in the tests).
+EXIF_UPRIGHT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, -1)[::-1],
+    8: lambda a: np.rot90(a, 1),
 }
 
 # Never accept partially decoded files: a truncated upload must be an error, not a grey stripe.
@@ -428,9 +439,8 @@ def _pil_to_decoded(
         # A broken EXIF block is not worth rejecting the picture for; it is simply not applied.
         orientation = 1
     if orientation in EXIF_ORIENTATIONS:
-        transposed = ImageOps.exif_transpose(im)
-        if transposed is not None:
-            im = transposed
+        # Applied to the converted (and possibly reduced) float pixels rather than with exif_transpose:
+        # the result is the same pixel for pixel, without a second full-resolution copy of the picture.
         steps.append(f"EXIF orientation {orientation} applied ({EXIF_ORIENTATIONS[orientation]})")
         metadata["exif_orientation"] = orientation
     if "icc_profile" in im.info:
@@ -439,6 +449,12 @@ def _pil_to_decoded(
     width, height = im.size
     factor = reduction_factor(width, height, max_side)
     pixels, how, stats = _convert(im, fmt_name, label, factor, with_stats=with_stats)
+    if orientation in EXIF_ORIENTATIONS:
+        pixels = EXIF_UPRIGHT[orientation](pixels)
+        if orientation >= 5:  # a quarter turn: the upright picture is height x width
+            width, height = height, width
+            if stats is not None:
+                stats["shape"] = [height, width, *stats["shape"][2:]]
     steps.insert(0, how)
     sentence = "; ".join(steps)
     sentence = sentence[0].upper() + sentence[1:] + "."

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
@@ -600,3 +600,22 @@ def test_npy_chunks_load_back():
     data = b"".join(imageio_module.npy_chunks(arr, chunk_bytes=100))
     assert len(data) == imageio_module.npy_size(arr)
     np.testing.assert_array_equal(np.load(io.BytesIO(data), allow_pickle=False), arr)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied_to_the_pixels_matches_pil(monkeypatch, orientation):
+    rgb = np.random.default_rng(9).integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    picture = Image.fromarray(rgb)
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    data = encode(picture, "PNG", exif=exif.tobytes())
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))), dtype=np.float32) / 255.0
+    monkeypatch.setattr(imageio_module, "STRIP_PIXELS", 50)
+    decoded = decode(data)
+    np.testing.assert_array_equal(decoded.pixels, upright)
+    assert (decoded.height, decoded.width) == upright.shape[:2]
+    small = decode_image(data, "x.png", MAX_PIXELS, max_side=12, with_stats=True)
+    assert (small.height, small.width) == upright.shape[:2] and max(small.pixels.shape) <= 12
+    assert small.stats is not None and small.stats["shape"] == list(upright.shape)
+    if orientation > 1:
+        assert "EXIF orientation" in decoded.conversion

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     # (image, planes, padded input, conv2d bands, maps, and the answer's encoding), checked before decoding.
     max_filter_working_bytes: int = 200 * 1024 * 1024
 
+    # --- Large images (issue 9): models, explanations, network views, thumbnails and display PNGs work on a
+    # copy whose longer side is at most working_image_side (area-averaged while decoding; every model's input
+    # is 518 px or less), and a full-resolution .npy download may hold at most max_npy_values numbers
+    # (float32: 4 bytes each); past it the answer is 422 and names the max_side query parameter.
+    working_image_side: int = 2048
+    max_npy_values: int = 16_000_000
+
     def ensure_dirs(self) -> None:
         """Create the data directory and its sub-folders; a clear error when that is impossible.
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from app.api.responses import COMMON, NPY, PNG, content, errors
 from app.api.schemas_images import ImageList, ImageOut, PixelStats
 from app.api.uploads import read_multipart
-from app.core.rendering import encode_npy
+from app.core.imageio import npy_chunks, npy_size
 from app.deps import ImageStoreDep
 from app.errors import InvalidInput, PayloadTooLarge
 from app.services.images import ImageStore
@@ -111,23 +112,35 @@ def get_image(image_id: str, store: ImageStoreDep) -> ImageOut:
 
 @router.get(
     "/images/{image_id}/pixels",
-    summary="Decoded pixels: png (8-bit), npy (float32 in [0, 1]) or json (shape and statistics)",
+    summary="Decoded pixels: png (8-bit working copy), npy (float32 in [0, 1]) or json (full-resolution statistics)",
     response_model=PixelStats,
     responses=errors(
         404, 413, 422, also={200: content(PNG, NPY, description="PNG (default), .npy, or JSON statistics")}
     ),
 )
 def get_pixels(
-    image_id: str, store: ImageStoreDep, format: Literal["png", "npy", "json"] = "png"
+    image_id: str,
+    store: ImageStoreDep,
+    format: Literal["png", "npy", "json"] = "png",
+    max_side: int | None = Query(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="npy only: area-average the image so its longer side is at most this (default: every pixel, "
+        "up to the max_npy_values setting)",
+    ),
 ) -> Response | PixelStats:
     if format == "json":
         return PixelStats(**store.pixel_stats(image_id))
     if format == "npy":
-        return Response(
-            encode_npy(store.load(image_id)),
+        pixels = store.npy_pixels(image_id, max_side)
+        # Streamed a strip at a time: the answer is never a second copy of the array in memory.
+        return StreamingResponse(
+            npy_chunks(pixels),
             media_type="application/octet-stream",
             headers={
                 "Content-Disposition": f'attachment; filename="{image_id[:12]}.npy"',
+                "Content-Length": str(npy_size(pixels)),
                 "Cache-Control": IMMUTABLE_CACHE,
             },
         )

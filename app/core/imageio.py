@@ -16,12 +16,13 @@ import io
 import re
 import struct
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from app.core.rendering import encode_png
 from app.errors import ConvScopeError, InvalidInput, PayloadTooLarge, UnsupportedMedia
@@ -47,6 +48,17 @@ EXIF_ORIENTATIONS: dict[int, str] = {
     8: "rotated 90° counter-clockwise",
 }
 
+# The same, on (H, W) or (H, W, C) arrays (checked against PIL's transposes in the tests).
+EXIF_UPRIGHT: dict[int, Callable[[NDArray[Any]], NDArray[Any]]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, -1)[::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
 # Never accept partially decoded files: a truncated upload must be an error, not a grey stripe.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -70,14 +82,23 @@ class DecodedImage:
     bit_depth: int
     conversion: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # (width, height) of the image itself when pixels were area-reduced while decoding (max_side).
+    size: tuple[int, int] | None = None
+    # Statistics of the full-resolution float pixels (with_stats=True), as pixel_statistics gives them.
+    stats: dict[str, Any] | None = None
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[0])
+        return int(self.size[1]) if self.size is not None else int(self.pixels.shape[0])
 
     @property
     def width(self) -> int:
-        return int(self.pixels.shape[1])
+        return int(self.size[0]) if self.size is not None else int(self.pixels.shape[1])
+
+    @property
+    def reduced(self) -> bool:
+        """True when pixels are smaller than the image (decoded with max_side)."""
+        return (int(self.pixels.shape[1]), int(self.pixels.shape[0])) != (self.width, self.height)
 
     @property
     def channels(self) -> int:
@@ -89,10 +110,21 @@ class DecodedImage:
         return "L" if self.pixels.ndim == 2 else "RGB"
 
 
-def decode_image(data: bytes, filename: str | None, max_pixels: int) -> DecodedImage:
+def decode_image(
+    data: bytes,
+    filename: str | None,
+    max_pixels: int,
+    max_side: int | None = None,
+    *,
+    with_stats: bool = False,
+) -> DecodedImage:
     """Decode uploaded bytes into a `DecodedImage`.
 
     bytes -> pixels float32 (H, W) or (H, W, 3) in [0, 1].
+    max_side: when the longer side is larger, pixels are area-averaged by the smallest whole factor that
+    brings it within max_side, strip by strip while converting (PIL formats), so the full-resolution float
+    image never exists; width/height/conversion still describe the whole image.
+    with_stats: also fill `stats` with the full-resolution statistics (see pixel_statistics).
     Raises InvalidInput (empty, truncated, no pixel data), UnsupportedMedia (not an image, volumes,
     undecodable DICOM compression) or PayloadTooLarge (more than max_pixels), all with field="file".
     """
@@ -101,8 +133,10 @@ def decode_image(data: bytes, filename: str | None, max_pixels: int) -> DecodedI
         raise InvalidInput(f"{label} is empty (0 bytes); choose an image file.", field="file")
     try:
         if _looks_like_dicom(data, filename):
-            return _decode_dicom(data, label, max_pixels)
-        return _decode_pil(data, label, max_pixels)
+            decoded = _decode_dicom(data, label, max_pixels)
+        else:
+            decoded = _decode_pil(data, label, max_pixels, max_side, with_stats)
+        return _finish(decoded, max_side, with_stats)
     except ConvScopeError:
         raise
     except Exception as exc:
@@ -112,6 +146,19 @@ def decode_image(data: bytes, filename: str | None, max_pixels: int) -> DecodedI
         raise InvalidInput(f"{label} is damaged and cannot be decoded ({detail}).", field="file") from exc
 
 
+def _finish(decoded: DecodedImage, max_side: int | None, with_stats: bool) -> DecodedImage:
+    """Statistics and reduction for decoders that make the full float image anyway (DICOM, tifffile)."""
+    if decoded.size is not None:
+        return decoded  # the PIL path reduced (and counted) while converting
+    if with_stats and decoded.stats is None:
+        decoded.stats = pixel_statistics(decoded.pixels)
+    factor = reduction_factor(decoded.width, decoded.height, max_side)
+    decoded.size = (decoded.width, decoded.height)
+    if factor > 1:
+        decoded.pixels = reduce_float_image(decoded.pixels, factor)
+    return decoded
+
+
 def pixels_to_uint8(pixels: NDArray[np.floating]) -> NDArray[np.uint8]:
     """float [0, 1] (H, W) or (H, W, 3) -> uint8 of the same shape (greyscale stays one plane)."""
     arr = np.asarray(pixels, dtype=np.float32)
@@ -119,12 +166,43 @@ def pixels_to_uint8(pixels: NDArray[np.floating]) -> NDArray[np.uint8]:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise ValueError(f"expected (H, W) or (H, W, 3) pixels, got shape {arr.shape}")
-    return np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0).astype(np.uint8)
+    # One float temporary, worked on in place (same steps and results as clip(nan_to_num) * 255, rounded):
+    # for a 2048 px colour working copy each extra temporary would cost 48 MB.
+    work = np.nan_to_num(arr)  # a copy: the caller's array is never modified
+    np.clip(work, 0.0, 1.0, out=work)
+    work *= 255.0
+    np.round(work, out=work)
+    return work.astype(np.uint8)
 
 
 def pixels_to_png(pixels: NDArray[np.floating]) -> bytes:
     """float [0, 1] (H, W) or (H, W, 3) -> 8-bit PNG bytes (mode L or RGB)."""
     return encode_png(pixels_to_uint8(pixels))
+
+
+def _npy_header(arr: NDArray[Any]) -> bytes:
+    buffer = io.BytesIO()
+    # Always C order: npy_chunks writes the rows in that order whatever the array's layout.
+    header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": arr.shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def npy_size(arr: NDArray[Any]) -> int:
+    """Bytes of the .npy file npy_chunks(arr) yields."""
+    return len(_npy_header(arr)) + int(arr.nbytes)
+
+
+def npy_chunks(arr: NDArray[Any], chunk_bytes: int = 4 * 2**20) -> Iterator[bytes]:
+    """A C-ordered array as .npy bytes (numpy.load reads them, no pickle), a few MiB at a time."""
+    arr = np.ascontiguousarray(arr)
+    yield _npy_header(arr)
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        yield arr.tobytes()
+        return
+    rows = max(1, chunk_bytes // max(1, arr[0].nbytes))
+    for top in range(0, arr.shape[0], rows):
+        yield arr[top : top + rows].tobytes()
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -198,7 +276,9 @@ def _composite_on_white(rgba: NDArray[np.uint8]) -> NDArray[np.float32]:
 # ------------------------------------------------------------------------------------------------- PIL
 
 
-def _decode_pil(data: bytes, label: str, max_pixels: int) -> DecodedImage:
+def _decode_pil(
+    data: bytes, label: str, max_pixels: int, max_side: int | None = None, with_stats: bool = False
+) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             # PIL warns (rather than raises) between MAX_IMAGE_PIXELS and twice that; our own bound
@@ -246,7 +326,7 @@ def _decode_pil(data: bytes, label: str, max_pixels: int) -> DecodedImage:
             raise InvalidInput(
                 f"{label} looks like a {fmt_name} file but is truncated or corrupt ({exc}).", field="file"
             ) from exc
-        return _pil_to_decoded(im, kind, fmt_name, frames, label)
+        return _pil_to_decoded(im, kind, fmt_name, frames, label, max_side, with_stats)
 
 
 def _pil_would_lose_bits(im: Image.Image) -> bool:
@@ -335,7 +415,15 @@ def _bit_depth(mode: str) -> int:
     return 8
 
 
-def _pil_to_decoded(im: Image.Image, kind: str, fmt_name: str, frames: int, label: str) -> DecodedImage:
+def _pil_to_decoded(
+    im: Image.Image,
+    kind: str,
+    fmt_name: str,
+    frames: int,
+    label: str,
+    max_side: int | None = None,
+    with_stats: bool = False,
+) -> DecodedImage:
     source_mode = im.mode
     steps: list[str] = []
     metadata: dict[str, Any] = {"format": fmt_name, "file_width": im.size[0], "file_height": im.size[1]}
@@ -351,15 +439,22 @@ def _pil_to_decoded(im: Image.Image, kind: str, fmt_name: str, frames: int, labe
         # A broken EXIF block is not worth rejecting the picture for; it is simply not applied.
         orientation = 1
     if orientation in EXIF_ORIENTATIONS:
-        transposed = ImageOps.exif_transpose(im)
-        if transposed is not None:
-            im = transposed
+        # Applied to the converted (and possibly reduced) float pixels rather than with exif_transpose:
+        # the result is the same pixel for pixel, without a second full-resolution copy of the picture.
         steps.append(f"EXIF orientation {orientation} applied ({EXIF_ORIENTATIONS[orientation]})")
         metadata["exif_orientation"] = orientation
     if "icc_profile" in im.info:
         metadata["icc_profile"] = True
 
-    pixels, how = _convert_mode(im, fmt_name, label)
+    width, height = im.size
+    factor = reduction_factor(width, height, max_side)
+    pixels, how, stats = _convert(im, fmt_name, label, factor, with_stats=with_stats)
+    if orientation in EXIF_ORIENTATIONS:
+        pixels = EXIF_UPRIGHT[orientation](pixels)
+        if orientation >= 5:  # a quarter turn: the upright picture is height x width
+            width, height = height, width
+            if stats is not None:
+                stats["shape"] = [height, width, *stats["shape"][2:]]
     steps.insert(0, how)
     sentence = "; ".join(steps)
     sentence = sentence[0].upper() + sentence[1:] + "."
@@ -370,59 +465,265 @@ def _pil_to_decoded(im: Image.Image, kind: str, fmt_name: str, frames: int, labe
         bit_depth=_bit_depth(source_mode),
         conversion=sentence,
         metadata=metadata,
+        size=(int(width), int(height)),
+        stats=stats,
     )
 
 
 def _convert_mode(im: Image.Image, fmt_name: str, label: str) -> tuple[FloatImage, str]:
     """One PIL image -> (float pixels, what was done)."""
+    pixels, how, _ = _convert(im, fmt_name, label, 1, with_stats=False)
+    return pixels, how
+
+
+# ------------------------------------------------------------------------------- strip-wise conversion
+#
+# A 36 MP upload is ~100 MB as PIL decodes it (uint8) but 432 MB as float32, and converting it whole cost
+# 2-3 times that in temporaries. So pixels are converted a strip of rows at a time, each strip straight into
+# the (possibly area-reduced) float output; the facts a conversion needs about the whole image (the value
+# range of 16-bit data, whether an alpha channel is all opaque, whether a palette is all grey) are gathered
+# by a first pass over the same strips. Every step is per pixel, so the result equals converting the whole
+# image at once, bit for bit.
+
+# Pixels per strip: one strip's float64 temporaries stay around 2-6 MB (measured: +140 MiB for a 36 MP
+# colour upload, most of it PIL's own decoded image; 1 M pixels per strip cost +290 MiB).
+STRIP_PIXELS = 262_144
+
+
+@dataclass
+class _ModePlan:
+    """How one PIL mode becomes float [0, 1]: a PIL conversion per strip, then a numpy one."""
+
+    how: str
+    prepare: Callable[[Image.Image], Image.Image]
+    convert: Callable[[NDArray[Any]], FloatImage]
+
+
+def _same(picture: Image.Image) -> Image.Image:
+    return picture
+
+
+def _to(mode: str) -> Callable[[Image.Image], Image.Image]:
+    def convert(picture: Image.Image) -> Image.Image:
+        return picture.convert(mode)
+
+    return convert
+
+
+def _over_255(arr: NDArray[Any]) -> FloatImage:
+    return arr.astype(np.float32) / 255.0
+
+
+def _native_strips(
+    im: Image.Image, prepare: Callable[[Image.Image], Image.Image], rows: int
+) -> Iterator[tuple[int, NDArray[Any]]]:
+    """(first row, native pixels of rows [first, first + rows)) over the whole image."""
+    width, height = im.size
+    for top in range(0, height, rows):
+        strip = im.crop((0, top, width, min(height, top + rows)))
+        yield top, np.asarray(prepare(strip))
+
+
+def _strip_rows(width: int, factor: int) -> int:
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    return max(factor, rows // factor * factor)
+
+
+def _finite_range(im: Image.Image, prepare: Callable[[Image.Image], Image.Image]) -> tuple[float, float]:
+    """The finite (min, max) of the whole image, as _stretch would find it."""
+    lo, hi = np.inf, -np.inf
+    for _, arr in _native_strips(im, prepare, _strip_rows(im.size[0], 1)):
+        if arr.dtype.kind == "f":
+            arr = arr[np.isfinite(arr)]
+        if arr.size:
+            lo = min(lo, float(arr.min()))
+            hi = max(hi, float(arr.max()))
+    return (0.0, 0.0) if lo > hi else (lo, hi)
+
+
+def _scaler(lo: float, hi: float) -> Callable[[NDArray[Any]], FloatImage]:
+    """Per-pixel part of _stretch with a range known beforehand (same float64 arithmetic)."""
+
+    def scale(values: NDArray[Any]) -> FloatImage:
+        arr = values.astype(np.float64)
+        span = hi - lo
+        out = (arr - lo) / span if span > 0 else np.zeros_like(arr)
+        return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32)
+
+    return scale
+
+
+def _plan_mode(im: Image.Image, fmt_name: str, label: str) -> _ModePlan:
+    """Decide (from the whole image, strip by strip) how its mode converts; the sentences are the story."""
     mode = im.mode
     if mode == "L":
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-        return arr, f"8-bit greyscale {fmt_name} scaled from [0, 255] to [0, 1]"
+        return _ModePlan(f"8-bit greyscale {fmt_name} scaled from [0, 255] to [0, 1]", _same, _over_255)
     if mode == "RGB":
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-        return arr, f"8-bit RGB {fmt_name} scaled from [0, 255] to [0, 1]"
+        return _ModePlan(f"8-bit RGB {fmt_name} scaled from [0, 255] to [0, 1]", _same, _over_255)
     if mode == "1":
-        arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        return arr, f"1-bit black-and-white {fmt_name} kept as greyscale (black 0, white 1)"
+        how = f"1-bit black-and-white {fmt_name} kept as greyscale (black 0, white 1)"
+        return _ModePlan(how, _to("L"), _over_255)
     if mode.startswith("I;16") or mode in ("I", "F"):
         bits = {"I": "32-bit integer", "F": "32-bit float"}.get(mode, "16-bit")
-        arr, lo, hi = _stretch(np.asarray(im))
-        return arr, f"{bits} greyscale {fmt_name} scaled from {_range_text(lo, hi)} to [0, 1]"
+        lo, hi = _finite_range(im, _same)
+        how = f"{bits} greyscale {fmt_name} scaled from {_range_text(lo, hi)} to [0, 1]"
+        return _ModePlan(how, _same, _scaler(lo, hi))
     if mode == "LA":
-        arr = _composite_on_white(np.asarray(im))[:, :, 0]
-        return arr, f"greyscale+alpha (LA) {fmt_name} composited on white, alpha dropped"
+        how = f"greyscale+alpha (LA) {fmt_name} composited on white, alpha dropped"
+        return _ModePlan(how, _same, lambda arr: _composite_on_white(arr)[:, :, 0])
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in im.info
-        rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
-        rgb = _composite_on_white(rgba) if has_alpha else rgba.astype(np.float32) / 255.0
-        grey = bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
+        prepare = _to("RGBA" if has_alpha else "RGB")
+        to_rgb = _composite_on_white if has_alpha else _over_255
+        grey = True
+        for _, arr in _native_strips(im, prepare, _strip_rows(im.size[0], 1)):
+            rgb = to_rgb(arr)
+            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+                grey = False
+                break
         alpha_txt = ", transparent pixels composited on white" if has_alpha else ""
         if grey:
             how = f"palette ({mode}) {fmt_name} with only grey colours converted to greyscale{alpha_txt}"
-            return rgb[..., 0], how
-        return rgb, f"palette ({mode}) {fmt_name} converted to RGB{alpha_txt}"
+            return _ModePlan(how, prepare, lambda arr: to_rgb(arr)[..., 0])
+        return _ModePlan(f"palette ({mode}) {fmt_name} converted to RGB{alpha_txt}", prepare, to_rgb)
     if mode in ("RGBA", "RGBa"):
-        rgba = np.asarray(im.convert("RGBA"))
-        if np.all(rgba[..., 3] == 255):
-            return rgba[..., :3].astype(np.float32) / 255.0, f"RGBA {fmt_name} fully opaque, alpha dropped"
-        return _composite_on_white(rgba), f"RGBA {fmt_name} composited on white, alpha dropped"
+        prepare = _to("RGBA")
+        opaque = all(
+            bool(np.all(arr[..., 3] == 255))
+            for _, arr in _native_strips(im, prepare, _strip_rows(im.size[0], 1))
+        )
+        if opaque:
+            how = f"RGBA {fmt_name} fully opaque, alpha dropped"
+            return _ModePlan(how, prepare, lambda arr: arr[..., :3].astype(np.float32) / 255.0)
+        return _ModePlan(f"RGBA {fmt_name} composited on white, alpha dropped", prepare, _composite_on_white)
     if mode == "CMYK":
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        return rgb, f"CMYK {fmt_name} converted to RGB (PIL's simple conversion, no colour profile)"
+        how = f"CMYK {fmt_name} converted to RGB (PIL's simple conversion, no colour profile)"
+        return _ModePlan(how, _to("RGB"), _over_255)
     if mode in ("YCbCr", "LAB", "HSV", "RGBX"):
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        return rgb, f"{mode} {fmt_name} converted to RGB"
-    if mode in ("I;16S", "I;32", "I;32S") or mode.startswith(("I;", "F;")):
-        arr, lo, hi = _stretch(np.asarray(im.convert("F")))
-        return arr, f"{mode} greyscale {fmt_name} scaled from {_range_text(lo, hi)} to [0, 1]"
+        return _ModePlan(f"{mode} {fmt_name} converted to RGB", _to("RGB"), _over_255)
+    if mode in ("I;32", "I;32S") or mode.startswith(("I;", "F;")):
+        prepare = _to("F")
+        lo, hi = _finite_range(im, prepare)
+        how = f"{mode} greyscale {fmt_name} scaled from {_range_text(lo, hi)} to [0, 1]"
+        return _ModePlan(how, prepare, _scaler(lo, hi))
     try:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        im.crop((0, 0, 1, 1)).convert("RGB")
     except (ValueError, OSError) as exc:
         raise UnsupportedMedia(
             f"{label} uses the pixel mode {mode!r}, which ConvScope cannot convert.", field="file"
         ) from exc
-    return rgb, f"{mode} {fmt_name} converted to RGB"
+    return _ModePlan(f"{mode} {fmt_name} converted to RGB", _to("RGB"), _over_255)
+
+
+def reduction_factor(width: int, height: int, max_side: int | None) -> int:
+    """The smallest whole factor that brings the longer side to at most max_side (1: no reduction)."""
+    longer = max(width, height)
+    if max_side is None or longer <= max_side:
+        return 1
+    return -(-longer // max(1, max_side))
+
+
+def box_reduce(arr: NDArray[Any], factor: int) -> FloatImage:
+    """Area (box) average over factor x factor blocks; partial blocks at the edges average what they have."""
+    if factor <= 1:
+        return np.asarray(arr, dtype=np.float32)
+    height, width = arr.shape[:2]
+    rows = np.arange(0, height, factor)
+    cols = np.arange(0, width, factor)
+    sums = np.add.reduceat(np.add.reduceat(arr, rows, axis=0, dtype=np.float64), cols, axis=1)
+    counts = np.outer(np.minimum(factor, height - rows), np.minimum(factor, width - cols)).astype(np.float64)
+    if sums.ndim == 3:
+        counts = counts[:, :, None]
+    return (sums / counts).astype(np.float32)
+
+
+def reduce_float_image(pixels: FloatImage, factor: int) -> FloatImage:
+    """box_reduce of a float image a strip of rows at a time (bounded temporaries)."""
+    if factor <= 1:
+        return pixels
+    rows = _strip_rows(int(pixels.shape[1]), factor)
+    parts = [box_reduce(pixels[top : top + rows], factor) for top in range(0, int(pixels.shape[0]), rows)]
+    return np.ascontiguousarray(np.concatenate(parts, axis=0))
+
+
+class _Stats:
+    """Min, max, mean, std (and per-channel means) merged strip by strip in float64 (Chan et al.)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.lo = np.inf
+        self.hi = -np.inf
+        self.channel_sums: NDArray[np.float64] | None = None
+        self.shape: tuple[int, ...] = ()
+
+    def add(self, strip: FloatImage) -> None:
+        if strip.size == 0:
+            return
+        values = strip.astype(np.float64)
+        n = int(values.size)
+        mean = float(values.mean())
+        m2 = float(((values - mean) ** 2).sum())
+        delta = mean - self.mean
+        total = self.count + n
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+        self.lo = min(self.lo, float(values.min()))
+        self.hi = max(self.hi, float(values.max()))
+        if values.ndim == 3:
+            sums = values.reshape(-1, values.shape[2]).sum(axis=0)
+            self.channel_sums = sums if self.channel_sums is None else self.channel_sums + sums
+
+    def result(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "shape": list(shape),
+            "dtype": "float32",
+            "min": float(self.lo) if self.count else 0.0,
+            "max": float(self.hi) if self.count else 0.0,
+            "mean": float(self.mean),
+            "std": float(np.sqrt(self.m2 / self.count)) if self.count else 0.0,
+        }
+        if self.channel_sums is not None and len(shape) == 3:
+            per_channel = self.count / shape[2]
+            out["channel_means"] = [float(v / per_channel) for v in self.channel_sums]
+        return out
+
+
+def pixel_statistics(pixels: FloatImage) -> dict[str, Any]:
+    """Statistics of a float image, computed a strip at a time (no float64 copy of the whole)."""
+    stats = _Stats()
+    rows = _strip_rows(int(pixels.shape[1]), 1)
+    for top in range(0, int(pixels.shape[0]), rows):
+        stats.add(pixels[top : top + rows])
+    return stats.result(tuple(int(v) for v in pixels.shape))
+
+
+def _convert(
+    im: Image.Image, fmt_name: str, label: str, factor: int, *, with_stats: bool
+) -> tuple[FloatImage, str, dict[str, Any] | None]:
+    """Convert strip by strip into a float image reduced by factor; statistics are of the full image."""
+    plan = _plan_mode(im, fmt_name, label)
+    width, height = im.size
+    out: FloatImage | None = None
+    stats = _Stats() if with_stats else None
+    full_shape: tuple[int, ...] = ()
+    for top, native in _native_strips(im, plan.prepare, _strip_rows(width, factor)):
+        strip = plan.convert(native)
+        del native
+        if stats is not None:
+            stats.add(strip)
+        small = box_reduce(strip, factor) if factor > 1 else strip
+        if out is None:
+            channels = strip.shape[2:]
+            full_shape = (height, width, *channels)
+            out_h = -(-height // factor)
+            out_w = -(-width // factor)
+            out = np.empty((out_h, out_w, *channels), dtype=np.float32)
+        out[top // factor : top // factor + small.shape[0]] = small
+    assert out is not None  # an image has at least one row (checked before decoding)
+    return out, plan.how, None if stats is None else stats.result(full_shape)
 
 
 # ----------------------------------------------------------------------------------------------- DICOM
@@ -575,3 +876,23 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> DecodedImage:
         steps.append("MONOCHROME1 inverted so that white means high")
     sentence = steps[0] + ": " + ", ".join(steps[1:]) + "."
     return DecodedImage(np.ascontiguousarray(pixels), "dicom", photometric, bit_depth, sentence, metadata)
+
+
+class NotedImage(np.ndarray):  # type: ignore[type-arg]
+    """A float image that remembers how it was derived from the stored upload (e.g. "downsampled from 6000 x 6000
+    to 2000 x 2000 pixels ..."), so that the steps a model input shows stay true without every route passing it on.
+    `np.asarray` turns it back into a plain array."""
+
+    working_note: str | None = None
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.working_note = getattr(obj, "working_note", None)
+
+
+def with_working_note(pixels: NDArray[np.float32], note: str | None) -> NDArray[np.float32]:
+    """`pixels` carrying `note` (a view, no copy); unchanged when there is nothing to say."""
+    if note is None:
+        return pixels
+    noted = pixels.view(NotedImage)
+    noted.working_note = note
+    return noted

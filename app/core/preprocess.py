@@ -288,6 +288,7 @@ def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | No
     but only the part of the image that survives the centre crop is ever resized. `limit` bounds the elements
     of every tensor built on the way (OverLimit naming max_preprocess_elements, before anything is allocated).
     """
+    working_note = getattr(image, "working_note", None)
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -300,6 +301,8 @@ def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | No
     steps = [
         f"input: {width} x {height} px, {channels} channel{'s' if channels > 1 else ''}, values in [0, 1]"
     ]
+    if working_note:
+        steps.insert(0, f"the stored image, {working_note}")
     the_plan = plan(height, width, channels, prep, limit, convert)
     rows, cols = the_plan.rows, the_plan.cols
     crop_h, crop_w = prep.crop_size

@@ -555,7 +555,8 @@ def load_filter_image(store: ImageStore, record: ImageRecord, size: tuple[int, i
     """
     full_bytes = 4 * record.width * record.height * record.channels
     if full_bytes <= FULL_DECODE_BYTES:
-        image = store.load(record.id)
+        # Every pixel (load() would give the working copy, reduced past working_image_side).
+        image = store.load_full(record.id)
         return image if image.shape[:2] == size else _resize_exact(image, size)
     key = (record.id, size[0], size[1])
     cached = _SHRUNK.get(key)

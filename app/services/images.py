@@ -12,6 +12,12 @@ bound guarantees it finishes, and the worker pool is small so runaway decodes ca
 Uploads are also refused when one side is more than settings.max_aspect_ratio times the other (a 10000 x 1
 strip becomes gigabytes once a model resizes its shorter side), read from the header before decoding.
 
+Large images are never held at full resolution as float32 (a 36 MP colour upload would be 432 MB): the
+upload is converted strip by strip into a working copy whose longer side is at most
+settings.working_image_side (area-averaged), plus full-resolution statistics. `load()` returns that working
+copy (what models, explanations and pictures use); `load_full()` is for the few callers that need every
+pixel and check the size first (the .npy download is bounded by settings.max_npy_values).
+
 Write failures (a read-only or full data directory) never become 500s: a failed upload raises
 StorageFailed (507) and saves nothing, a failed cache write is logged and the bytes are served from
 memory, and a store whose directory is read-only at start-up serves what it has (read-only mode).
@@ -22,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -56,6 +63,10 @@ _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 # How many decoded arrays stay in memory, and how many bytes they may use together.
 CACHE_ITEMS = 32
 CACHE_BYTES = 256 * 1024 * 1024
+# Full-resolution pixel statistics kept in memory (a few hundred bytes each), and the side of the throwaway
+# copy decoded when they must be computed again (after a restart).
+STATS_ITEMS = 4096
+STATS_DECODE_SIDE = 64
 # Samples are the project's own files: they bypass the upload limits but still have a sane bound.
 SAMPLE_MAX_PIXELS = 4_000_000
 
@@ -247,6 +258,8 @@ class ImageStore:
         if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
             Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
         self._cache = _ArrayCache(cache_items, cache_bytes)
+        self._stats: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._stats_lock = threading.Lock()
         # Two workers: one slow decode never blocks every other upload, and runaways stay bounded.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
         self._db_lock = threading.RLock()
@@ -350,11 +363,19 @@ class ImageStore:
         return None if row is None else self._row_to_record(row)
 
     def _decode(
-        self, data: bytes, filename: str | None, max_pixels: int | None = None
+        self,
+        data: bytes,
+        filename: str | None,
+        max_pixels: int | None = None,
+        max_side: int | None = None,
+        with_stats: bool = False,
     ) -> imageio.DecodedImage:
         """Run the decoder in a worker thread and give up waiting after max_decode_seconds."""
         limit = self.settings.max_image_pixels if max_pixels is None else max_pixels
-        future = self._executor.submit(imageio.decode_image, data, filename, limit)
+        decode: Callable[[], imageio.DecodedImage] = functools.partial(
+            imageio.decode_image, data, filename, limit, max_side, with_stats=with_stats
+        )
+        future = self._executor.submit(decode)
         try:
             return future.result(timeout=self.settings.max_decode_seconds)
         except concurrent.futures.TimeoutError as exc:
@@ -427,7 +448,9 @@ class ImageStore:
             if header_size is not None:
                 self._check_aspect(*header_size, label)
         max_pixels = max(self.settings.max_image_pixels, SAMPLE_MAX_PIXELS) if trusted else None
-        decoded = self._decode(data, filename, max_pixels)
+        # The working copy and the full-resolution statistics in one strip-wise pass: no full float image.
+        side = self.settings.working_image_side
+        decoded = self._decode(data, filename, max_pixels, max_side=side, with_stats=True)
         if not trusted:
             # Formats PIL cannot read the header of (DICOM, some TIFFs) are checked once decoded.
             self._check_aspect(decoded.width, decoded.height, label)
@@ -463,7 +486,9 @@ class ImageStore:
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise self._save_failed(label, exc) from exc
-        self._cache.put(image_id, decoded.pixels)
+        self._cache.put(self._cache_key(image_id, decoded.width, decoded.height, side), decoded.pixels)
+        if decoded.stats is not None:
+            self._remember_stats(image_id, decoded.stats)
         return self._find(image_id) or record
 
     def _check_aspect(self, width: int, height: int, label: str) -> None:
@@ -549,41 +574,116 @@ class ImageStore:
                 field="image_id",
             ) from exc
 
-    def load(self, image_id: str) -> NDArray[np.float32]:
-        """Decoded pixels: float32 in [0, 1], (H, W) greyscale or (H, W, 3) colour.
+    @staticmethod
+    def _cache_key(image_id: str, width: int, height: int, side: int) -> str:
+        """The full image is cached under its id, a reduced copy under id@side."""
+        return image_id if imageio.reduction_factor(width, height, side) == 1 else f"{image_id}@{side}"
 
-        Returns a fresh copy each call, so callers may modify it freely.
+    def load(self, image_id: str, max_side: int | None = None) -> NDArray[np.float32]:
+        """The working copy: float32 in [0, 1], (H, W) greyscale or (H, W, 3) colour, longer side at most
+        max_side (default settings.working_image_side; area-averaged by a whole factor when larger).
+
+        Models, explanations and pictures use this: their inputs are 518 px or less, so a 36 MP upload costs
+        a 2000 px copy instead of 432 MB. working_note() says when it was reduced. Returns a fresh copy.
+        """
+        side = self.settings.working_image_side if max_side is None else max(1, int(max_side))
+        record = self.get(image_id)
+        key = self._cache_key(image_id, record.width, record.height, side)
+        if key == image_id:
+            return self.load_full(image_id)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._decode_stored(record, side).pixels
+            self._cache.put(key, cached)
+        # The copy says how it was reduced: a model's preprocessing steps show that sentence first.
+        return imageio.with_working_note(cached.copy(), self.working_note(image_id, max_side))
+
+    def load_full(self, image_id: str) -> NDArray[np.float32]:
+        """Every pixel, float32 in [0, 1]: 12 bytes a pixel for colour. Callers check the size first
+        (see npy_pixels); everything else uses load(). Returns a fresh copy.
         """
         cached = self._cache.get(image_id)
         if cached is None:
             record = self.get(image_id)
-            # Already accepted once: a later, lower pixel limit must not lock a stored image out.
-            limit = max(self.settings.max_image_pixels, record.width * record.height)
-            cached = self._decode(self.read_bytes(image_id), record.name, limit).pixels
+            cached = self._decode_stored(record, None).pixels
             self._cache.put(image_id, cached)
         return cached.copy()
 
-    def pixel_stats(self, image_id: str) -> dict[str, Any]:
-        """Shape and simple statistics of the decoded pixels (what format=json returns)."""
+    def _decode_stored(
+        self, record: ImageRecord, max_side: int | None, with_stats: bool = False
+    ) -> imageio.DecodedImage:
+        # Already accepted once: a later, lower pixel limit must not lock a stored image out.
+        limit = max(self.settings.max_image_pixels, record.width * record.height)
+        data = self.read_bytes(record.id)
+        return self._decode(data, record.name, limit, max_side=max_side, with_stats=with_stats)
+
+    def working_note(self, image_id: str, max_side: int | None = None) -> str | None:
+        """One sentence when load() reduced the image (None when it is used at full resolution)."""
+        side = self.settings.working_image_side if max_side is None else max(1, int(max_side))
         record = self.get(image_id)
-        pixels = self.load(image_id)
-        stats: dict[str, Any] = {
-            "id": record.id,
-            "shape": list(pixels.shape),
-            "dtype": str(pixels.dtype),
-            "mode": record.mode,
-            "min": float(pixels.min()),
-            "max": float(pixels.max()),
-            "mean": float(pixels.mean()),
-            "std": float(pixels.std()),
-        }
-        if pixels.ndim == 3:
-            stats["channel_means"] = [float(v) for v in pixels.reshape(-1, pixels.shape[2]).mean(axis=0)]
-        return stats
+        factor = imageio.reduction_factor(record.width, record.height, side)
+        if factor == 1:
+            return None
+        width, height = -(-record.width // factor), -(-record.height // factor)
+        return (
+            f"downsampled from {record.width} × {record.height} to {width} × {height} pixels "
+            f"(each {factor} × {factor} block averaged; setting working_image_side = {side})"
+        )
+
+    def _remember_stats(self, image_id: str, stats: dict[str, Any]) -> None:
+        with self._stats_lock:
+            self._stats[image_id] = stats
+            self._stats.move_to_end(image_id)
+            while len(self._stats) > STATS_ITEMS:
+                self._stats.popitem(last=False)
+
+    def pixel_stats(self, image_id: str) -> dict[str, Any]:
+        """Shape and simple statistics of the full-resolution decoded pixels (what format=json returns).
+
+        Computed strip by strip while decoding (at upload, or again here after a restart), never from a
+        full-resolution float copy.
+        """
+        record = self.get(image_id)
+        with self._stats_lock:
+            stats = self._stats.get(image_id)
+        if stats is None:
+            # A tiny working copy: the statistics are gathered from every pixel on the way.
+            stats = self._decode_stored(record, STATS_DECODE_SIDE, with_stats=True).stats
+            assert stats is not None
+            self._remember_stats(image_id, stats)
+        return {"id": record.id, "mode": record.mode, **stats}
+
+    def npy_pixels(self, image_id: str, max_side: int | None = None) -> NDArray[np.float32]:
+        """Pixels for the .npy download: all of them, or the working copy at max_side; OverLimit past
+        settings.max_npy_values numbers (checked from the record, before decoding).
+        """
+        record = self.get(image_id)
+        limit = self.settings.max_npy_values
+        width, height = record.width, record.height
+        if max_side is not None:
+            factor = imageio.reduction_factor(width, height, max_side)
+            width, height = -(-width // factor), -(-height // factor)
+        values = width * height * record.channels
+        if values > limit:
+            longer = max(record.width, record.height)
+            scale = (limit / (record.width * record.height * record.channels)) ** 0.5
+            suggestion = max(1, int(longer * scale))
+            raise OverLimit(
+                f"The .npy of image {record.short_id} would hold {values:,} float32 numbers "
+                f"({width} × {height} × {record.channels}, {4 * values / 2**20:,.0f} MiB), past the limit of "
+                f"{limit:,} (setting max_npy_values). Ask for a smaller copy with the max_side query parameter, "
+                f"e.g. max_side={suggestion}.",
+                field="max_side" if max_side is not None else "format",
+                limit="max_npy_values",
+                estimate=values,
+                maximum=limit,
+            )
+        return self.load_full(image_id) if max_side is None else self.load(image_id, max_side)
 
     def display_png(self, image_id: str) -> bytes:
-        """The decoded image as an 8-bit PNG at full size (L or RGB), cached on disk."""
-        return self._derived(image_id, "display", None)
+        """The working copy (longer side at most working_image_side) as an 8-bit PNG, cached on disk."""
+        # The side is in the cache name: a changed working_image_side never serves a stale picture.
+        return self._derived(image_id, f"display{self.settings.working_image_side}", None)
 
     def thumbnail_png(self, image_id: str, size: int = THUMB_SIZE) -> bytes:
         """A PNG no larger than size x size (aspect kept), cached on disk."""

@@ -93,5 +93,5 @@ def thumbnail(image_id: str, store: ImageStoreDep) -> Response:
 
 @router.get("/images/{image_id}/display.png", response_class=Response)
 def display(image_id: str, store: ImageStoreDep) -> Response:
-    # Capped for the page; the full-size pixels are at /api/v1/images/{id}/pixels?format=png.
+    # Capped for the page; every pixel (as float32 .npy) is at /api/v1/images/{id}/pixels?format=npy.
     return _png_response(store.thumbnail_png(image_id, DISPLAY_MAX_SIDE), f"{image_id}-display")

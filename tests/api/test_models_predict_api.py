@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
+from PIL import Image
 
 
 def test_models_list_has_milestones_builtins_and_offline_flags(client: TestClient) -> None:
@@ -114,3 +116,23 @@ def test_every_error_has_code_message_and_field(client: TestClient) -> None:
         error = response.json()["error"]
         assert response.status_code >= 400
         assert {"code", "message", "field"} <= set(error)
+
+
+def test_the_steps_say_when_the_stored_image_was_downsampled_first(tmp_path: Path) -> None:
+    """Model views work on a bounded working copy (working_image_side); the input's story must say so."""
+    from app.config import Settings
+    from app.main import create_app
+
+    settings = Settings(data_dir=tmp_path / "data", working_image_side=64)
+    rgb = (np.random.default_rng(0).random((200, 160, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    with TestClient(create_app(settings)) as client:
+        image_id = client.post("/api/v1/images", files={"file": ("big.png", buffer.getvalue(), "image/png")})
+        image_id = image_id.json()["id"]
+        r = client.post("/api/v1/predict", json={"image_id": image_id, "model": "nodule-cnn"})
+        assert r.status_code == 200, r.text
+        steps = r.json()["preprocessing"]["steps"]
+        assert "downsampled from 160 × 200 to 40 × 50 pixels" in steps[0], steps
+        assert "working_image_side = 64" in steps[0]
+        assert steps[1].startswith("input: 40 x 50 px")

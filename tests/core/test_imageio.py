@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
+from app.core import imageio as imageio_module
 from app.core.imageio import DecodedImage, decode_image, pixels_to_png, pixels_to_uint8
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
 
@@ -505,3 +506,116 @@ def test_mangled_files_give_domain_errors_only(fmt, rgb_array):
             assert float(decoded.pixels.min()) >= 0.0 and float(decoded.pixels.max()) <= 1.0
             outcomes["decoded"] += 1
     assert outcomes["rejected"] > 0
+
+
+# ------------------------------------------------------------- large images: strips, working copy, stats
+
+
+def _reference_reduce(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Area average over factor x factor blocks, partial blocks at the edges, the obvious (slow) way."""
+    height, width = pixels.shape[:2]
+    rows = [pixels[y : y + factor] for y in range(0, height, factor)]
+    return np.stack(
+        [
+            np.stack([row[:, x : x + factor].mean(axis=(0, 1)) for x in range(0, width, factor)])
+            for row in rows
+        ]
+    )
+
+
+def _samples() -> dict[str, bytes]:
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    rgba = np.dstack([rgb, rng.integers(0, 256, (37, 53), dtype=np.uint8)])
+    grey16 = rng.integers(300, 60000, (37, 53), dtype=np.uint16)
+    palette_grey = Image.fromarray(rng.integers(0, 256, (37, 53), dtype=np.uint8)).convert("P")
+    palette = Image.fromarray(rgb).quantize(16)
+    palette.info["transparency"] = 3
+    return {
+        "L": encode(Image.fromarray(rgb[..., 0]), "PNG"),
+        "RGB": encode(Image.fromarray(rgb), "PNG"),
+        "RGBA": encode(Image.fromarray(rgba), "PNG"),
+        "LA": encode(Image.fromarray(rgba[..., 2:]), "PNG"),
+        "I;16": encode(Image.fromarray(grey16), "PNG"),
+        "P grey": encode(palette_grey, "PNG"),
+        "P alpha": encode(palette, "PNG", transparency=3),
+        "CMYK": encode(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95),
+    }
+
+
+@pytest.mark.parametrize("name", list(_samples()))
+def test_strip_wise_conversion_equals_whole_image_conversion(monkeypatch, name):
+    data = _samples()[name]
+    whole = decode(data)  # one strip: the image is far smaller than STRIP_PIXELS
+    monkeypatch.setattr(imageio_module, "STRIP_PIXELS", 7)  # a strip per row
+    strips = decode(data)
+    assert strips.conversion == whole.conversion
+    np.testing.assert_array_equal(strips.pixels, whole.pixels)
+
+
+@pytest.mark.parametrize("name", list(_samples()))
+def test_max_side_gives_an_area_average_of_the_full_decode(monkeypatch, name):
+    data = _samples()[name]
+    full = decode(data)
+    monkeypatch.setattr(imageio_module, "STRIP_PIXELS", 200)
+    small = decode_image(data, "x.bin", MAX_PIXELS, max_side=20, with_stats=True)
+    # The record's facts are the image's: size and sentence are those of the full-resolution decode.
+    assert (small.width, small.height) == (53, 37) and small.reduced
+    assert small.conversion == full.conversion and small.mode == full.mode
+    assert max(small.pixels.shape[:2]) <= 20 and small.pixels.dtype == np.float32
+    assert small.pixels.shape[:2] == (13, 18)  # factor ceil(53 / 20) = 3
+    np.testing.assert_allclose(small.pixels, _reference_reduce(full.pixels.astype(np.float64), 3), atol=1e-6)
+
+
+def test_statistics_match_the_float_computation(monkeypatch):
+    data = _samples()["RGB"]
+    full = decode(data).pixels
+    monkeypatch.setattr(imageio_module, "STRIP_PIXELS", 11)
+    stats = decode_image(data, "x.png", MAX_PIXELS, max_side=8, with_stats=True).stats
+    assert stats is not None
+    assert stats["shape"] == [37, 53, 3] and stats["dtype"] == "float32"
+    assert stats["min"] == float(full.min()) and stats["max"] == float(full.max())
+    assert stats["mean"] == pytest.approx(float(full.mean()), rel=1e-6)
+    assert stats["std"] == pytest.approx(float(full.std()), rel=1e-6)
+    assert stats["channel_means"] == pytest.approx(
+        [float(v) for v in full.reshape(-1, 3).mean(axis=0)], rel=1e-5
+    )
+    grey = imageio_module.pixel_statistics(full[..., 0])
+    assert "channel_means" not in grey and grey["std"] == pytest.approx(float(full[..., 0].std()), rel=1e-6)
+
+
+def test_dicom_is_reduced_after_decoding():
+    arr = (np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 3).astype(np.uint16)
+    decoded = decode_image(dicom_bytes(arr), "slice.dcm", MAX_PIXELS, max_side=10, with_stats=True)
+    full = decode_image(dicom_bytes(arr), "slice.dcm", MAX_PIXELS)
+    assert (decoded.width, decoded.height) == (30, 40) and decoded.pixels.shape == (10, 8)
+    np.testing.assert_allclose(
+        decoded.pixels, _reference_reduce(full.pixels.astype(np.float64), 4), atol=1e-6
+    )
+    assert decoded.stats is not None and decoded.stats["shape"] == [40, 30]
+
+
+def test_npy_chunks_load_back():
+    arr = np.random.default_rng(2).random((33, 7, 3)).astype(np.float32)
+    data = b"".join(imageio_module.npy_chunks(arr, chunk_bytes=100))
+    assert len(data) == imageio_module.npy_size(arr)
+    np.testing.assert_array_equal(np.load(io.BytesIO(data), allow_pickle=False), arr)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied_to_the_pixels_matches_pil(monkeypatch, orientation):
+    rgb = np.random.default_rng(9).integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    picture = Image.fromarray(rgb)
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    data = encode(picture, "PNG", exif=exif.tobytes())
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))), dtype=np.float32) / 255.0
+    monkeypatch.setattr(imageio_module, "STRIP_PIXELS", 50)
+    decoded = decode(data)
+    np.testing.assert_array_equal(decoded.pixels, upright)
+    assert (decoded.height, decoded.width) == upright.shape[:2]
+    small = decode_image(data, "x.png", MAX_PIXELS, max_side=12, with_stats=True)
+    assert (small.height, small.width) == upright.shape[:2] and max(small.pixels.shape) <= 12
+    assert small.stats is not None and small.stats["shape"] == list(upright.shape)
+    if orientation > 1:
+        assert "EXIF orientation" in decoded.conversion

@@ -12,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,9 +170,11 @@ def test_decode_time_limit(tmp_path, monkeypatch, rgb_png):
     release = threading.Event()
     real_decode = imageio.decode_image
 
-    def stuck_decode(payload: bytes, filename: str | None, max_pixels: int) -> imageio.DecodedImage:
+    def stuck_decode(
+        payload: bytes, filename: str | None, max_pixels: int, *args: Any, **kwargs: Any
+    ) -> imageio.DecodedImage:
         release.wait()
-        return real_decode(payload, filename, max_pixels)
+        return real_decode(payload, filename, max_pixels, *args, **kwargs)
 
     monkeypatch.setattr(imageio, "decode_image", stuck_decode)
     slow_store = ImageStore(Settings(data_dir=tmp_path / "slow", max_decode_seconds=0.05))
@@ -449,3 +452,72 @@ def test_aspect_ratio_is_checked_after_decoding_when_the_header_is_not_pil(store
     monkeypatch.setattr(images_module, "_header_size", lambda data: None)  # e.g. a DICOM file
     with pytest.raises(OverLimit, match="max_aspect_ratio"):
         store.put(strip, "strip.png")
+
+
+# ------------------------------------------------------------------ large images: the working copy (issue 9)
+
+
+@pytest.fixture
+def small_working_store(store_settings: Settings) -> Iterator[ImageStore]:
+    """A store whose working copies are at most 16 px, so that small test images count as large."""
+    image_store = ImageStore(
+        store_settings.model_copy(update={"working_image_side": 16, "max_npy_values": 1000})
+    )
+    yield image_store
+    image_store.close()
+
+
+def test_load_gives_a_bounded_working_copy_and_load_full_every_pixel(small_working_store):
+    arr = np.random.default_rng(4).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    record = small_working_store.put(png_bytes(arr), "big.png")
+    assert (record.width, record.height, record.mode) == (60, 40, "RGB")
+    working = small_working_store.load(record.id)
+    assert working.shape == (10, 15, 3) and working.dtype == np.float32  # factor ceil(60 / 16) = 4
+    reference = (arr / 255.0).reshape(10, 4, 15, 4, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(working, reference, atol=1e-6)
+    working[:] = 0  # a private copy
+    assert small_working_store.load(record.id).max() > 0
+    np.testing.assert_allclose(small_working_store.load_full(record.id), arr / 255.0, atol=1e-6)
+    assert small_working_store.load(record.id, max_side=60).shape == (40, 60, 3)
+    note = small_working_store.working_note(record.id)
+    assert note is not None and "60 × 40 to 15 × 10" in note and "working_image_side = 16" in note
+    assert small_working_store.working_note(record.id, max_side=60) is None
+
+
+def test_pictures_come_from_the_working_copy(small_working_store):
+    arr = np.random.default_rng(5).integers(0, 256, (40, 60), dtype=np.uint8)
+    record = small_working_store.put(png_bytes(arr), "big.png")
+    display = Image.open(io.BytesIO(small_working_store.display_png(record.id)))
+    assert display.size == (15, 10) and display.mode == "L"
+    thumb = Image.open(io.BytesIO(small_working_store.thumbnail_png(record.id, 16)))
+    assert max(thumb.size) <= 16
+
+
+def test_pixel_stats_are_of_every_pixel_even_after_a_restart(small_working_store, store_settings):
+    arr = np.random.default_rng(6).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    record = small_working_store.put(png_bytes(arr), "big.png")
+    expected = (arr / 255.0).astype(np.float32)
+    first = small_working_store.pixel_stats(record.id)
+    restarted = ImageStore(store_settings.model_copy(update={"working_image_side": 16}))
+    try:
+        again = restarted.pixel_stats(record.id)  # computed again from the file, strip by strip
+    finally:
+        restarted.close()
+    for stats in (first, again):
+        assert stats["shape"] == [40, 60, 3] and stats["dtype"] == "float32" and stats["mode"] == "RGB"
+        assert stats["min"] == float(expected.min()) and stats["max"] == float(expected.max())
+        assert stats["mean"] == pytest.approx(float(expected.mean()), rel=1e-5)
+        assert stats["std"] == pytest.approx(float(expected.std()), rel=1e-5)
+        assert stats["channel_means"] == pytest.approx(list(expected.reshape(-1, 3).mean(axis=0)), rel=1e-5)
+
+
+def test_npy_pixels_are_bounded_by_max_npy_values(small_working_store):
+    arr = np.random.default_rng(7).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    record = small_working_store.put(png_bytes(arr), "big.png")
+    with pytest.raises(OverLimit, match="max_npy_values") as info:
+        small_working_store.npy_pixels(record.id)
+    assert "max_side=" in info.value.message
+    assert info.value.extra["estimate"] == 40 * 60 * 3 and info.value.extra["maximum"] == 1000
+    assert small_working_store.npy_pixels(record.id, max_side=16).shape == (10, 15, 3)
+    with pytest.raises(OverLimit, match="max_npy_values"):
+        small_working_store.npy_pixels(record.id, max_side=30)  # 20 x 30 x 3 = 1800 numbers

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from app.api.responses import COMMON, NPY, PNG, content, errors
+from app.api.responses import COMMON, NPY, PNG, content, errors, multipart_upload
 from app.api.schemas_images import ImageList, ImageOut, PixelStats
 from app.api.uploads import read_multipart
 from app.core.imageio import npy_chunks, npy_size
@@ -21,26 +21,9 @@ router = APIRouter(prefix="/api/v1", tags=["images"], responses=COMMON)
 # Content-addressed, so a given URL always has the same bytes.
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 
-UPLOAD_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "PNG, JPEG, TIFF, BMP, WebP, GIF or a single-slice DICOM",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_OPENAPI = multipart_upload(
+    {"file": "PNG, JPEG, TIFF, BMP, WebP, GIF or a single-slice DICOM"}, required=("file",)
+)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

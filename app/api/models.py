@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.responses import COMMON, errors
+from app.api.responses import COMMON, errors, multipart_upload
 from app.api.schemas import JobCreated, ModelInfo
 from app.api.uploads import read_multipart
 from app.deps import ClientDep, JobsDep, RegistryDep, SettingsDep
@@ -52,31 +50,15 @@ def download(
     return JSONResponse(body.model_dump(), status_code=202)
 
 
-MODEL_UPLOAD_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["architecture"],
-                    "properties": {
-                        "architecture": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "JSON: layers or a torchvision name, see the README (at most 256 KiB)",
-                        },
-                        "weights": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": ".safetensors state dict (optional; at most max_model_bytes)",
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+MODEL_UPLOAD_OPENAPI = multipart_upload(
+    {
+        "architecture": "JSON: layers or a torchvision name, see the README (at most 256 KiB)",
+        "weights": ".safetensors state dict (optional; at most max_model_bytes)",
+    },
+    required=("architecture",),
+)
+
+
 async def read_model_upload(request: Request, registry: ModelRegistry) -> tuple[bytes, bytes | None]:
     """The architecture bytes and the optional weights bytes of a model upload, each read only up to its limit."""
     parts = await read_multipart(

@@ -65,3 +65,13 @@ def content(*media_types: str, description: str | None = None) -> dict[str, Any]
 
 def binary_200(*media_types: str, description: str | None = None) -> Responses:
     return {200: content(*media_types, description=description)}
+
+
+def multipart_upload(files: dict[str, str], required: tuple[str, ...]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its multipart body itself (bounded, see app/api/uploads.py):
+    one binary part per entry of `files` (name -> description)."""
+    properties = {
+        name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()
+    }
+    schema = {"type": "object", "required": list(required), "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}

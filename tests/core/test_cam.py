@@ -277,3 +277,20 @@ def test_shared_module_uses_its_last_call() -> None:
         expected = torch.relu((torch.stack(weights)[:, None, None] * acts[0]).sum(0)).numpy()
     np.testing.assert_allclose(res.maps["ablationcam"][0], expected, rtol=1e-4, atol=1e-6)
     assert_model_clean(model)
+
+
+def test_eigen_cam_on_a_large_map_needs_no_hw_by_hw_matrix() -> None:
+    """A 256 x 256 map with 4 channels: the full SVD pytorch-grad-cam calls would build a 65536 x 65536 U
+    (16 GiB); the thin one gives the same first singular vector. Checked against an independent eigenvector of
+    the (K, K) covariance, up to the sign an SVD is free to choose."""
+    acts = torch.randn(1, 4, 256, 256, generator=torch.Generator().manual_seed(0))
+    acts[:, 0, 100:140, 60:90] += 5.0
+    ours = cam._eigen_maps(acts)
+    assert ours.shape == (1, 256, 256) and ours.dtype == np.float32
+    flat = acts[0].reshape(4, -1).T.double().numpy()
+    flat -= flat.mean(axis=0)
+    _, vectors = np.linalg.eigh(flat.T @ flat)
+    projection = (flat @ vectors[:, -1]).reshape(256, 256)
+    candidates = [np.maximum(projection, 0), np.maximum(-projection, 0)]
+    errors = [float(np.abs(ours[0] - c).max()) for c in candidates]
+    assert min(errors) < 1e-3 * float(np.abs(projection).max()), errors

@@ -127,10 +127,17 @@ def as_maps(act: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def channel_stats(maps: np.ndarray) -> ChannelStats:
-    """``(C, H, W)`` -> mean, max, min, std per channel."""
+    """``(C, H, W)`` -> mean, max, min, std per channel.
+
+    Mean and std are accumulated in float64: finite float32 activations near 1e19 and above (an uploaded model
+    with huge weights) overflow a float32 sum of squares to infinity, which JSON cannot carry.
+    """
     flat = maps.reshape(maps.shape[0], -1)
     return ChannelStats(
-        mean=flat.mean(axis=1), max=flat.max(axis=1), min=flat.min(axis=1), std=flat.std(axis=1)
+        mean=flat.mean(axis=1, dtype=np.float64),
+        max=flat.max(axis=1),
+        min=flat.min(axis=1),
+        std=flat.std(axis=1, dtype=np.float64),
     )
 
 

@@ -388,3 +388,24 @@ def test_parts_past_their_limits_are_413_naming_the_field(tmp_path: Path) -> Non
         assert error["maximum"] == 1_000 and "max_model_parameters" in error["message"]
         page = small.get("/models").text
         assert "1.0 k parameters" in page
+
+
+def test_large_but_finite_activations_give_finite_feature_statistics(
+    client: TestClient, gray_image_id: str
+) -> None:
+    """Weights of 1e18 pass the upload probe (every activation is finite) but a float32 sum of squares of such
+    activations overflows: the feature views' statistics must stay finite numbers (JSON), not a 500 (QA)."""
+    _, state = _weights()
+    big = {k: torch.full_like(v, 1e18) if k.startswith("conv2d1.") else v for k, v in state.items()}
+    files = {"architecture": ("a.json", json.dumps(TINY)), "weights": ("w.safetensors", save(big))}
+    uploaded = client.post("/api/v1/models", files=files)
+    assert uploaded.status_code == 201, uploaded.text
+    model = uploaded.json()["name"]
+    for layer in ("conv2d1", "relu1"):
+        r = client.post(
+            "/api/v1/features",
+            json={"image_id": gray_image_id, "model": model, "layer": layer, "format": "json"},
+        )
+        assert r.status_code in (200, 422), r.text
+        if r.status_code == 200:
+            assert "Infinity" not in r.text and "NaN" not in r.text

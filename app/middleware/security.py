@@ -17,13 +17,14 @@ import hashlib
 import hmac
 import html
 import ipaddress
+import time
 from collections.abc import Iterable
 from http.cookies import SimpleCookie
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -57,15 +58,34 @@ STATIC_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Open even with an access token: health probes, the stylesheet and scripts the login page needs, the login.
-OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
+# Open even with an access token: health probes, the stylesheet and scripts the login page needs, the login, and
+# the home page (the lecture map: it computes nothing and shows no upload). Every other page needs the token too:
+# pages run models and jobs and show everyone's uploads (QA found GET /explain?method=scorecam starting jobs).
+OPEN_PATHS = frozenset({"/", "/healthz", "/login", "/logout", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-def session_cookie_value(token: str) -> str:
-    """The cookie value that stands for `token` (an HMAC of a fixed label under the token)."""
-    return hmac.new(token.encode(), b"convscope-login-cookie", hashlib.sha256).hexdigest()
+def session_cookie_value(token: str, expires: int | None = None) -> str:
+    """The login cookie: "<expiry, unix seconds>.<HMAC of the expiry under the token>".
+
+    The expiry is signed, so a copied cookie stops working after COOKIE_MAX_AGE whatever the browser keeps, and
+    changing the token logs everyone out.
+    """
+    expires = int(time.time()) + COOKIE_MAX_AGE if expires is None else expires
+    mac = hmac.new(token.encode(), f"convscope-login-cookie:{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{mac}"
+
+
+def session_cookie_valid(value: str, token: str, now: float | None = None) -> bool:
+    """Whether a login cookie was signed with `token` and has not expired."""
+    expires_text, _, _ = value.partition(".")
+    if not expires_text.isdigit():
+        return False
+    expires = int(expires_text)
+    if expires < (time.time() if now is None else now):
+        return False
+    return token_matches(value, session_cookie_value(token, expires))
 
 
 def token_matches(given: str, token: str) -> bool:
@@ -129,7 +149,6 @@ class SecurityMiddleware:
         self.token = configured_token(settings)
         self.any_host = "*" in [h.strip() for h in settings.allowed_hosts]
         self.allowed_hosts = _normalised_hosts(settings.allowed_hosts)
-        self.cookie_value = session_cookie_value(self.token) if self.token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +158,15 @@ class SecurityMiddleware:
         refusal = self._refusal(scope)
         if refusal is not None:
             status, code, message, headers = refusal
+            if code == "unauthorized" and self._is_page_visit(scope):
+                # A person opening a page: the login form, then back to where they were going.
+                target = scope["path"] + (
+                    ("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else ""
+                )
+                await RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)(
+                    scope, receive, send_with_headers
+                )
+                return
             await self._refuse(scope, receive, send_with_headers, status, code, message, headers)
             return
         await self.app(scope, receive, send_with_headers)
@@ -171,7 +199,7 @@ class SecurityMiddleware:
                     "change anything here. Use ConvScope's own pages, or send the request without a browser.",
                     {},
                 )
-        if self.token is not None and self._needs_token(path, method) and not self._authorized(headers):
+        if self.token is not None and self._needs_token(path) and not self._authorized(headers):
             return (
                 401,
                 "unauthorized",
@@ -219,13 +247,20 @@ class SecurityMiddleware:
         return None
 
     @staticmethod
-    def _needs_token(path: str, method: str) -> bool:
-        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
-            return False
-        return path.startswith("/api/") or method in UNSAFE_METHODS
+    def _is_page_visit(scope: Scope) -> bool:
+        headers = Headers(scope=scope)
+        return (
+            scope["method"] == "GET"
+            and not scope["path"].startswith("/api/")
+            and headers.get("hx-request", "").lower() != "true"
+        )
+
+    @staticmethod
+    def _needs_token(path: str) -> bool:
+        return not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES))
 
     def _authorized(self, headers: Headers) -> bool:
-        assert self.token is not None and self.cookie_value is not None
+        assert self.token is not None
         scheme, _, value = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and value.strip() and token_matches(value.strip(), self.token):
             return True
@@ -238,7 +273,7 @@ class SecurityMiddleware:
         except Exception:  # a malformed Cookie header is simply no login
             return False
         morsel = cookies.get(COOKIE_NAME)
-        return morsel is not None and token_matches(morsel.value, self.cookie_value)
+        return morsel is not None and session_cookie_valid(morsel.value, self.token)
 
     # --- responses -------------------------------------------------------------------------------------------
 

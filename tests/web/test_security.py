@@ -213,14 +213,39 @@ def test_wrong_tokens_are_refused(locked: TestClient, value: str) -> None:
     assert locked.get("/api/v1/models", headers={"Authorization": value}).status_code == 401
 
 
-def test_page_uploads_need_the_token_but_pages_open(locked: TestClient) -> None:
+def test_page_uploads_and_pages_need_the_token(locked: TestClient) -> None:
     page_upload = _upload(locked, {"HX-Request": "true"}, "/images")
     assert page_upload.status_code == 401  # type: ignore[attr-defined]
     assert 'href="/login"' in page_upload.text  # type: ignore[attr-defined]
     model_upload = locked.post("/models/upload", files={"architecture": ("n.json", b"{}")})
     assert model_upload.status_code == 401
-    for path in ("/", "/images", "/conv", "/login", "/healthz", "/static/css/app.css"):
-        assert locked.get(path).status_code == 200, path
+    # Pages run models and jobs and show everyone's uploads (QA: GET /explain?method=scorecam started a job):
+    # a person opening one is sent to the login form, and back afterwards.
+    for path in ("/images", "/conv", "/explain?method=scorecam&model=vgg19", "/occlusion"):
+        visit = locked.get(path, follow_redirects=False)
+        assert visit.status_code == 303, path
+        assert visit.headers["location"].startswith("/login?next=%2F"), visit.headers["location"]
+    partial = locked.get("/predict", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert partial.status_code == 401
+    for path in ("/", "/login", "/healthz", "/static/css/app.css"):
+        assert locked.get(path, follow_redirects=False).status_code == 200, path
+    # After the login, the page itself.
+    login = locked.get(f"/login?token={TOKEN}&next=/conv", follow_redirects=False)
+    assert login.status_code == 303 and login.headers["location"] == "/conv"
+    assert locked.get("/conv", follow_redirects=False).status_code == 200
+
+
+def test_login_cookie_expires_and_is_bound_to_the_token() -> None:
+    from app.middleware.security import session_cookie_valid, session_cookie_value
+
+    now = 1_000_000
+    value = session_cookie_value(TOKEN, expires=now + 60)
+    assert session_cookie_valid(value, TOKEN, now=now)
+    assert not session_cookie_valid(value, TOKEN, now=now + 61)  # a copied cookie stops working
+    assert not session_cookie_valid(value, TOKEN + "x", now=now)  # a new token logs everyone out
+    forged = f"{now + 10**9}.{value.partition('.')[2]}"  # pushing the expiry breaks the signature
+    assert not session_cookie_valid(forged, TOKEN, now=now)
+    assert not session_cookie_valid("garbage", TOKEN, now=now)
 
 
 def test_login_sets_a_strict_httponly_cookie_that_works(locked: TestClient) -> None:

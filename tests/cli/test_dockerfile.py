@@ -122,12 +122,12 @@ def test_torch_comes_from_the_cpu_index_before_anything_else_is_installed(steps:
 
 def test_dependencies_are_installed_in_a_layer_before_the_code(steps: list[Instruction]) -> None:
     app_copy = first(steps, "COPY", copies_app)
-    before = steps[: index_of(steps, app_copy)]
+    dep_step = first(steps, "RUN", lambda step: "pyproject.toml" in step.args and "pip install" in step.args)
+    assert index_of(steps, dep_step) < index_of(steps, app_copy), "dependencies are installed after the code"
     # Only pyproject.toml reaches the image before the dependency install, so a code change keeps that layer.
+    before = steps[: index_of(steps, dep_step)]
     early_sources = [src for step in before if step.keyword == "COPY" for src in copy_sources(step)]
     assert early_sources == ["pyproject.toml"], early_sources
-    dep_steps = [step for step in before if step.keyword == "RUN" and "pyproject.toml" in step.args]
-    assert len(dep_steps) == 1 and "pip install" in dep_steps[0].args, [s.args for s in dep_steps]
     # The package itself is installed after the code without touching the dependencies.
     after = steps[index_of(steps, app_copy) :]
     project_install = first(after, "RUN", lambda step: "pip install" in step.args)

@@ -229,3 +229,11 @@ def test_everything_the_dockerfile_copies_exists_and_reaches_the_context(steps: 
         for file in files:
             relative = file.relative_to(ROOT).as_posix()
             assert not excluded(relative, patterns), f"{relative} is copied but .dockerignore leaves it out"
+
+
+def test_readme_says_how_to_build_and_run_it() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docker build -t convscope ." in readme
+    run = next(line for line in readme.splitlines() if line.startswith("docker run "))
+    # The image serves 0.0.0.0, so the documented run passes a token (or the reader is told about ALLOW_OPEN).
+    assert "-e CONVSCOPE_ACCESS_TOKEN" in run and "-p 8000:8000" in run and ":/data" in run

@@ -1,6 +1,7 @@
 # ConvScope on the CPU. Build: `docker build -t convscope .`
 # Layers, slowest first: torch (CPU wheels), then the other dependencies (from pyproject.toml only), then the
-# code; a code change rebuilds only the last two steps, and a pyproject change does not reinstall torch.
+# code; a code change rebuilds only the steps from `COPY README.md` on, and a pyproject change does not
+# reinstall torch.
 # The server runs as the unprivileged user convscope (uid 10001), which owns /data (uploads, catalogue,
 # downloaded weights); the code stays root-owned and read-only to it.
 #

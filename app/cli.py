@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
 from pathlib import Path
 
 from app.config import Settings, get_settings
+
+
+class TokenRedactingFilter(logging.Filter):
+    """Masks `token=...` in access-log lines: the login link a lecturer hands out carries the access token."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        record.msg = self._TOKEN.sub(r"\1***", str(record.msg))
+        return True
 
 
 def serve_refusal(host: str, settings: Settings) -> str | None:
@@ -56,7 +72,16 @@ def _serve(args: argparse.Namespace) -> int:
             '"localhost"]\'.',
             file=sys.stderr,
         )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    logging.getLogger("uvicorn.access").addFilter(TokenRedactingFilter())
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        # uvicorn trusts X-Forwarded-For from loopback by default: a local script could then pose as any
+        # number of clients to the per-client job cap (QA). Only behind a proxy that sets it.
+        proxy_headers=settings.trust_proxy,
+    )
     return 0
 
 

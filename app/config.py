@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # convscope_token cookie that /login sets). Required when serving beyond loopback unless allow_open is true.
     access_token: str | None = None
     allow_open: bool = False
+    # Behind a reverse proxy that sets X-Forwarded-For: take the client address from it (the per-client job cap
+    # counts by address). Off by default: without a proxy, anyone could claim any address with that header.
+    trust_proxy: bool = False
 
     # --- The filter lab (issue 9, defect 2): estimated peak bytes of one /api/v1/filter or /filters request
     # (image, planes, padded input, conv2d bands, maps, and the answer's encoding), checked before decoding.

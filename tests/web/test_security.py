@@ -304,3 +304,28 @@ def test_serve_command_refuses_with_a_message(
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "CONVSCOPE_ACCESS_TOKEN" in err and "CONVSCOPE_ALLOW_OPEN=true" in err
+
+
+def test_the_access_log_masks_the_token() -> None:
+    """The login link a lecturer hands out carries the token: uvicorn's access line must not keep it (QA)."""
+    import logging
+
+    from uvicorn.config import Config
+
+    from app.cli import TokenRedactingFilter
+
+    access = logging.getLogger("uvicorn.access")
+    redactor = TokenRedactingFilter()
+    access.addFilter(redactor)
+    try:
+        Config(app=lambda *a: None, log_level="info")  # uvicorn's logging set-up keeps the filter
+        assert redactor in access.filters
+        record = logging.LogRecord(
+            "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5000", "GET", f"/login?token={TOKEN}&next=/conv", "1.1", 303), None,
+        )  # fmt: skip
+        assert redactor.filter(record)
+        line = record.getMessage()
+        assert TOKEN not in line and "/login?token=***&next=/conv" in line
+    finally:
+        access.removeFilter(redactor)

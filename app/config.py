@@ -31,6 +31,9 @@ class Settings(BaseSettings):
 
     # Models: how many stay loaded at once, which one pages open with when nothing is chosen.
     model_cache_size: int = 4
+    # ... and at most this many bytes of their weights (VGG-19 is 548 MiB, ResNet-50 98 MiB); the least recently
+    # used go first. Building a zoo model costs its weights once (up to max_zoo_parameters x 4 bytes).
+    max_loaded_model_bytes: int = 1536 * 1024 * 1024
     default_model: str = "nodule-cnn"
     # torchvision downloads run as jobs with this limit; offline classrooms never wait longer.
     download_timeout_seconds: float = 120.0

@@ -49,6 +49,12 @@ class LoadedModel:
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the module's parameters and buffers (what keeping it loaded costs, activations aside)."""
+        tensors = [*self.module.parameters(), *self.module.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
     def untrained(self) -> bool:
         return self.weights_status == "untrained"
 
@@ -208,7 +214,12 @@ class ModelRegistry:
                 cached = self._build(spec, status, note)
                 with self._lock:
                     self._cache[key] = cached
-                    while len(self._cache) > max(1, self._settings.model_cache_size):
+                    # At most model_cache_size models and max_loaded_model_bytes of weights; the newest always
+                    # stays (a request is using it), so one model larger than the budget still works.
+                    while len(self._cache) > 1 and (
+                        len(self._cache) > self._settings.model_cache_size
+                        or sum(m.nbytes for m in self._cache.values()) > self._settings.max_loaded_model_bytes
+                    ):
                         self._cache.popitem(last=False)
         return cached
 

@@ -99,3 +99,26 @@ def test_builtin_models_are_listed_first_and_load(registry: ModelRegistry) -> No
         for a, b in zip(loaded.module.parameters(), untrained.module.parameters(), strict=True)
     ]
     assert any(different)
+
+
+def test_loaded_models_are_bounded_in_bytes_too(tmp_path: Path, empty_cache: Path) -> None:
+    """model_cache_size counts models; max_loaded_model_bytes bounds what they hold (QA: seven VGG-sized models
+    left 4.5 GB). The newest stays even when it alone is past the budget."""
+    squeeze = ModelRegistry(Settings(data_dir=tmp_path / "d", model_cache_size=10)).get(
+        "squeezenet1_1", "untrained"
+    )
+    budget = int(squeeze.nbytes * 2.5)  # room for two SqueezeNets (4.9 MB each), not three
+    assert squeeze.nbytes == sum(p.numel() * 4 for p in squeeze.module.parameters()) + sum(
+        b.numel() * b.element_size() for b in squeeze.module.buffers()
+    )
+    registry = ModelRegistry(
+        Settings(data_dir=tmp_path / "data", model_cache_size=10, max_loaded_model_bytes=budget)
+    )
+    registry.get("squeezenet1_1", "untrained")
+    registry.get("squeezenet1_0", "untrained")
+    assert len(registry.loaded_keys()) == 2
+    registry.get("mobilenet_v3_small", "untrained")  # 2.5 M params: past the budget with both SqueezeNets
+    keys = registry.loaded_keys()
+    assert keys[-1] == ("mobilenet_v3_small", "untrained")
+    assert ("squeezenet1_1", "untrained") not in keys  # the least recently used went first
+    assert sum(registry.get(*k).nbytes for k in keys) <= budget or len(keys) == 1

@@ -34,7 +34,9 @@ def _include_routers(application: FastAPI) -> None:
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             router = getattr(module, "router", None)
             if router is not None:
-                application.include_router(router)
+                # The OpenAPI schema documents the JSON API; pages and their HTMX partials are not an API (their
+                # errors are HTML, their bodies forms) and would only make the schema say less than the truth.
+                application.include_router(router, include_in_schema=package is app.api)
 
 
 def _wants_json(request: Request) -> bool:

@@ -404,3 +404,11 @@ def test_api_refuses_what_its_schema_does_not_allow(api_schema: tuple[Any, Any],
 
     run()
     print(label, sorted(Counter(statuses).items()))
+
+
+def test_the_schema_documents_the_api_only(openapi: dict[str, Any]) -> None:
+    """Pages and partials answer HTML with form bodies: listing them with a bare 200 told less than the truth (QA)."""
+    assert openapi["paths"], "no paths at all"
+    assert all(path.startswith("/api/v1/") for path in openapi["paths"]), [
+        p for p in openapi["paths"] if not p.startswith("/api/v1/")
+    ]

@@ -25,6 +25,7 @@ from app.services.images import ImageStore
 from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
 from app.services.network import NetworkService
+from app.web import api_docs
 
 
 def _include_routers(application: FastAPI) -> None:
@@ -117,8 +118,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="See inside convolutional neural networks. JSON/PNG/.npy twins of every page under /api/v1.",
         lifespan=lifespan,
+        # Served by app/web/api_docs.py from local assets: FastAPI's defaults load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     application.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
+    application.mount(api_docs.ASSETS_URL, StaticFiles(directory=str(api_docs.assets_dir())), name="docs-assets")
     _install_error_handlers(application)
     _include_routers(application)
     # The middleware added last runs first: security (headers, Host, Origin, token) refuses before the body

@@ -41,14 +41,14 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's Swagger UI and ReDoc pages load their code from a CDN and start it with an inline script. They show
-# the static OpenAPI schema, nothing a user sent, so they get a looser policy of their own (and only they do).
+# Swagger UI and ReDoc (served from this machine, app/web/api_docs.py) start with an inline script and set inline
+# styles. They show the static OpenAPI schema, nothing a user sent, so they get a looser policy of their own (and
+# only they do); nothing is loaded from another host.
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 DOCS_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: https:; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; font-src 'self' https://fonts.gstatic.com; "
-    "worker-src 'self' blob:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
+    "frame-ancestors 'none'"
 )
 STATIC_HEADERS: tuple[tuple[str, str], ...] = (
     ("X-Content-Type-Options", "nosniff"),
@@ -62,7 +62,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # the home page (the lecture map: it computes nothing and shows no upload). Every other page needs the token too:
 # pages run models and jobs and show everyone's uploads (QA found GET /explain?method=scorecam starting jobs).
 OPEN_PATHS = frozenset({"/", "/healthz", "/login", "/logout", "/favicon.ico"})
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/docs-assets/")
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 

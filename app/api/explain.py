@@ -158,9 +158,7 @@ def occlusion_route(
     key = explain.occlusion_key(model, body.weights, body.image_id, settings)
     estimate = explain.plan_occlusion(jobs, registry, model, body.weights, settings, client, key)
     loaded = registry.get(model, body.weights)
-    job = explain.submit_occlusion(
-        jobs, loaded, store.load(body.image_id), settings, client, estimate, key
-    )
+    job = explain.submit_occlusion(jobs, loaded, store.load(body.image_id), settings, client, estimate, key)
     return _accepted(request, job)
 
 

@@ -341,9 +341,7 @@ async def occlusion_run(
     def start() -> Job:
         loaded = registry.get(model, weights)
         settings.target = parse_target(loaded, get("target"))
-        return explain.submit_occlusion(
-            jobs, loaded, store.load(image_id), settings, client, estimate, key
-        )
+        return explain.submit_occlusion(jobs, loaded, store.load(image_id), settings, client, estimate, key)
 
     job = await run_in_threadpool(start)
     return render(request, "partials/explain_job.html", _job_context(job, "occlusion"))

@@ -53,6 +53,7 @@ KIND_NAMES: dict[str, str] = {
     "cam": "a slow CAM (/explain)",
     "occlusion": "an occlusion map (/occlusion)",
     "compare": "a method comparison (/compare)",
+    "weights-download": "a weights download (/models)",
 }
 
 
@@ -315,17 +316,23 @@ class JobManager:
             retry = self._retry_after(mine)
             kinds = ", ".join(KIND_NAMES.get(j.kind, j.kind) + f" ({j.status})" for j in mine)
             raise Busy(
-                f"You already have {len(mine)} jobs queued or running: {kinds}; that is the most one client may "
-                f"have (max_queued_jobs_per_client = {self.max_per_client}). Wait about {retry} s (Retry-After) "
-                "for one to finish, or cancel one: with its Cancel button on the page (the page that started it "
-                "shows it again when opened with the same settings), or DELETE /api/v1/jobs/{id} with an id "
-                "listed in `jobs`.",
+                f"You already have {len(mine)} job{'s' if len(mine) != 1 else ''} queued or running: {kinds}; "
+                f"that is the most one client may have (max_queued_jobs_per_client = {self.max_per_client}). "
+                f"Wait about {retry} s (Retry-After) for one to finish, or cancel one: with its Cancel button "
+                "(listed with this message on a page; the page that started a job shows it again when opened "
+                "with the same settings), or DELETE /api/v1/jobs/{id} with an id listed in `jobs`.",
                 retry_after=retry,
                 limit="max_queued_jobs_per_client",
                 estimate=len(mine) + 1,
                 maximum=self.max_per_client,
                 jobs=[
-                    {"id": j.id, "kind": j.kind, "status": j.status, "progress": round(j.progress, 4)}
+                    {
+                        "id": j.id,
+                        "kind": j.kind,
+                        "name": KIND_NAMES.get(j.kind, j.kind),
+                        "status": j.status,
+                        "progress": round(j.progress, 4),
+                    }
                     for j in mine
                 ],
             )

@@ -202,6 +202,7 @@ def test_the_same_key_while_running_returns_that_job_without_using_the_cap() -> 
             {
                 "id": first.id,
                 "kind": "occlusion",
+                "name": "an occlusion map (/occlusion)",
                 "status": first.status,
                 "progress": first.to_dict()["progress"],
             }

@@ -154,9 +154,11 @@ def occlusion_route(
         progressive=body.progressive,
         k=body.k,
     )
-    estimate = explain.plan_occlusion(jobs, registry, model, body.weights, settings, client)
+    # The same request resent while its job runs gets that job (202 with the same id), not a second one.
+    key = explain.occlusion_key(model, body.weights, body.image_id, settings)
+    estimate = explain.plan_occlusion(jobs, registry, model, body.weights, settings, client, key)
     loaded = registry.get(model, body.weights)
-    job = explain.submit_occlusion(jobs, loaded, store.load(body.image_id), settings, client, estimate)
+    job = explain.submit_occlusion(jobs, loaded, store.load(body.image_id), settings, client, estimate, key)
     return _accepted(request, job)
 
 

@@ -13,7 +13,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,7 +32,7 @@ from app.core.rendering import (
     signed_limits,
 )
 from app.errors import InvalidInput
-from app.services.jobs import Job, JobContext, JobEstimate, JobManager
+from app.services.jobs import Job, JobContext, JobEstimate, JobManager, array_digest, job_key
 from app.services.models import LoadedModel, ModelRegistry
 
 Normalise = Literal["raw", "normalised"]
@@ -422,7 +422,8 @@ def submit_cam_job(
     check_target(loaded, target)
     check_cmap(str(picture.get("cmap", DEFAULT_CMAP)))
     # Validate the layer now, so a bad name is a 422 instead of a failed job.
-    x = loaded.prepare(image).tensor
+    prepared = loaded.prepare(image)
+    x = prepared.tensor
     layer_name, _ = resolve_layer(loaded, x, layer)
     channels = _channels(loaded, x, layer_name)
     estimate = jobs.estimate(
@@ -443,7 +444,19 @@ def submit_cam_job(
         ctx.artifacts["shown"] = outcome.prepared.shown
         return cam_summary(outcome, pic)
 
-    return jobs.submit("cam", run, client=client, estimate=estimate)
+    # The same CAM asked again (a reload, a resent request) while it runs follows the running job.
+    key = job_key(
+        "cam",
+        model=loaded.name,
+        weights=loaded.weights_status,
+        input=array_digest(x, prepared.shown),
+        method=info.key,
+        target=target,
+        layer=layer_name,
+        k=k,
+        picture=picture,
+    )
+    return jobs.submit("cam", run, client=client, estimate=estimate, key=key)
 
 
 def _channels(loaded: LoadedModel, x: torch.Tensor, layer: str) -> int:
@@ -546,18 +559,37 @@ def plan_occlusion(
     weights: str,
     settings: OcclusionSettings,
     client: str = "local",
+    key: str | None = None,
 ) -> JobEstimate:
     """Validate, estimate and admit an occlusion job before the model or the image is loaded.
 
     InvalidInput for a bad window/stride/baseline, OverLimit past ``max_job_seconds`` (the message has
-    the estimate and a window/stride that fits), Busy when the queue is full. Torchvision models are
+    the estimate and a window/stride that fits), Busy when the queue is full, unless the client already
+    runs the job of this ``key`` (:func:`occlusion_key`; pass the same key to :func:`submit_occlusion`,
+    which returns that job). Torchvision models are
     estimated on the meta device, so a refusal costs neither the model's memory nor its build time.
     """
     spec, macs = planned_forward_macs(registry, model, weights)
     window, stride = occlusion_geometry(spec.input_size, settings)
     estimate = estimate_occlusion(jobs, spec.display_name, spec.input_size, macs, window, stride)
-    jobs.admit(client, estimate)
+    jobs.admit(client, estimate, key)
     return estimate
+
+
+def occlusion_key(
+    model: str, weights: str, image_id: str, settings: OcclusionSettings, target_text: str | None = None
+) -> str:
+    """The job key of an occlusion run as it was asked for (before the model or the image is loaded, so that
+    :func:`plan_occlusion` can let a repeated request through to its running job): model and weights as
+    named, the image id, every setting, and the target as typed on the page (``target_text``)."""
+    return job_key(
+        "occlusion",
+        model=model,
+        weights=weights,
+        image_id=image_id,
+        settings=asdict(settings),
+        target_text=target_text,
+    )
 
 
 def submit_occlusion(
@@ -567,14 +599,17 @@ def submit_occlusion(
     settings: OcclusionSettings,
     client: str = "local",
     estimate: JobEstimate | None = None,
+    key: str | None = None,
 ) -> Job:
-    """Occlusion sensitivity as a job.
+    """Occlusion sensitivity as a job (while the client runs the same one, that job; see ``key``).
 
     Progress and, in progressive mode, a partial ``{"step", "fraction", "min", "max"}`` with the coarse
     map in the artifact ``partial``; the result names the target and top-k; artifacts ``map`` ``(H, W)``
     (mean probability drop per pixel), ``drops`` ``(ny, nx)`` (per window) and ``shown``.
     Windows are evaluated in batches of about one second of estimated work: cancellation and the time
     limit act between batches. OverLimit past ``max_job_seconds``, Busy when the queue is full.
+    ``key`` names the work (:func:`occlusion_key`); without one it is made from the model, the network's
+    input and the settings.
     """
     window, stride = check_occlusion(loaded, settings)
     if estimate is None:
@@ -644,7 +679,15 @@ def submit_occlusion(
             "seconds": time.perf_counter() - t0,
         }
 
-    return jobs.submit("occlusion", run, client=client, estimate=estimate)
+    if key is None:
+        key = job_key(
+            "occlusion",
+            model=loaded.name,
+            weights=loaded.weights_status,
+            input=array_digest(prepared.tensor, prepared.shown),
+            settings=asdict(settings),
+        )
+    return jobs.submit("occlusion", run, client=client, estimate=estimate, key=key)
 
 
 def class_probabilities(loaded: LoadedModel, x: torch.Tensor) -> NDArray[np.float32]:
@@ -955,9 +998,23 @@ def submit_compare_job(
     check_target(loaded, target)
     if not 4 <= steps <= 100:
         raise InvalidInput("steps must be between 4 and 100.", field="steps")
-    x = loaded.prepare(image).tensor
+    prepared = loaded.prepare(image)
+    x = prepared.tensor
     layer_name, _ = resolve_layer(loaded, x, layer)
     estimate = estimate_compare(jobs, loaded, x, chosen, layer_name, steps)
+    # The same comparison asked again (a reload, a resent request) while it runs follows the running job.
+    key = job_key(
+        "compare",
+        model=loaded.name,
+        weights=loaded.weights_status,
+        input=array_digest(x, prepared.shown),
+        methods=chosen,
+        target=target,
+        layer=layer_name,
+        steps=steps,
+        k=k,
+        cmap=cmap,
+    )
 
     def run(ctx: JobContext) -> dict[str, Any]:
         outcome = compare_methods(loaded, image, methods, target, layer, steps, k, ctx=ctx)
@@ -966,7 +1023,7 @@ def submit_compare_job(
         ctx.artifacts["shown"] = outcome.prepared.shown
         return compare_summary(outcome, cmap)
 
-    return jobs.submit("compare", run, client=client, estimate=estimate)
+    return jobs.submit("compare", run, client=client, estimate=estimate, key=key)
 
 
 def needs_job(methods: Sequence[str]) -> bool:

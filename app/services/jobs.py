@@ -5,10 +5,18 @@ Every job is bounded (issue 9): its cost is estimated before it is queued and re
 ``max_job_seconds`` (status "failed", partial results kept); and the queue holds at most
 ``max_queued_jobs`` jobs (queued + running) in all and ``max_queued_jobs_per_client`` per client, beyond
 which a submission is refused with Busy (503 + Retry-After).
+
+Starting a job is idempotent per client: a submission may carry a ``key`` (see :func:`job_key`, a digest of
+the kind, the model, the input and every parameter); while the same client has a queued or running job
+with that key, the submission returns that job instead of queueing another, so reloading a page or
+resending a request neither repeats the work nor uses up the client's share of the queue. Ended jobs
+(done, failed, cancelled) are not reused: asking again after the end starts a new job.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import threading
 import time
@@ -38,6 +46,32 @@ class JobCancelled(Exception):
 
 class JobTimedOut(Exception):
     """Raised inside a job function by check_cancelled() once the job has run past its time limit."""
+
+
+# How the kinds of job are named to people (a Busy message); unknown kinds are shown as they are.
+KIND_NAMES: dict[str, str] = {
+    "cam": "a slow CAM (/explain)",
+    "occlusion": "an occlusion map (/occlusion)",
+    "compare": "a method comparison (/compare)",
+    "weights-download": "a weights download (/models)",
+}
+
+
+def job_key(kind: str, **parts: Any) -> str:
+    """A digest naming one piece of work: ``kind`` and ``parts`` (model, weights, an image id or an array
+    digest, every parameter), which must be JSON-serialisable (tuples become lists, key order is ignored)."""
+    text = json.dumps({"kind": kind, **parts}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def array_digest(*arrays: Any) -> str:
+    """A digest of the contents, shapes and dtypes of numpy arrays (or CPU tensors), for :func:`job_key`."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in arrays:
+        a = np.ascontiguousarray(arr.numpy() if hasattr(arr, "numpy") else np.asarray(arr))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
 def _giga(value: float) -> str:
@@ -104,6 +138,7 @@ class Job:
     # Seconds the job may run (from its start, not its queueing); None: no limit.
     time_limit: float | None = None
     started: float | None = None  # time.monotonic() when it started running
+    key: str | None = None  # job_key() of its work: a second submission with it gets this job while it runs
 
     @property
     def ended(self) -> bool:
@@ -278,14 +313,28 @@ class JobManager:
         active = [j for j in self._jobs.values() if not j.ended]
         mine = [j for j in active if j.client == client]
         if self.max_per_client is not None and len(mine) >= self.max_per_client:
+            retry = self._retry_after(mine)
+            kinds = ", ".join(KIND_NAMES.get(j.kind, j.kind) + f" ({j.status})" for j in mine)
             raise Busy(
-                f"You already have {len(mine)} jobs queued or running, the most one client may have "
-                f"(max_queued_jobs_per_client = {self.max_per_client}). Wait for one to finish, or cancel one "
-                "(DELETE /api/v1/jobs/{id}).",
-                retry_after=self._retry_after(mine),
+                f"You already have {len(mine)} job{'s' if len(mine) != 1 else ''} queued or running: {kinds}; "
+                f"that is the most one client may have (max_queued_jobs_per_client = {self.max_per_client}). "
+                f"Wait about {retry} s (Retry-After) for one to finish, or cancel one: with its Cancel button "
+                "(listed with this message on a page; the page that started a job shows it again when opened "
+                "with the same settings), or DELETE /api/v1/jobs/{id} with an id listed in `jobs`.",
+                retry_after=retry,
                 limit="max_queued_jobs_per_client",
                 estimate=len(mine) + 1,
                 maximum=self.max_per_client,
+                jobs=[
+                    {
+                        "id": j.id,
+                        "kind": j.kind,
+                        "name": KIND_NAMES.get(j.kind, j.kind),
+                        "status": j.status,
+                        "progress": round(j.progress, 4),
+                    }
+                    for j in mine
+                ],
             )
         if self.max_queued is not None and len(active) >= self.max_queued:
             raise Busy(
@@ -305,29 +354,63 @@ class JobManager:
         ceiling = self.max_seconds if self.max_seconds is not None else 3600.0
         return int(min(max(1.0, math.ceil(guess)), max(1.0, ceiling)))
 
-    def admit(self, client: str, estimate: JobEstimate | None = None) -> None:
+    def admit(self, client: str, estimate: JobEstimate | None = None, key: str | None = None) -> None:
         """Raise what :meth:`submit` would (OverLimit, then Busy) without queueing anything.
 
-        Lets a route refuse before it loads a model or an image; submit checks again atomically.
+        Lets a route refuse before it loads a model or an image; submit checks again atomically. With a
+        ``key`` the client already has running, nothing is refused (submit will return that job).
         """
         if estimate is not None:
             self.check_cost(estimate)
         with self._lock:
-            self._check_room(client)
+            if self._running_with(client, key) is None:
+                self._check_room(client)
+
+    def _running_with(self, client: str, key: str | None) -> Job | None:
+        """The client's queued or running job with this key, if any. Hold self._lock."""
+        if key is None:
+            return None
+        return next(
+            (
+                j
+                for j in self._jobs.values()
+                # A job being cancelled is not handed out again: asking anew after Cancel starts afresh.
+                if j.key == key and j.client == client and not j.ended and not j.cancel_event.is_set()
+            ),
+            None,
+        )
 
     # --- running -------------------------------------------------------------------------------------------
 
     def submit(
-        self, kind: str, fn: JobFunction, *, client: str = "local", estimate: JobEstimate | None = None
+        self,
+        kind: str,
+        fn: JobFunction,
+        *,
+        client: str = "local",
+        estimate: JobEstimate | None = None,
+        key: str | None = None,
     ) -> Job:
-        """Queue ``fn``; OverLimit past max_job_seconds, Busy when the queue (or the client's share) is full."""
+        """Queue ``fn``; OverLimit past max_job_seconds, Busy when the queue (or the client's share) is full.
+
+        With a ``key`` (:func:`job_key`) the client already has queued or running, that job is returned and
+        nothing is queued (no share of the queue used): a reload or a resent request follows the same job.
+        """
         if estimate is not None:
             self.check_cost(estimate)
         job = Job(
-            id=uuid.uuid4().hex, kind=kind, client=client, estimate=estimate, time_limit=self.max_seconds
+            id=uuid.uuid4().hex,
+            kind=kind,
+            client=client,
+            estimate=estimate,
+            time_limit=self.max_seconds,
+            key=key,
         )
         with self._lock:
             self._forget_old()
+            same = self._running_with(client, key)
+            if same is not None:
+                return same
             self._check_room(client)
             self._jobs[job.id] = job
         self._pool.submit(self._run, job, fn)

@@ -331,15 +331,17 @@ async def occlusion_run(
         progressive=get("progressive") in ("on", "true", "1"),
         k=as_int("k") or 5,
     )
+    # Pressing Run again (or resending the form) while this run is going follows the running job.
+    key = explain.occlusion_key(model, weights, image_id, settings, get("target"))
     # Estimate and admit first, in a worker thread (it may trace or load the model): no heavy work on the loop.
     estimate = await run_in_threadpool(
-        explain.plan_occlusion, jobs, registry, model, weights, settings, client
+        explain.plan_occlusion, jobs, registry, model, weights, settings, client, key
     )
 
     def start() -> Job:
         loaded = registry.get(model, weights)
         settings.target = parse_target(loaded, get("target"))
-        return explain.submit_occlusion(jobs, loaded, store.load(image_id), settings, client, estimate)
+        return explain.submit_occlusion(jobs, loaded, store.load(image_id), settings, client, estimate, key)
 
     job = await run_in_threadpool(start)
     return render(request, "partials/explain_job.html", _job_context(job, "occlusion"))

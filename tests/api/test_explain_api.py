@@ -469,3 +469,63 @@ def test_a_fast_compare_estimated_past_max_request_seconds_runs_as_a_job(
     job = _wait(client, r.json()["status_url"])
     assert job["status"] == "done", job
     assert [m["method"] for m in job["result"]["methods"]] == ["gradcam"]
+
+
+# --- Idempotent starts (issue 9 follow-up): a resent request follows its running job ---------------------------
+
+
+def _hold_workers(jobs: Any, release: threading.Event) -> None:
+    """Occupy every worker with another client's job, so that what this test starts stays queued."""
+
+    def hold(ctx: Any) -> dict[str, Any]:
+        release.wait(120)
+        return {}
+
+    for _ in range(jobs._pool._max_workers):
+        jobs.submit("hold", hold, client="someone-else")
+
+
+def _mine(jobs: Any) -> list[Any]:
+    return [j for j in jobs.active() if j.client != "someone-else"]
+
+
+def test_the_same_request_twice_is_one_job(client: TestClient, sample_image_id: str, model_name: str) -> None:
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    jobs.max_per_client = 2
+    layer = _small_layer(client, sample_image_id, model_name)
+    occlusion = {"image_id": sample_image_id, "model": model_name, "window": 8, "stride": 4}
+    cam_body = {"image_id": sample_image_id, "model": model_name, "method": "scorecam", "layer": layer}
+    compare = {**occlusion, "methods": ["ablationcam"], "layer": layer, "steps": 4}
+    del compare["window"], compare["stride"]
+    release = threading.Event()
+    _hold_workers(jobs, release)
+    try:
+        for url, body, other in (
+            ("/api/v1/explain/occlusion", occlusion, {"stride": 8}),
+            ("/api/v1/explain/cam", cam_body, {"k": 3}),
+            ("/api/v1/explain/compare", compare, {"steps": 5}),
+        ):
+            first = client.post(url, json=body)
+            again = client.post(url, json=body)
+            assert first.status_code == again.status_code == 202, again.text
+            assert again.json()["job_id"] == first.json()["job_id"], url
+            assert len(_mine(jobs)) == 1  # counted once against max_queued_jobs_per_client
+            # Other parameters are other work: a second job (the share of two is now used up).
+            changed = client.post(url, json={**body, **other})
+            assert changed.status_code == 202 and changed.json()["job_id"] != first.json()["job_id"]
+            assert len(_mine(jobs)) == 2
+            # Full: new work is refused, with the kinds and ids of the jobs to wait for or cancel...
+            busy = client.post(url, json={**body, "k": 4})
+            assert busy.status_code == 503 and "Retry-After" in busy.headers
+            error = busy.json()["error"]
+            assert {j["id"] for j in error["jobs"]} == {first.json()["job_id"], changed.json()["job_id"]}
+            # ...but the same request still gets its job.
+            assert client.post(url, json=body).json()["job_id"] == first.json()["job_id"]
+            # Once it ended (here: cancelled while queued), the same request starts a new job.
+            assert client.delete(first.json()["status_url"]).json()["status"] == "cancelled"
+            restarted = client.post(url, json=body)
+            assert restarted.status_code == 202 and restarted.json()["job_id"] != first.json()["job_id"]
+            for job in _mine(jobs):
+                jobs.cancel(job.id)
+    finally:
+        release.set()

@@ -167,3 +167,79 @@ def test_from_settings_takes_every_limit() -> None:
     assert manager.macs_per_second == 7e9 and manager.batch_seconds == 2.0
     assert manager.estimate("t", 1, 7_000_000_000).batch_size == 2  # two seconds of work per batch
     manager.shutdown()
+
+
+# --- Idempotent starts (issue 9 follow-up): the same work while it runs is the same job -------------------------
+
+
+def test_job_key_names_the_work() -> None:
+    from app.services.jobs import array_digest, job_key
+
+    a = np.zeros((2, 3), dtype=np.float32)
+    assert job_key("cam", model="m", k=5, layer="x") == job_key("cam", layer="x", k=5, model="m")
+    assert job_key("cam", model="m", k=5) != job_key("cam", model="m", k=6)
+    assert job_key("cam", model="m") != job_key("compare", model="m")
+    assert array_digest(a) == array_digest(a.copy())
+    assert array_digest(a) != array_digest(a + 1) and array_digest(a) != array_digest(a.reshape(3, 2))
+
+
+def test_the_same_key_while_running_returns_that_job_without_using_the_cap() -> None:
+    manager = JobManager(workers=1, max_per_client=1, max_seconds=600.0, macs_per_second=1.0)
+    release = threading.Event()
+    estimate = manager.estimate("occlusion", 40, 1)
+    try:
+        first = manager.submit("occlusion", _blocked(release), client="alice", estimate=estimate, key="k1")
+        again = manager.submit("occlusion", _blocked(release), client="alice", estimate=estimate, key="k1")
+        assert again is first and len(manager.active("alice")) == 1
+        manager.admit("alice", estimate, key="k1")  # not refused: submit would return the running job
+        # Other work is a new job: here past alice's share of one, so Busy, naming her job and how to end it.
+        with pytest.raises(Busy) as busy:
+            manager.submit("occlusion", _blocked(release), client="alice", estimate=estimate, key="k2")
+        message = busy.value.message
+        assert "an occlusion map (/occlusion) (" in message  # the kind, in words
+        assert "Retry-After" in message and "Cancel button" in message
+        assert busy.value.extra["jobs"] == [
+            {
+                "id": first.id,
+                "kind": "occlusion",
+                "name": "an occlusion map (/occlusion)",
+                "status": first.status,
+                "progress": first.to_dict()["progress"],
+            }
+        ]
+        with pytest.raises(Busy):
+            manager.admit("alice", estimate, key="k2")
+        # Keys are per client: bob asking for the same work gets his own job.
+        bobs = manager.submit("occlusion", _blocked(release), client="bob", estimate=estimate, key="k1")
+        assert bobs.id != first.id
+    finally:
+        release.set()
+    assert manager.wait(first.id, timeout=10).status == "done"
+    # An ended job is not reused: asking again starts anew.
+    later = manager.submit("occlusion", lambda ctx: {}, client="alice", estimate=estimate, key="k1")
+    assert later.id != first.id
+    manager.shutdown()
+
+
+def test_a_cancelled_job_is_not_handed_out_again() -> None:
+    manager = JobManager(workers=1, max_per_client=2)
+    release = threading.Event()
+    started = threading.Event()
+
+    def work(ctx: JobContext) -> dict[str, Any]:
+        started.set()
+        release.wait(10)  # no cancellation point until released: the job stays "running" after Cancel
+        ctx.check_cancelled()
+        return {}
+
+    try:
+        first = manager.submit("cam", work, key="k")
+        assert started.wait(10)
+        manager.cancel(first.id)
+        assert first.status == "running"
+        second = manager.submit("cam", lambda ctx: {}, key="k")
+        assert second.id != first.id
+    finally:
+        release.set()
+    assert manager.wait(first.id, timeout=10).status == "cancelled"
+    manager.shutdown()

@@ -296,3 +296,66 @@ def test_slow_cam_page_shows_a_full_queue(client: TestClient, sample_image_id: s
     )
     assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
     assert "max_queued_jobs" in r.text and 'name="layer"' in r.text  # the layer picker stays
+
+
+# --- Idempotent starts (issue 9 follow-up): opening or refreshing a page follows its running job ----------------
+
+
+def _job_id(html: str) -> str:
+    match = re.search(
+        r'class="card job [^"]*" id="job-([0-9a-f]+)"', html
+    )  # the progress card, not a Busy list
+    assert match, html[:2000]
+    return match.group(1)
+
+
+def test_reloading_a_page_follows_its_job_and_busy_offers_cancel(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    import threading
+
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    jobs.max_per_client = 3
+    release = threading.Event()
+
+    def hold(ctx: Any) -> dict[str, Any]:
+        release.wait(120)
+        return {}
+
+    # Another client's jobs hold every worker: what the pages start stays queued while the test looks.
+    for _ in range(jobs._pool._max_workers):
+        jobs.submit("hold", hold, client="someone-else")
+    layers = client.get(
+        "/api/v1/explain/layers", params={"image_id": sample_image_id, "model": model_name}
+    ).json()
+    small = min(layers["layers"], key=lambda info: info["shape"][0])["name"]
+    compare = [("image_id", sample_image_id), ("model", model_name), ("methods", "ablationcam")]
+    compare += [("layer", small), ("steps", "4")]
+    explain = {"image_id": sample_image_id, "model": model_name, "method": "scorecam", "layer": small}
+    run = {"image_id": sample_image_id, "model": model_name, "window": "8", "stride": "4"}
+    try:
+        pages = [client.get("/compare", params=compare) for _ in range(4)]  # the QA report's four GETs
+        assert [p.status_code for p in pages] == [200] * 4
+        assert len({_job_id(p.text) for p in pages}) == 1
+        assert len({_job_id(client.get("/explain", params=explain, headers=HX).text) for _ in range(2)}) == 1
+        assert len({_job_id(client.post("/occlusion/run", data=run, headers=HX).text) for _ in range(2)}) == 1
+        mine = [j for j in jobs.active() if j.client != "someone-else"]
+        assert sorted(j.kind for j in mine) == ["cam", "compare", "occlusion"]
+        # The share of three is used: other work is refused with each job named and a Cancel button for it.
+        busy = client.get("/compare", params=[*compare[:-1], ("steps", "5")], headers=HX)
+        assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
+        assert "a slow CAM (/explain)" in busy.text and "a method comparison (/compare)" in busy.text
+        for job in mine:
+            assert f'data-job-id="{job.id}"' in busy.text
+        cancel = re.search(r'hx-post="(/compare/job/[0-9a-f]+/cancel)"', busy.text)
+        assert cancel
+        assert 'data-status="cancelled"' in client.post(cancel.group(1), headers=HX).text
+        # With that room the other comparison starts; the old one, ended, is not reused by a reload.
+        assert client.get("/compare", params=[*compare[:-1], ("steps", "5")], headers=HX).status_code == 200
+        jobs.max_per_client = 4
+        reloaded = client.get("/compare", params=compare, headers=HX)
+        assert reloaded.status_code == 200 and _job_id(reloaded.text) != _job_id(pages[0].text)
+    finally:
+        release.set()
+        for job in jobs.active():
+            jobs.cancel(job.id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +327,13 @@ def test_shared_module_uses_its_last_call() -> None:
         expected = torch.relu((torch.stack(weights)[:, None, None] * acts[0]).sum(0)).numpy()
     np.testing.assert_allclose(res.maps["ablationcam"][0], expected, rtol=1e-4, atol=1e-6)
     assert_model_clean(model)
+
+
+def test_the_app_does_not_import_the_reference_libraries() -> None:
+    # grad-cam, captum and torchcam are test/bench extras: a plain install does not have them.
+    app_root = Path(cam.__file__).resolve().parents[1]
+    imports = re.compile(r"^\s*(from|import)\s+(pytorch_grad_cam|captum|torchcam)\b", re.MULTILINE)
+    offenders = [
+        str(p.relative_to(app_root)) for p in app_root.rglob("*.py") if imports.search(p.read_text())
+    ]
+    assert offenders == []

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test install install-test browser lint typecheck unit bench clean
+.PHONY: serve test install install-test install-bench browser lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-app
 
+# bench/ also needs the libraries it times against (the bench extra).
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-app
+
 install: $(VENV)/.installed-app
 install-test: $(VENV)/.installed-test
+install-bench: $(VENV)/.installed-bench
 
 # Browser tests drive Chromium: Debian's package when root, else Playwright's own download.
 browser:
@@ -47,7 +53,7 @@ test: install-test browser
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-bench: install-test
+bench: install-bench
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -139,6 +139,15 @@ def decode_image(
         return _finish(decoded, max_side, with_stats)
     except ConvScopeError:
         raise
+    except ImportError as exc:
+        # A decoder this server lacks is not the client's broken file: name the package instead.
+        package = (exc.name or str(exc)).split(".")[0]
+        raise UnsupportedMedia(
+            f"{label} cannot be decoded here: this server is missing the Python package “{package}” "
+            f"({type(exc).__name__}: {exc}).",
+            field="file",
+            missing_package=package,
+        ) from exc
     except Exception as exc:
         # Decoders raise a zoo of exception types on hostile bytes (TypeError, NotImplementedError,
         # pydicom's BytesLengthException...); whatever they are, the client sent a broken file.
@@ -742,9 +751,17 @@ def _ds_float(value: Any) -> float | None:
 
 
 def _decode_dicom(data: bytes, label: str, max_pixels: int) -> DecodedImage:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+        from pydicom.pixels import apply_color_lut, apply_modality_lut  # pydicom.pixels: pydicom >= 3
+    except ImportError as exc:
+        raise UnsupportedMedia(
+            f"{label} is a DICOM file, and reading DICOM needs pydicom version 3 or later, which this server "
+            f"does not have ({type(exc).__name__}: {exc}).",
+            field="file",
+            missing_package="pydicom",
+        ) from exc
 
     force = not (len(data) >= 132 and data[128:132] == b"DICM")
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from pytorch_grad_cam import (
     ScoreCAM,
     XGradCAM,
 )
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from app.core import cam
@@ -78,6 +81,14 @@ def _library_raw(method: str, model: torch.nn.Module, layer: torch.nn.Module, x:
         grads = grads_list[0].numpy() if grads_list else None
         if method in ("scorecam", "ablationcam"):
             raw = None  # their weights need extra forwards: compare the final maps only
+        elif method == "eigencam":
+            # The library keeps whichever sign its SVD returned; ours flips the projection so that its
+            # largest magnitude is positive (Seg-Eigen-CAM's rule). Same rule on the library's projection,
+            # then the library's own scaling to its picture.
+            projection = lib.get_cam_image(x, layer, targets, acts, grads, False)
+            flip = np.abs(projection.min(axis=(1, 2))) > np.abs(projection.max(axis=(1, 2)))
+            raw = np.maximum(np.where(flip[:, None, None], -projection, projection), 0)
+            final = scale_cam_image(scale_cam_image(raw, (x.shape[-1], x.shape[-2])))
         else:
             raw = np.maximum(lib.get_cam_image(x, layer, targets, acts, grads, False), 0)
     finally:
@@ -97,6 +108,45 @@ def test_agrees_with_pytorch_grad_cam(method: str) -> None:
     # The library's picture: normalise, resize (OpenCV bilinear), normalise again.
     picture = cam.normalise(cam.upsample(cam.normalise(ours), (24, 24)))
     np.testing.assert_allclose(picture, final, atol=1e-4)
+
+
+def _numpy_eigen_cam(acts: np.ndarray) -> np.ndarray:
+    """Eigen-CAM from numpy's SVD (LAPACK through numpy, not torch): per sample, the centred (hw, K) matrix
+    projected on its first right-singular vector, the sign fixed so the largest magnitude is positive."""
+    out = []
+    for sample in acts.astype(np.float64):
+        k, h, w = sample.shape
+        matrix = sample.reshape(k, h * w).T
+        matrix = matrix - matrix.mean(axis=0)
+        _, _, vt = np.linalg.svd(matrix, full_matrices=False)
+        projection = matrix @ vt[0]
+        if abs(projection.min()) > abs(projection.max()):
+            projection = -projection
+        out.append(np.maximum(projection, 0).reshape(h, w))
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_eigen_cam_is_the_first_principal_component(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    # Post-ReLU activations with structure (a few channels share a spatial pattern) plus noise, batch of 2.
+    pattern = torch.rand(2, 1, 7, 5, generator=gen)
+    acts = torch.relu(
+        torch.rand(2, 12, 1, 1, generator=gen) * pattern + 0.3 * torch.randn(2, 12, 7, 5, generator=gen)
+    )
+    ours = cam._eigen_maps(acts)
+    assert ours.shape == (2, 7, 5) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, _numpy_eigen_cam(acts.numpy()), rtol=1e-4, atol=1e-5)
+    # The sign rule is applied, not inherited: negating the centred data leaves the map unchanged.
+    np.testing.assert_allclose(cam._eigen_maps(-acts), ours, rtol=1e-4, atol=1e-5)
+
+
+def test_eigen_cam_treats_nan_as_zero() -> None:
+    acts = torch.relu(torch.randn(1, 6, 4, 4, generator=torch.Generator().manual_seed(0)))
+    broken = acts.clone()
+    broken[0, 2, 1, 1] = float("nan")
+    acts[0, 2, 1, 1] = 0.0
+    np.testing.assert_allclose(cam._eigen_maps(broken), cam._eigen_maps(acts), rtol=1e-5, atol=1e-7)
 
 
 def test_grad_cam_agrees_on_a_resnet() -> None:
@@ -294,3 +344,13 @@ def test_eigen_cam_on_a_large_map_needs_no_hw_by_hw_matrix() -> None:
     candidates = [np.maximum(projection, 0), np.maximum(-projection, 0)]
     errors = [float(np.abs(ours[0] - c).max()) for c in candidates]
     assert min(errors) < 1e-3 * float(np.abs(projection).max()), errors
+
+
+def test_the_app_does_not_import_the_reference_libraries() -> None:
+    # grad-cam, captum and torchcam are test/bench extras: a plain install does not have them.
+    app_root = Path(cam.__file__).resolve().parents[1]
+    imports = re.compile(r"^\s*(from|import)\s+(pytorch_grad_cam|captum|torchcam)\b", re.MULTILINE)
+    offenders = [
+        str(p.relative_to(app_root)) for p in app_root.rglob("*.py") if imports.search(p.read_text())
+    ]
+    assert offenders == []

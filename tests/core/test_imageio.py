@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -408,6 +409,39 @@ def test_compressed_dicom_without_a_decoder_is_rejected():
     with pytest.raises(UnsupportedMedia) as info:
         decode(Path(path).read_bytes(), "jls.dcm")
     assert "JPEG-LS" in info.value.message and "cannot be decoded" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"), [("pydicom", "pydicom"), ("pydicom.pixels", "pydicom.pixels")]
+)
+def test_dicom_without_pydicom_3_names_the_package_not_a_damaged_file(monkeypatch, module, expected):
+    # None in sys.modules makes the import fail as it would without pydicom, or with pydicom 2 (no .pixels).
+    monkeypatch.setitem(sys.modules, module, None)
+    data = Path(get_testdata_file("CT_small.dcm", download=False)).read_bytes()
+    with pytest.raises(UnsupportedMedia) as info:
+        decode(data, "ct.dcm")
+    message = info.value.message
+    assert "damaged" not in message
+    assert "pydicom" in message and "version 3" in message and expected in message
+    assert info.value.field == "file"
+
+
+def test_tiff_without_tifffile_names_the_package(monkeypatch):
+    data = tiff_bytes(np.full((4, 5, 3), 1000, dtype=np.uint16), photometric="rgb")
+    monkeypatch.setitem(sys.modules, "tifffile", None)
+    with pytest.raises(UnsupportedMedia) as info:
+        decode(data, "rgb16.tif")
+    assert "tifffile" in info.value.message and "damaged" not in info.value.message
+
+
+def test_an_import_error_inside_a_decoder_is_not_a_damaged_file(monkeypatch):
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'olefile'", name="olefile")
+
+    monkeypatch.setattr(imageio_module, "_decode_pil", missing)
+    with pytest.raises(UnsupportedMedia) as info:
+        decode(encode(Image.fromarray(np.zeros((4, 4), dtype=np.uint8)), "PNG"), "a.png")
+    assert "olefile" in info.value.message and "damaged" not in info.value.message
 
 
 def test_truncated_dicom_is_rejected():

@@ -82,7 +82,11 @@ def test_a_full_queue_is_a_503_with_retry_after(capped: ServerProcess) -> None:
         assert first.status_code == 202, first.text
         started.append(first.json()["status_url"])
         assert 0 < first.json()["estimated_seconds"] <= first.json()["time_limit_seconds"]
-        measured = capped.measure(lambda c: c.post("/api/v1/explain/occlusion", json=body))
+        # The same request again is the same job (idempotent: no second slot); other work is refused.
+        again = capped.client.post("/api/v1/explain/occlusion", json=body)
+        assert again.status_code == 202 and again.json()["job_id"] == first.json()["job_id"], again.text
+        other = {**body, "window": 3}
+        measured = capped.measure(lambda c: c.post("/api/v1/explain/occlusion", json=other))
         error = assert_clean_refusal(measured, (503,))
         assert error["code"] == "busy" and error["limit"] == "max_queued_jobs_per_client"
         retry = int(measured.response.headers["Retry-After"])

@@ -36,7 +36,7 @@ RUN useradd --create-home --uid 10001 --user-group convscope \
 WORKDIR /app
 # The CPU wheels of torch and torchvision keep the image small (no CUDA libraries). First, so that no other
 # package's requirement on torch pulls the CUDA build from PyPI. Same floors as pyproject.toml (a test checks).
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.2" "torchvision>=0.17"
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.4" "torchvision>=0.19"
 
 # The rest of the dependencies, read from pyproject.toml alone, so this layer survives code changes. The
 # constraint pins the CPU torch just installed: a dependency wanting another torch fails the build instead of

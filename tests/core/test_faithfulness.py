@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
-from explain_models import BlobNet, assert_model_clean, blob_image
+from torch import nn
 
 from app.core import cam, faithfulness
 from app.core.occlusion import make_baseline
@@ -20,8 +22,12 @@ def test_ranks_are_a_permutation_led_by_the_peak() -> None:
     assert top[0] in (2, 3) and top[1] in (4, 5)
 
 
-def test_curve_end_points_are_the_clean_and_baseline_images() -> None:
-    model, x = BlobNet(), blob_image()
+def test_curve_end_points_are_the_clean_and_baseline_images(
+    blob_net: Callable[..., nn.Module],
+    blob_image: Callable[..., torch.Tensor],
+    assert_model_clean: Callable[[nn.Module], None],
+) -> None:
+    model, x = blob_net(), blob_image()
     sal = np.random.default_rng(0).random((32, 32)).astype(np.float32)
     res = faithfulness.deletion_insertion(model, x, sal, target=1, steps=8)
 
@@ -38,14 +44,16 @@ def test_curve_end_points_are_the_clean_and_baseline_images() -> None:
     assert_model_clean(model)
 
 
-def test_grad_cam_beats_the_random_baseline() -> None:
-    model, x = BlobNet(), blob_image()
+def test_grad_cam_beats_the_random_baseline(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    model, x = blob_net(), blob_image()
     maps = cam.compute_cams(model, x, ["gradcam", "random"], "features", target=1).maps
     scores = faithfulness.evaluate_maps(model, x, {k: v[0] for k, v in maps.items()}, target=1, steps=16)
     assert scores["gradcam"].deletion_auc < scores["random"].deletion_auc
     assert scores["gradcam"].insertion_auc > scores["random"].insertion_auc
 
 
-def test_invalid_steps() -> None:
+def test_invalid_steps(blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]) -> None:
     with pytest.raises(ValueError):
-        faithfulness.deletion_insertion(BlobNet(), blob_image(), np.ones((4, 4)), 1, steps=0)
+        faithfulness.deletion_insertion(blob_net(), blob_image(), np.ones((4, 4)), 1, steps=0)

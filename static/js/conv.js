@@ -64,8 +64,12 @@
     const body = document.getElementById("conv-result-body");
     if (!body) return;
     const all = steps();
-    const row = parseInt(body.dataset.focusRow || "0", 10);
-    const col = parseInt(body.dataset.focusCol || "0", 10);
+    // The form's focus fields first: they hold the cell the user picked last, which a re-render asked for
+    // before that click (an edited cell's blur fires as the click starts) would otherwise undo.
+    const fr = document.getElementById("conv-focus-row");
+    const fc = document.getElementById("conv-focus-col");
+    const row = parseInt((fr && fr.value) || body.dataset.focusRow || "0", 10);
+    const col = parseInt((fc && fc.value) || body.dataset.focusCol || "0", 10);
     const idx = all.findIndex((s) => s.row === row && s.col === col);
     show(idx >= 0 ? idx : 0);
   }

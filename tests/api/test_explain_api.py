@@ -225,22 +225,36 @@ def test_occlusion_job_lifecycle(
 
 
 def test_occlusion_cancel(client: TestClient, sample_image_id: str, model_name: str) -> None:
-    r = client.post(
-        "/api/v1/explain/occlusion",
-        json={
-            "image_id": sample_image_id,
-            "model": model_name,
-            "window": 4,
-            "stride": 2,
-            "progressive": False,
-        },
-    )
-    assert r.status_code == 202, r.text
-    url = r.json()["status_url"]
-    cancelled = client.delete(url)
-    assert cancelled.status_code == 200
+    """Cancelled while queued behind workers that cannot finish: the DELETE cannot lose a race to the job."""
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    release = threading.Event()
+    blockers = [
+        jobs.submit("blocker", lambda _ctx: release.wait(120), client="blocker")
+        for _ in range(jobs._pool._max_workers)
+    ]
+    try:
+        r = client.post(
+            "/api/v1/explain/occlusion",
+            json={
+                "image_id": sample_image_id,
+                "model": model_name,
+                "window": 4,
+                "stride": 2,
+                "progressive": False,
+            },
+        )
+        assert r.status_code == 202, r.text
+        url = r.json()["status_url"]
+        assert client.get(url).json()["status"] == "queued"
+        cancelled = client.delete(url)
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "cancelled"
+    finally:
+        release.set()
+    for blocker in blockers:
+        assert jobs.wait(blocker.id, timeout=60).status == "done"
     job = _wait(client, url, timeout=120)
-    assert job["status"] == "cancelled"
+    assert job["status"] == "cancelled"  # the worker that picks it up later must not run it
     assert job["result"] is None
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from explain_models import BLOB_CENTRE, BlobNet, assert_model_clean, blob_image, small_cnn
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
@@ -22,6 +22,7 @@ from pytorch_grad_cam import (
 )
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
 
 from app.core import cam
 
@@ -40,21 +41,29 @@ LIBRARY = {
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("method", SPATIAL_METHODS)
-def test_peak_falls_on_the_blob(method: str, channels: int) -> None:
-    model = BlobNet(in_channels=channels)
+def test_peak_falls_on_the_blob(
+    method: str,
+    channels: int,
+    blob_centre: tuple[int, int],
+    blob_net: Callable[..., nn.Module],
+    blob_image: Callable[..., torch.Tensor],
+) -> None:
+    model = blob_net(in_channels=channels)
     x = blob_image(channels=channels)
     res = cam.compute_cams(model, x, [method], layer="features", target=1)
     m = res.maps[method]
     assert m.shape == (1, 32, 32)
     assert m.dtype == np.float32
     peak = np.unravel_index(int(m[0].argmax()), m[0].shape)
-    assert abs(peak[0] - BLOB_CENTRE[0]) <= 1 and abs(peak[1] - BLOB_CENTRE[1]) <= 1
+    assert abs(peak[0] - blob_centre[0]) <= 1 and abs(peak[1] - blob_centre[1]) <= 1
     # Raw maps are ReLU'd but not normalised.
     assert m.min() >= 0
 
 
-def test_random_baseline_is_seeded_noise() -> None:
-    model, x = BlobNet(), blob_image()
+def test_random_baseline_is_seeded_noise(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    model, x = blob_net(), blob_image()
     a = cam.compute_cams(model, x, ["random"], "features", seed=3).maps["random"]
     b = cam.compute_cams(model, x, ["random"], "features", seed=3).maps["random"]
     c = cam.compute_cams(model, x, ["random"], "features", seed=4).maps["random"]
@@ -63,8 +72,10 @@ def test_random_baseline_is_seeded_noise() -> None:
     assert a.shape == (1, 32, 32)
 
 
-def test_default_target_is_top1() -> None:
-    model, x = BlobNet(), blob_image()
+def test_default_target_is_top1(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    model, x = blob_net(), blob_image()
     res = cam.compute_cams(model, x, ["gradcam"], "features")
     assert res.targets == [int(model(x).argmax())] == [1]
     np.testing.assert_allclose(res.probabilities.sum(axis=1), 1.0, rtol=1e-6)
@@ -97,7 +108,7 @@ def _library_raw(method: str, model: torch.nn.Module, layer: torch.nn.Module, x:
 
 
 @pytest.mark.parametrize("method", list(LIBRARY))
-def test_agrees_with_pytorch_grad_cam(method: str) -> None:
+def test_agrees_with_pytorch_grad_cam(method: str, small_cnn: Callable[..., nn.Module]) -> None:
     model = small_cnn(seed=1)
     x = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(2))
     target = 3
@@ -161,7 +172,7 @@ def test_grad_cam_agrees_on_a_resnet() -> None:
     np.testing.assert_allclose(ours, raw, rtol=1e-4, atol=1e-6)
 
 
-def test_many_methods_share_one_pass_and_match_single_calls() -> None:
+def test_many_methods_share_one_pass_and_match_single_calls(small_cnn: Callable[..., nn.Module]) -> None:
     model = small_cnn(seed=4)
     x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(5))
     methods = list(cam.METHODS)
@@ -171,7 +182,9 @@ def test_many_methods_share_one_pass_and_match_single_calls() -> None:
         np.testing.assert_allclose(together.maps[m], alone, rtol=1e-5, atol=1e-7)
 
 
-def test_model_state_is_restored() -> None:
+def test_model_state_is_restored(
+    small_cnn: Callable[..., nn.Module], assert_model_clean: Callable[[nn.Module], None]
+) -> None:
     model = small_cnn(seed=0)
     model.train()
     model.fc.bias.requires_grad_(False)  # a user-frozen parameter must stay frozen
@@ -186,7 +199,9 @@ def test_model_state_is_restored() -> None:
     torch.testing.assert_close(model.features[1].running_mean, running)
 
 
-def test_state_restored_after_an_error() -> None:
+def test_state_restored_after_an_error(
+    small_cnn: Callable[..., nn.Module], assert_model_clean: Callable[[nn.Module], None]
+) -> None:
     model = small_cnn(seed=0)
     x = torch.randn(1, 3, 16, 16)
     with pytest.raises(ValueError, match="target"):
@@ -204,8 +219,12 @@ def test_state_restored_after_an_error() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_unknown_method_and_layer() -> None:
-    model, x = BlobNet(), blob_image()
+def test_unknown_method_and_layer(
+    blob_net: Callable[..., nn.Module],
+    blob_image: Callable[..., torch.Tensor],
+    assert_model_clean: Callable[[nn.Module], None],
+) -> None:
+    model, x = blob_net(), blob_image()
     with pytest.raises(KeyError):
         cam.compute_cams(model, x, ["nocam"], "features")
     with pytest.raises(KeyError):
@@ -215,7 +234,9 @@ def test_unknown_method_and_layer() -> None:
     assert_model_clean(model)
 
 
-def test_concurrent_calls_do_not_corrupt_each_other() -> None:
+def test_concurrent_calls_do_not_corrupt_each_other(
+    small_cnn: Callable[..., nn.Module], assert_model_clean: Callable[[nn.Module], None]
+) -> None:
     model = small_cnn(seed=7)
     inputs = [torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(s)) for s in range(4)]
     methods = ["gradcam", "layercam", "eigencam", "ablationcam"]
@@ -247,16 +268,23 @@ def test_concurrent_calls_do_not_corrupt_each_other() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_batch_of_two_with_one_target_each() -> None:
-    model, x1 = BlobNet(), blob_image()
+def test_batch_of_two_with_one_target_each(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    model, x1 = blob_net(), blob_image()
     x = torch.cat([x1, torch.flip(x1, dims=[3])])
     res = cam.compute_cams(model, x, ["gradcam"], "features", target=[1, 1])
     m = res.maps["gradcam"]
     np.testing.assert_allclose(m[1], m[0][:, ::-1], rtol=1e-4, atol=1e-7)
 
 
-def test_layers_and_default_layer() -> None:
-    model, x = BlobNet(), blob_image()
+def test_layers_and_default_layer(
+    blob_net: Callable[..., nn.Module],
+    blob_image: Callable[..., torch.Tensor],
+    small_cnn: Callable[..., nn.Module],
+    assert_model_clean: Callable[[nn.Module], None],
+) -> None:
+    model, x = blob_net(), blob_image()
     layers = cam.trace_layers(model, x)
     assert [info.name for info in layers] == ["features.0", "features.1", "features", "pool"]
     assert layers[0].shape == (2, 32, 32)
@@ -310,7 +338,7 @@ class _SharedActivation(torch.nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
-def test_shared_module_uses_its_last_call() -> None:
+def test_shared_module_uses_its_last_call(assert_model_clean: Callable[[nn.Module], None]) -> None:
     model = _SharedActivation().eval()
     x = torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
     res = cam.compute_cams(model, x, ["gradcam", "ablationcam"], "act", target=0)

@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 from captum.attr import Occlusion
-from explain_models import BLOB_CENTRE, BlobNet, assert_model_clean, blob_image, small_cnn
+from torch import nn
 
 from app.core import occlusion as occ
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("baseline", occ.BASELINES)
-def test_largest_drop_on_the_blob(baseline: str, channels: int) -> None:
-    model, x = BlobNet(channels), blob_image(channels=channels)
+def test_largest_drop_on_the_blob(
+    baseline: str,
+    channels: int,
+    blob_centre: tuple[int, int],
+    blob_net: Callable[..., nn.Module],
+    blob_image: Callable[..., torch.Tensor],
+) -> None:
+    model, x = blob_net(channels), blob_image(channels=channels)
     res = occ.occlusion(model, x, target=1, window=6, stride=2, baseline=baseline)
     assert res.map.shape == (32, 32)
     peak = np.unravel_index(int(res.map.argmax()), res.map.shape)
-    assert abs(peak[0] - BLOB_CENTRE[0]) <= 2 and abs(peak[1] - BLOB_CENTRE[1]) <= 2
+    assert abs(peak[0] - blob_centre[0]) <= 2 and abs(peak[1] - blob_centre[1]) <= 2
     i, j = np.unravel_index(int(res.drops.argmax()), res.drops.shape)
-    assert res.starts_y[i] <= BLOB_CENTRE[0] < res.starts_y[i] + 6
-    assert res.starts_x[j] <= BLOB_CENTRE[1] < res.starts_x[j] + 6
+    assert res.starts_y[i] <= blob_centre[0] < res.starts_y[i] + 6
+    assert res.starts_x[j] <= blob_centre[1] < res.starts_x[j] + 6
     # Hiding the blob lowers the class-1 probability; hiding a far corner barely changes it.
     assert res.drops.max() > 0.1
     assert abs(float(res.drops[0, -1])) < 0.05 * float(res.drops.max())
@@ -32,7 +39,9 @@ def test_largest_drop_on_the_blob(baseline: str, channels: int) -> None:
 
 
 @pytest.mark.parametrize(("size", "window", "stride", "baseline"), [(24, 8, 4, "zeros"), (26, 7, 5, "blur")])
-def test_agrees_with_captum(size: int, window: int, stride: int, baseline: str) -> None:
+def test_agrees_with_captum(
+    size: int, window: int, stride: int, baseline: str, small_cnn: Callable[..., nn.Module]
+) -> None:
     model = small_cnn(seed=3)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     ours = occ.occlusion(model, x, target=2, window=window, stride=stride, baseline=baseline, batch_size=7)
@@ -54,8 +63,10 @@ def test_agrees_with_captum(size: int, window: int, stride: int, baseline: str) 
     assert ours.evaluated == len(ours.starts_y) * len(ours.starts_x)
 
 
-def test_progressive_refines_to_the_same_map() -> None:
-    model, x = BlobNet(), blob_image(size=64)
+def test_progressive_refines_to_the_same_map(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    model, x = blob_net(), blob_image(size=64)
     full = occ.occlusion(model, x, target=1, window=4, stride=2)
     partials: list[occ.PartialMap] = []
     fractions: list[float] = []
@@ -82,8 +93,12 @@ def test_progressive_refines_to_the_same_map() -> None:
     assert np.corrcoef(first.ravel(), full.map.ravel())[0, 1] > 0.5
 
 
-def test_cancel_stops_between_batches() -> None:
-    model, x = BlobNet(), blob_image()
+def test_cancel_stops_between_batches(
+    blob_net: Callable[..., nn.Module],
+    blob_image: Callable[..., torch.Tensor],
+    assert_model_clean: Callable[[nn.Module], None],
+) -> None:
+    model, x = blob_net(), blob_image()
     calls = []
 
     def check() -> None:
@@ -97,9 +112,11 @@ def test_cancel_stops_between_batches() -> None:
     assert_model_clean(model)
 
 
-def test_hide_patch_changes_top_k() -> None:
-    model, x = BlobNet(), blob_image()
-    on_blob = occ.hide_patch(model, x, *BLOB_CENTRE, window=10)
+def test_hide_patch_changes_top_k(
+    blob_centre: tuple[int, int], blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    model, x = blob_net(), blob_image()
+    on_blob = occ.hide_patch(model, x, *blob_centre, window=10)
     far = occ.hide_patch(model, x, 2, 30, window=10)
     assert on_blob.before[1] > 0.5 and on_blob.after[1] < 0.5
     assert occ.top_k(on_blob.before, 1)[0][0] == 1 and occ.top_k(on_blob.after, 1)[0][0] == 0
@@ -110,7 +127,7 @@ def test_hide_patch_changes_top_k() -> None:
         occ.hide_patch(model, x, 40, 0)
 
 
-def test_training_flag_restored_and_validation() -> None:
+def test_training_flag_restored_and_validation(small_cnn: Callable[..., nn.Module]) -> None:
     model = small_cnn()
     model.train()
     occ.occlusion(model, torch.randn(1, 3, 16, 16), window=8, stride=8)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.core import occlusion
 from app.errors import InvalidInput, OverLimit
 from app.services import explain
 from app.services.jobs import JobManager
@@ -68,9 +69,21 @@ def test_cam_picture_modes(loaded: Any, image_store: Any, sample_image_id: str) 
 
 
 def test_occlusion_defaults_scale_with_the_input() -> None:
+    # The lecture's numbers at 224 px, and exact multiples where the proportion 16/224 = 1/14 is whole.
     assert explain.occlusion_defaults((224, 224)) == (16, 8)
-    window, stride = explain.occlusion_defaults((128, 128))
-    assert window == 9 and stride == 4
+    assert explain.occlusion_defaults((112, 112)) == (8, 4)
+    assert explain.occlusion_defaults((448, 448)) == (32, 16)
+    assert explain.occlusion_defaults((28, 28)) == (2, 1)
+    # A non-square input follows its shorter side (the window must fit along both).
+    assert explain.occlusion_defaults((300, 112)) == explain.occlusion_defaults((112, 300)) == (8, 4)
+    for side in range(8, 1025):
+        window, stride = explain.occlusion_defaults((side, side))
+        # Nearest whole pixel to the lecture's proportion; the stride is half the window (at least 1 px).
+        assert abs(window - side / 14) <= 0.5 or window == 2, (side, window)
+        assert 2 <= window <= side and stride >= 1 and abs(stride - window / 2) <= 0.5, (side, stride)
+        # The windows tile the whole image: no pixel is never hidden.
+        starts = occlusion.window_starts(side, window, stride)
+        assert starts[0] == 0 and starts[-1] + window >= side, (side, window, stride)
 
 
 class _TinyViT(torch.nn.Module):

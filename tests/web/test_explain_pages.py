@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
+import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from matplotlib import colormaps
+from PIL import Image
 
 SMALL_MODELS = ("nodule-cnn", "digit-cnn", "squeezenet1_1")
 HX = {"HX-Request": "true"}
@@ -34,6 +40,32 @@ def _poll_until_done(client: TestClient, html: str, timeout: float = 240.0) -> s
     return html
 
 
+def _shown_image(client: TestClient, html: str, css_class: str) -> np.ndarray:
+    """The (H, W, 3) picture an <img class="... css_class ..."> shows, inline (data: URI) or fetched."""
+    found = re.search(rf'<img class="[^"]*\b{re.escape(css_class)}\b[^"]*" src="([^"]+)"', html)
+    assert found, f"no <img> of class {css_class}"
+    src = found.group(1).replace("&amp;", "&")
+    if src.startswith("data:"):
+        header, _, payload = src.partition(",")
+        data = base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
+    else:
+        response = client.get(src)
+        assert response.status_code == 200
+        data = response.content
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _matplotlib_table(name: str) -> np.ndarray:
+    """The oracle: matplotlib's own 256 colours of a map, as uint8."""
+    return np.round(colormaps[name](np.arange(256))[:, :3] * 255).astype(int)
+
+
+def _distance_to_cmap(rgb: np.ndarray, name: str) -> np.ndarray:
+    """For every pixel, the L1 distance to the nearest colour of the map (0 = a colour of the map)."""
+    pixels = rgb.reshape(-1, 3).astype(int)
+    return np.abs(pixels[:, None, :] - _matplotlib_table(name)[None]).sum(2).min(1)
+
+
 def test_explain_page_without_image(client: TestClient, model_name: str) -> None:
     r = client.get("/explain", params={"model": model_name})
     assert r.status_code == 200
@@ -50,8 +82,20 @@ def test_explain_page_with_result(client: TestClient, sample_image_id: str, mode
     r = client.get("/explain", params={"image_id": sample_image_id, "model": model_name, "k": 3})
     assert r.status_code == 200
     html = r.text
-    assert "cam-result" in html and 'class="colorbar"' in html
-    assert html.count('src="data:image/png;base64,') >= 3
+    assert "cam-result" in html and 'data-cmap="viridis"' in html
+    heat = _shown_image(client, html, "cam-heatmap")
+    overlay = _shown_image(client, html, "cam-overlay")
+    # Upsampled to the input's size (the caption says so); every heat-map pixel is a viridis colour, and a
+    # normalised map reaches both ends of the scale.
+    assert re.search(rf"heat map, {heat.shape[0]}×{heat.shape[1]} values \(upsampled\)", html)
+    assert heat.shape == overlay.shape
+    distance = _distance_to_cmap(heat, "viridis")
+    assert distance.max() <= 2
+    ends = _matplotlib_table("viridis")[[0, -1]]
+    for end in ends:
+        assert (np.abs(heat.reshape(-1, 3).astype(int) - end).sum(1) <= 2).any()
+    # The overlay is a blend: neither the bare heat map nor free of it.
+    assert not np.array_equal(overlay, heat) and _distance_to_cmap(overlay, "viridis").max() > 2
     assert re.search(r'<ul class="bars topk">', html)
     assert r.headers["vary"] == "HX-Request"
 
@@ -85,7 +129,11 @@ def test_explain_partial_options(client: TestClient, gray_image_id: str, model_n
     assert "UNTRAINED" in html
     assert 'data-cmap="magma"' in html and "raw map value" in html
     assert "#1</span>" in html  # the typed class is the explained one
-    assert "the layer&#39;s own grid" in html or "own grid" in html
+    # resolution=feature: the heat map has the layer's own grid, as many values as the feature maps have cells.
+    grid = re.search(r"channels of (\d+)×(\d+)", html)
+    assert grid, html
+    assert f"heat map, {grid.group(1)}×{grid.group(2)} values (the layer's own grid)" in html
+    assert _distance_to_cmap(_shown_image(client, html, "cam-heatmap"), "magma").max() <= 2
 
 
 def test_explain_target_by_name_and_errors(
@@ -176,17 +224,31 @@ def test_occlusion_page_job_and_patch(
 
 
 def test_occlusion_cancel_button(client: TestClient, sample_image_id: str, model_name: str) -> None:
-    started = client.post(
-        "/occlusion/run",
-        data={"image_id": sample_image_id, "model": model_name, "window": "4", "stride": "2"},
-        headers=HX,
-    )
-    job_id = re.search(r'data-job-id="([0-9a-f]+)"', started.text)
-    assert job_id
-    cancelled = client.post(f"/occlusion/job/{job_id.group(1)}/cancel", headers=HX)
-    assert cancelled.status_code == 200
+    """Cancelled while queued behind workers that cannot finish, so the click cannot lose a race to the job."""
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    release = threading.Event()
+    blockers = [
+        jobs.submit("blocker", lambda _ctx: release.wait(120), client="blocker")
+        for _ in range(jobs._pool._max_workers)
+    ]
+    try:
+        started = client.post(
+            "/occlusion/run",
+            data={"image_id": sample_image_id, "model": model_name, "window": "4", "stride": "2"},
+            headers=HX,
+        )
+        job_id = re.search(r'data-job-id="([0-9a-f]+)"', started.text)
+        assert job_id
+        cancelled = client.post(f"/occlusion/job/{job_id.group(1)}/cancel", headers=HX)
+        assert cancelled.status_code == 200
+        assert 'data-status="cancelled"' in cancelled.text
+    finally:
+        release.set()
+    for blocker in blockers:
+        assert jobs.wait(blocker.id, timeout=60).status == "done"
     final = _poll_until_done(client, cancelled.text, timeout=120)
     assert 'data-status="cancelled"' in final and "Cancelled" in final
+    assert jobs.get(job_id.group(1)).status == "cancelled" and jobs.get(job_id.group(1)).result is None
 
 
 def test_occlusion_run_needs_an_image(client: TestClient, model_name: str) -> None:

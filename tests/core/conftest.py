@@ -1,15 +1,23 @@
-"""Tiny hand-built networks whose explanation is known in advance (shared by the explanation tests)."""
+"""Tiny hand-built networks whose explanation is known in advance, as fixtures for the explanation tests.
+
+Fixtures rather than an importable helper module: a bare ``from explain_models import ...`` only works when
+pytest puts tests/core on sys.path (the default "prepend" import mode), not under ``--import-mode=importlib``.
+Each fixture returns the class or function itself, so a test can build as many models/images as it needs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-BLOB_CENTRE = (20, 9)  # (row, col) of the bright blob in :func:`blob_image`
+BLOB_CENTRE: tuple[int, int] = (20, 9)  # (row, col) of the bright blob in :func:`blob_image`
 
 
-class BlobNet(nn.Module):
+class _BlobNet(nn.Module):
     """A CNN that says "class 1" when the image has a bright blob.
 
     Channel 0 of ``features`` is a positive 5x5 averaging kernel with a negative bias: it fires only on
@@ -37,7 +45,7 @@ class BlobNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def blob_image(size: int = 32, channels: int = 1, seed: int = 0) -> torch.Tensor:
+def _blob_image(size: int = 32, channels: int = 1, seed: int = 0) -> torch.Tensor:
     """``(1, channels, size, size)``: faint noise plus one bright Gaussian blob at BLOB_CENTRE."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -47,7 +55,7 @@ def blob_image(size: int = 32, channels: int = 1, seed: int = 0) -> torch.Tensor
     return torch.from_numpy(arr)
 
 
-def small_cnn(seed: int = 0, in_channels: int = 3, classes: int = 5) -> nn.Module:
+def _small_cnn(seed: int = 0, in_channels: int = 3, classes: int = 5) -> nn.Module:
     """A seeded random 3-block CNN (ReLU'd last block ``features``) for agreement tests."""
     torch.manual_seed(seed)
     net = nn.Sequential()
@@ -76,7 +84,7 @@ def small_cnn(seed: int = 0, in_channels: int = 3, classes: int = 5) -> nn.Modul
     return net.eval()
 
 
-def assert_model_clean(model: nn.Module) -> None:
+def _assert_model_clean(model: nn.Module) -> None:
     """No hooks left on any module and no gradient stored on any parameter."""
     for name, m in model.named_modules():
         assert not m._forward_hooks, f"forward hook left on {name!r}"
@@ -84,3 +92,33 @@ def assert_model_clean(model: nn.Module) -> None:
         assert not m._backward_hooks, f"backward hook left on {name!r}"
     for name, p in model.named_parameters():
         assert p.grad is None, f".grad left on {name}"
+
+
+@pytest.fixture
+def blob_centre() -> tuple[int, int]:
+    """(row, col) of the bright blob in ``blob_image``."""
+    return BLOB_CENTRE
+
+
+@pytest.fixture
+def blob_net() -> type[_BlobNet]:
+    """``blob_net(in_channels=1)``: the hand-built blob detector (see :class:`_BlobNet`)."""
+    return _BlobNet
+
+
+@pytest.fixture
+def blob_image() -> Callable[..., torch.Tensor]:
+    """``blob_image(size=32, channels=1, seed=0)``: faint noise plus one bright blob at ``blob_centre``."""
+    return _blob_image
+
+
+@pytest.fixture
+def small_cnn() -> Callable[..., nn.Module]:
+    """``small_cnn(seed=0, in_channels=3, classes=5)``: a seeded random 3-block CNN."""
+    return _small_cnn
+
+
+@pytest.fixture
+def assert_model_clean() -> Callable[[nn.Module], None]:
+    """``assert_model_clean(model)``: no hooks left on any module and no gradient on any parameter."""
+    return _assert_model_clean

@@ -123,7 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     application.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
-    application.mount(api_docs.ASSETS_URL, StaticFiles(directory=str(api_docs.assets_dir())), name="docs-assets")
+    application.mount(
+        api_docs.ASSETS_URL, StaticFiles(directory=str(api_docs.assets_dir())), name="docs-assets"
+    )
     _install_error_handlers(application)
     _include_routers(application)
     # The middleware added last runs first: security (headers, Host, Origin, token) refuses before the body

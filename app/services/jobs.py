@@ -486,6 +486,11 @@ class JobManager:
         for key in stale:
             del self._jobs[key]
 
+    @property
+    def workers(self) -> int:
+        """How many jobs run at once (the rest wait in the queue)."""
+        return self._pool._max_workers
+
     def shutdown(self) -> None:
         for job in list(self._jobs.values()):
             job.cancel_event.set()

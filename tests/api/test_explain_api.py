@@ -230,7 +230,7 @@ def test_occlusion_cancel(client: TestClient, sample_image_id: str, model_name: 
     release = threading.Event()
     blockers = [
         jobs.submit("blocker", lambda _ctx: release.wait(120), client="blocker")
-        for _ in range(jobs._pool._max_workers)
+        for _ in range(jobs.workers)
     ]
     try:
         r = client.post(
@@ -495,7 +495,7 @@ def _hold_workers(jobs: Any, release: threading.Event) -> None:
         release.wait(120)
         return {}
 
-    for _ in range(jobs._pool._max_workers):
+    for _ in range(jobs.workers):
         jobs.submit("hold", hold, client="someone-else")
 
 

@@ -229,7 +229,7 @@ def test_occlusion_cancel_button(client: TestClient, sample_image_id: str, model
     release = threading.Event()
     blockers = [
         jobs.submit("blocker", lambda _ctx: release.wait(120), client="blocker")
-        for _ in range(jobs._pool._max_workers)
+        for _ in range(jobs.workers)
     ]
     try:
         started = client.post(
@@ -385,7 +385,7 @@ def test_reloading_a_page_follows_its_job_and_busy_offers_cancel(
         return {}
 
     # Another client's jobs hold every worker: what the pages start stays queued while the test looks.
-    for _ in range(jobs._pool._max_workers):
+    for _ in range(jobs.workers):
         jobs.submit("hold", hold, client="someone-else")
     layers = client.get(
         "/api/v1/explain/layers", params={"image_id": sample_image_id, "model": model_name}

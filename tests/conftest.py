@@ -11,7 +11,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,31 @@ def gray_image_id(client: TestClient) -> str:
     yy, xx = np.mgrid[0:64, 0:64]
     gray = np.where((yy - 30) ** 2 + (xx - 34) ** 2 < 100, 230, 40).astype(np.uint8)
     return _upload(client, png_bytes(gray), "disc.png")
+
+
+HoldWorkers = Callable[..., tuple[threading.Event, list[Any]]]
+
+
+@pytest.fixture
+def hold_job_workers() -> Iterator[HoldWorkers]:
+    """`hold(jobs)` occupies every job worker with another client's job that waits for an event, so that what a
+    test starts next stays queued (no race with the worker); returns (release, the holding jobs). Released at
+    teardown too, so a failing test never leaves a worker blocked."""
+    events: list[threading.Event] = []
+
+    def hold(jobs: Any, client: str = "someone-else") -> tuple[threading.Event, list[Any]]:
+        release = threading.Event()
+        events.append(release)
+
+        def wait(_ctx: Any) -> dict[str, Any]:
+            release.wait(120)
+            return {}
+
+        return release, [jobs.submit("hold", wait, client=client) for _ in range(jobs.workers)]
+
+    yield hold
+    for release in events:
+        release.set()
 
 
 # --- browser tests --------------------------------------------------------------------------------------------

@@ -224,14 +224,12 @@ def test_occlusion_job_lifecycle(
     assert png.headers["content-type"] == "image/png"
 
 
-def test_occlusion_cancel(client: TestClient, sample_image_id: str, model_name: str) -> None:
+def test_occlusion_cancel(
+    client: TestClient, sample_image_id: str, model_name: str, hold_job_workers: Any
+) -> None:
     """Cancelled while queued behind workers that cannot finish: the DELETE cannot lose a race to the job."""
     jobs = client.app.state.jobs  # type: ignore[attr-defined]
-    release = threading.Event()
-    blockers = [
-        jobs.submit("blocker", lambda _ctx: release.wait(120), client="blocker")
-        for _ in range(jobs.workers)
-    ]
+    release, blockers = hold_job_workers(jobs)
     try:
         r = client.post(
             "/api/v1/explain/occlusion",
@@ -488,22 +486,13 @@ def test_a_fast_compare_estimated_past_max_request_seconds_runs_as_a_job(
 # --- Idempotent starts (issue 9 follow-up): a resent request follows its running job ---------------------------
 
 
-def _hold_workers(jobs: Any, release: threading.Event) -> None:
-    """Occupy every worker with another client's job, so that what this test starts stays queued."""
-
-    def hold(ctx: Any) -> dict[str, Any]:
-        release.wait(120)
-        return {}
-
-    for _ in range(jobs.workers):
-        jobs.submit("hold", hold, client="someone-else")
-
-
 def _mine(jobs: Any) -> list[Any]:
     return [j for j in jobs.active() if j.client != "someone-else"]
 
 
-def test_the_same_request_twice_is_one_job(client: TestClient, sample_image_id: str, model_name: str) -> None:
+def test_the_same_request_twice_is_one_job(
+    client: TestClient, sample_image_id: str, model_name: str, hold_job_workers: Any
+) -> None:
     jobs = client.app.state.jobs  # type: ignore[attr-defined]
     jobs.max_per_client = 2
     layer = _small_layer(client, sample_image_id, model_name)
@@ -511,8 +500,7 @@ def test_the_same_request_twice_is_one_job(client: TestClient, sample_image_id: 
     cam_body = {"image_id": sample_image_id, "model": model_name, "method": "scorecam", "layer": layer}
     compare = {**occlusion, "methods": ["ablationcam"], "layer": layer, "steps": 4}
     del compare["window"], compare["stride"]
-    release = threading.Event()
-    _hold_workers(jobs, release)
+    release, _ = hold_job_workers(jobs)
     try:
         for url, body, other in (
             ("/api/v1/explain/occlusion", occlusion, {"stride": 8}),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import threading
 import time
 from typing import Any
 
@@ -223,14 +222,12 @@ def test_occlusion_page_job_and_patch(
     assert patch.status_code == 200 and "after hiding" in patch.text and "→" in patch.text
 
 
-def test_occlusion_cancel_button(client: TestClient, sample_image_id: str, model_name: str) -> None:
+def test_occlusion_cancel_button(
+    client: TestClient, sample_image_id: str, model_name: str, hold_job_workers: Any
+) -> None:
     """Cancelled while queued behind workers that cannot finish, so the click cannot lose a race to the job."""
     jobs = client.app.state.jobs  # type: ignore[attr-defined]
-    release = threading.Event()
-    blockers = [
-        jobs.submit("blocker", lambda _ctx: release.wait(120), client="blocker")
-        for _ in range(jobs.workers)
-    ]
+    release, blockers = hold_job_workers(jobs)
     try:
         started = client.post(
             "/occlusion/run",
@@ -372,21 +369,12 @@ def _job_id(html: str) -> str:
 
 
 def test_reloading_a_page_follows_its_job_and_busy_offers_cancel(
-    client: TestClient, sample_image_id: str, model_name: str
+    client: TestClient, sample_image_id: str, model_name: str, hold_job_workers: Any
 ) -> None:
-    import threading
-
     jobs = client.app.state.jobs  # type: ignore[attr-defined]
     jobs.max_per_client = 3
-    release = threading.Event()
-
-    def hold(ctx: Any) -> dict[str, Any]:
-        release.wait(120)
-        return {}
-
     # Another client's jobs hold every worker: what the pages start stays queued while the test looks.
-    for _ in range(jobs.workers):
-        jobs.submit("hold", hold, client="someone-else")
+    release, _ = hold_job_workers(jobs)
     layers = client.get(
         "/api/v1/explain/layers", params={"image_id": sample_image_id, "model": model_name}
     ).json()

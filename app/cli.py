@@ -129,7 +129,7 @@ def _weights_download(args: argparse.Namespace) -> int:
 
 
 def _train_builtin(args: argparse.Namespace) -> int:
-    from app.core.training import train_all_builtin
+    from app.core.training.builtin import train_all_builtin
 
     results = train_all_builtin(Path(args.out), log=print, quick=args.quick)
     for name, meta in results.items():

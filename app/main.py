@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,8 +13,13 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import app.api
-import app.web
+from app.api import convolution as api_convolution
+from app.api import explain as api_explain
+from app.api import images as api_images
+from app.api import jobs as api_jobs
+from app.api import models as api_models
+from app.api import network as api_network
+from app.api import predict as api_predict
 from app.config import Settings, get_settings
 from app.errors import ConvScopeError
 from app.middleware.body_limit import BodyLimitMiddleware
@@ -26,18 +29,45 @@ from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
 from app.services.network import NetworkService
 from app.web import api_docs
+from app.web import convolution as web_convolution
+from app.web import explain as web_explain
+from app.web import home as web_home
+from app.web import images as web_images
+from app.web import login as web_login
+from app.web import models as web_models
+from app.web import network as web_network
+from app.web import predict as web_predict
+
+# Every router, listed: the JSON API (documented in OpenAPI) and the pages with their HTMX partials (not an API:
+# their errors are HTML and their bodies forms, so the schema would only say less than the truth).
+# Alphabetical, as the routes were first registered: where two paths could match, the earlier router wins.
+API_ROUTERS = (
+    api_convolution.router,
+    api_explain.router,
+    api_images.router,
+    api_jobs.router,
+    api_models.router,
+    api_network.router,
+    api_predict.router,
+)
+WEB_ROUTERS = (
+    api_docs.router,
+    web_convolution.router,
+    web_explain.router,
+    web_home.router,
+    web_images.router,
+    web_login.router,
+    web_models.router,
+    web_network.router,
+    web_predict.router,
+)
 
 
 def _include_routers(application: FastAPI) -> None:
-    """Include `router` from every module of app.api and app.web: a feature adds a file, not a line here."""
-    for package in (app.api, app.web):
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            module = importlib.import_module(f"{package.__name__}.{info.name}")
-            router = getattr(module, "router", None)
-            if router is not None:
-                # The OpenAPI schema documents the JSON API; pages and their HTMX partials are not an API (their
-                # errors are HTML, their bodies forms) and would only make the schema say less than the truth.
-                application.include_router(router, include_in_schema=package is app.api)
+    for router in API_ROUTERS:
+        application.include_router(router)
+    for router in WEB_ROUTERS:
+        application.include_router(router, include_in_schema=False)
 
 
 def _wants_json(request: Request) -> bool:

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
-from app.core.convolution import KernelInput, apply_kernels
+from app.core.convolution.arithmetic import KernelInput, apply_kernels
 from app.main import create_app
 
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from app.api.responses import COMMON, NPY, PNG, content, errors
-from app.api.schemas_convolution import (
+from app.deps import ImageStoreDep
+from app.schemas.convolution import (
     ConvolveRequest,
     ConvolveResponse,
     FilterRequest,
@@ -17,7 +18,6 @@ from app.api.schemas_convolution import (
     PresetOut,
     QueryInt,
 )
-from app.deps import ImageStoreDep
 from app.services import convolution as svc
 
 router = APIRouter(prefix="/api/v1", tags=["convolution"], responses=COMMON)

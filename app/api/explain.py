@@ -8,8 +8,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.api.responses import COMMON, NPY, PNG, content, errors
-from app.api.schemas import JobAccepted
-from app.api.schemas_explain import (
+from app.core.explanation import cam
+from app.core.imaging.rendering import encode_npy, encode_png
+from app.deps import ClientDep, ImageStoreDep, JobsDep, RegistryDep
+from app.schemas.common import JobAccepted
+from app.schemas.explain import (
     CamFormat,
     CamOut,
     CamRequest,
@@ -23,9 +26,6 @@ from app.api.schemas_explain import (
     PredictionOut,
     WeightsField,
 )
-from app.core import cam
-from app.core.rendering import encode_npy, encode_png
-from app.deps import ClientDep, ImageStoreDep, JobsDep, RegistryDep
 from app.services import explain
 from app.services.jobs import Job
 

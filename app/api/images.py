@@ -9,51 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from app.api.responses import COMMON, NPY, PNG, content, errors, multipart_upload
-from app.api.schemas_images import ImageList, ImageOut, PixelStats
-from app.api.uploads import read_multipart
-from app.core.imageio import npy_chunks, npy_size
+from app.core.imaging.imageio import npy_chunks, npy_size
 from app.deps import ImageStoreDep
-from app.errors import InvalidInput, PayloadTooLarge
-from app.services.images import ImageStore
+from app.http.uploads import IMMUTABLE_CACHE, read_upload
+from app.schemas.images import ImageList, ImageOut, PixelStats
 
 router = APIRouter(prefix="/api/v1", tags=["images"], responses=COMMON)
-
-# Content-addressed, so a given URL always has the same bytes.
-IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 
 UPLOAD_OPENAPI = multipart_upload(
     {"file": "PNG, JPEG, TIFF, BMP, WebP, GIF or a single-slice DICOM"}, required=("file",)
 )
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The upload is larger than the limit of {limit:,} bytes ({limit / 2**20:.1f} MiB).",
-        field="file",
-        max_bytes=limit,
-    )
-
-
-async def read_upload(request: Request, store: ImageStore) -> tuple[bytes, str | None]:
-    """The bytes and filename of the multipart field `file`, reading at most the size limit.
-
-    The body is counted while it streams in (app/api/uploads.py), so a client that lies about (or omits)
-    Content-Length still cannot make the server read more than max_upload_bytes plus the multipart envelope.
-    """
-    limit = store.settings.max_upload_bytes
-    parts = await read_multipart(
-        request,
-        {"file": limit},
-        not_multipart="Send the image as multipart/form-data with the file in a field named “file”.",
-        too_large=lambda _name, _limit: _too_large(limit),
-    )
-    upload = parts.get("file")
-    if upload is None or not upload.is_file:
-        raise InvalidInput("No file was sent: choose an image in the field named “file”.", field="file")
-    if not upload.data and not upload.filename:
-        # What a browser sends when the form is submitted before a file was chosen.
-        raise InvalidInput("No file was chosen: pick an image file first, then upload it.", field="file")
-    return bytes(upload.data), upload.filename
 
 
 @router.post(

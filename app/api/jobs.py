@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from app.api.responses import COMMON, NPY, PNG, content, errors
-from app.api.schemas import ArtifactStats, JobOut
-from app.core.rendering import colorize, encode_npy, encode_png, to_uint8_image, value_limits
+from app.core.imaging.rendering import colorize, encode_npy, encode_png, to_uint8_image, value_limits
 from app.deps import JobsDep
 from app.errors import NotFound
+from app.schemas.common import ArtifactStats, JobOut
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=COMMON)
 

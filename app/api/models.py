@@ -7,12 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.api.responses import COMMON, errors, multipart_upload
-from app.api.schemas import JobCreated, ModelInfo
-from app.api.uploads import read_multipart
 from app.deps import ClientDep, JobsDep, RegistryDep, SettingsDep
-from app.errors import InvalidInput, PayloadTooLarge
-from app.services.custom_models import MAX_ARCHITECTURE_BYTES
-from app.services.models import ModelRegistry
+from app.http.uploads import read_model_upload
+from app.schemas.common import JobCreated, ModelInfo
 from app.services.weights import start_download
 
 router = APIRouter(prefix="/api/v1", tags=["models"], responses=COMMON)
@@ -57,45 +54,6 @@ MODEL_UPLOAD_OPENAPI = multipart_upload(
     },
     required=("architecture",),
 )
-
-
-async def read_model_upload(request: Request, registry: ModelRegistry) -> tuple[bytes, bytes | None]:
-    """The architecture bytes and the optional weights bytes of a model upload, each read only up to its limit."""
-    parts = await read_multipart(
-        request,
-        {"architecture": MAX_ARCHITECTURE_BYTES, "weights": registry.max_model_bytes},
-        not_multipart="Send the model as multipart/form-data: the JSON in a field named “architecture”, "
-        "optional .safetensors in “weights”.",
-        too_large=_too_large,
-    )
-    architecture = parts.get("architecture")
-    if architecture is None or not architecture.data:
-        raise InvalidInput(
-            "No architecture was sent: choose a .json file for “architecture”.", field="architecture"
-        )
-    weights = parts.get("weights")
-    # A browser form sends an empty, nameless weights part when no file was chosen: that means no weights.
-    if weights is not None and not weights.data:
-        if weights.filename:
-            raise InvalidInput("weights is empty.", field="weights")
-        weights = None
-    return bytes(architecture.data), None if weights is None else bytes(weights.data)
-
-
-def _too_large(name: str | None, limit: int) -> PayloadTooLarge:
-    if name is None:
-        return PayloadTooLarge(
-            f"The upload is larger than {limit:,} bytes, the architecture limit (256 KiB) plus the weights limit "
-            "(setting max_model_bytes) plus the form envelope.",
-            field="weights",
-            max_bytes=limit,
-        )
-    setting = "" if name == "architecture" else " (setting max_model_bytes)"
-    return PayloadTooLarge(
-        f"{name} is larger than the limit of {limit:,} bytes ({limit / 2**20:.1f} MiB){setting}.",
-        field=name,
-        max_bytes=limit,
-    )
 
 
 @router.post(

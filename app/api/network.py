@@ -9,13 +9,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.api.responses import COMMON, content, errors
-from app.api.schemas_network import (
+from app.core.imaging.rendering import encode_npy, encode_png, tile_grid
+from app.core.models.layers import LayerInfo
+from app.deps import NetworkDep
+from app.schemas.network import (
     ChannelStatOut,
     FeaturesRequest,
     FeaturesResponse,
     FiltersResponse,
     LayerNode,
-    LayerRow,
     LayersResponse,
     ModelHeader,
     ReceptiveFieldRequest,
@@ -23,12 +25,9 @@ from app.api.schemas_network import (
     SummaryResponse,
     TotalsOut,
     Weights,
+    layer_rows,
 )
-from app.core.layers import LayerInfo
-from app.core.rendering import encode_npy, encode_png, tile_grid
-from app.deps import NetworkDep
 from app.services.models import LoadedModel
-from app.services.network import Structure
 
 router = APIRouter(prefix="/api/v1", tags=["network"], responses=COMMON)
 
@@ -59,37 +58,6 @@ def _node(info: LayerInfo) -> LayerNode:
         calls=info.calls,
         children=[_node(c) for c in info.children],
     )
-
-
-def layer_rows(structure: Structure) -> list[LayerRow]:
-    rows = []
-    for info in structure.tree.walk():
-        if not info.name:
-            continue
-        rf = structure.rf.get(info.name)
-        rows.append(
-            LayerRow(
-                name=info.name,
-                type=info.type,
-                kind=info.kind,
-                depth=info.depth,
-                leaf=info.is_leaf,
-                output_shape=list(info.output_shape) if info.output_shape is not None else None,
-                params=info.params,
-                macs=info.macs,
-                rf=rf.size if rf else None,
-                rf_h=rf.size_h if rf else None,
-                rf_w=rf.size_w if rf else None,
-                jump=rf.jump if rf else None,
-                start_h=rf.start_h if rf else None,
-                start_w=rf.start_w if rf else None,
-                grid=rf.grid if rf else None,
-                spatial=rf.spatial if rf else None,
-                global_context=rf.global_context if rf else None,
-                approx=rf.approx if rf else None,
-            )
-        )
-    return rows
 
 
 @router.get("/models/{name}/summary", response_model=SummaryResponse, responses=errors(404, 409, 413, 422))

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.api.responses import COMMON, NPY, PNG, binary_200, errors
-from app.api.schemas import PredictionOut, PredictRequest, PredictResponse, PreprocessingOut
-from app.core.rendering import encode_npy, encode_png
+from app.core.imaging.rendering import encode_npy, encode_png
 from app.deps import ImageStoreDep, RegistryDep
+from app.schemas.common import PredictionOut, PredictRequest, PredictResponse, PreprocessingOut
 from app.services.predictions import predict
 
 router = APIRouter(prefix="/api/v1", tags=["predict"], responses=COMMON)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.api.schemas import ErrorResponse
+from app.schemas.common import ErrorResponse
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -68,7 +68,7 @@ def binary_200(*media_types: str, description: str | None = None) -> Responses:
 
 
 def multipart_upload(files: dict[str, str], required: tuple[str, ...]) -> dict[str, Any]:
-    """`openapi_extra` for a route that reads its multipart body itself (bounded, see app/api/uploads.py):
+    """`openapi_extra` for a route that reads its multipart body itself (bounded, see app/http/uploads.py):
     one binary part per entry of `files` (name -> description)."""
     properties = {
         name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()

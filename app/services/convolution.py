@@ -25,9 +25,12 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from app.config import Settings
-from app.core import conv_cost, convolution, imageio, kernels, lecture_presets, pooling
-from app.core.convolution import CellStep, ConvResult, KernelInput
-from app.core.rendering import colorize, encode_png, upscale_nearest
+from app.core.convolution import arithmetic as convolution
+from app.core.convolution import fc_cost as conv_cost
+from app.core.convolution import kernels, lecture_presets, pooling
+from app.core.convolution.arithmetic import CellStep, ConvResult, KernelInput
+from app.core.imaging import imageio
+from app.core.imaging.rendering import colorize, encode_png, upscale_nearest
 from app.errors import InvalidInput, NotFound, OverLimit
 from app.services.images import ImageRecord, ImageStore
 

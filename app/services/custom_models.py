@@ -1,7 +1,7 @@
 """Models users upload: a JSON architecture plus optional safetensors weights, stored content-addressed.
 
 An upload is checked in order of cost: bytes (the bounded reader), JSON nesting, the description (pure
-arithmetic), the estimate (parameters, MACs, activation memory; see app/core/custom_models.py) against the
+arithmetic), the estimate (parameters, MACs, activation memory; see app/core/models/custom_models.py) against the
 Settings limits, and only then built for real, loaded with its weights and run once on a probe batch. Reading a
 stored model later never builds or runs it: its estimate is kept in info.json.
 """
@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from app.config import Settings
-from app.core.custom_models import (
+from app.core.models.custom_models import (
     MAX_JSON_DEPTH,
     Architecture,
     ArchitectureError,
@@ -38,7 +38,7 @@ from app.core.custom_models import (
     parse_architecture,
     probe_inputs,
 )
-from app.core.zoo import ModelSpec, Preprocessing
+from app.core.models.zoo import ModelSpec, Preprocessing
 from app.errors import Conflict, InvalidInput, NotFound, OverLimit, PayloadTooLarge, StorageFailed
 
 CUSTOM_PREFIX = "custom-"
@@ -257,7 +257,7 @@ class CustomModelStore:
             input_size=arch.input_size,
             top1=None,
             top5=None,
-            # torchvision's "GFLOPS" are giga multiply-accumulates too (app/core/layers.py).
+            # torchvision's "GFLOPS" are giga multiply-accumulates too (app/core/models/layers.py).
             gflops=record.macs / 1e9,
             num_classes=len(arch.categories),
             milestone=False,

@@ -1,9 +1,9 @@
 """Explanations: CAM maps, occlusion sensitivity (as a job), one-patch hiding, and method comparison.
 
 Shared by the HTML pages (app/web/explain.py) and the JSON API (app/api/explain.py). Core maths lives in
-app/core/cam.py, occlusion.py and faithfulness.py; this module turns requests into those calls, holds
+app/core/explanation/cam.py, occlusion.py and faithfulness.py; this module turns requests into those calls, holds
 the model's lock while hooks are registered, runs slow work as jobs, and turns arrays into pictures with
-app/core/rendering.py.
+app/core/imaging/rendering.py.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from app.core import cam, faithfulness, job_cost, occlusion, zoo
-from app.core.preprocess import PreparedInput, topk
-from app.core.rendering import (
+from app.core.explanation import cam, faithfulness, occlusion
+from app.core.imaging.preprocess import PreparedInput, topk
+from app.core.imaging.rendering import (
     SEQUENTIAL_COLORMAPS,
     colorize,
     encode_png,
@@ -31,6 +31,8 @@ from app.core.rendering import (
     resize_to,
     signed_limits,
 )
+from app.core.models import work_cost as job_cost
+from app.core.models import zoo
 from app.errors import InvalidInput
 from app.services.jobs import Job, JobContext, JobEstimate, JobManager, array_digest, job_key
 from app.services.models import LoadedModel, ModelRegistry

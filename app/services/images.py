@@ -51,8 +51,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from app.config import Settings
-from app.core import imageio
-from app.core.rendering import encode_png
+from app.core.imaging import imageio
+from app.core.imaging.rendering import encode_png
 from app.errors import InvalidInput, NotFound, OverLimit, PayloadTooLarge, StorageFailed
 
 log = logging.getLogger(__name__)
@@ -796,7 +796,7 @@ def _synthetic(fn_name: str, filename: str, **kwargs: Any) -> Callable[[], tuple
     def make() -> tuple[bytes, str] | None:
         try:
             # Imported lazily: the generator module is optional for the gallery.
-            from app.core import synthetic
+            from app.core.imaging import synthetic
         except ImportError:
             return None
         fn = getattr(synthetic, fn_name, None)

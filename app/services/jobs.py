@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from app.config import Settings
-from app.core.job_cost import batch_for
+from app.core.models.work_cost import batch_for
 from app.errors import Busy, ConvScopeError, NotFound, OverLimit
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]

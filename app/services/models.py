@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 from torch import nn
 
 from app.config import Settings
-from app.core import zoo
-from app.core.preprocess import PreparedInput, preprocess
+from app.core.imaging.preprocess import PreparedInput, preprocess
+from app.core.models import zoo
 from app.errors import Conflict, ConvScopeError, InvalidInput, NotFound, OverLimit, WeightsUnavailable
 from app.services.custom_models import CUSTOM_PREFIX, CustomModelStore
 
@@ -228,7 +228,7 @@ class ModelRegistry:
     ) -> LoadedModel:
         pretrained = status == "pretrained"
         if spec.builtin:
-            from app.core.training import load_builtin
+            from app.core.training.builtin import load_builtin
 
             module, meta = load_builtin(spec.name, self._settings.builtin_models_dir)
             if not pretrained:

@@ -3,7 +3,7 @@
 One forward pass serves every layer of one image: ``NetworkService`` keeps a small LRU of captured
 activations per (model, weights, image), so moving between layers only re-renders. Structure (the layer
 tree and receptive fields) depends only on the model and the input shape and is cached separately; a cold
-start gets both from a single forward pass (``app.core.analysis.analyse``). Every pass that hooks the
+start gets both from a single forward pass (``app.core.inspection.analysis.analyse``). Every pass that hooks the
 module holds ``loaded.lock``.
 """
 
@@ -19,19 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.core import features as feat
-from app.core import filters_view as fv
-from app.core.analysis import analyse
-from app.core.layers import (
-    LayerInfo,
-    LayerNotFound,
-    Totals,
-    conv_layer_names,
-    spatial_layer_names,
-    totals,
-)
-from app.core.receptive_field import Box, LayerRF, effective_rf, rf_box, stack_vs_large
-from app.core.rendering import (
+from app.core.imaging.rendering import (
     COLORMAPS,
     colorize,
     encode_png,
@@ -41,6 +29,18 @@ from app.core.rendering import (
     to_uint8_image,
     upscale_nearest,
     value_limits,
+)
+from app.core.inspection import features as feat
+from app.core.inspection import filters_view as fv
+from app.core.inspection.analysis import analyse
+from app.core.inspection.receptive_field import Box, LayerRF, effective_rf, rf_box, stack_vs_large
+from app.core.models.layers import (
+    LayerInfo,
+    LayerNotFound,
+    Totals,
+    conv_layer_names,
+    spatial_layer_names,
+    totals,
 )
 from app.errors import InvalidInput, NotFound
 from app.services.images import ImageStore

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from app.core.preprocess import PreparedInput, topk
+from app.core.imaging.preprocess import PreparedInput, topk
 from app.errors import InvalidInput
 from app.services.models import LoadedModel
 

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from numpy.typing import NDArray
 
-from app.core.convolution import FLIP_SENTENCE, PADDING_DESCRIPTIONS, PADDING_MODES, format_number
-from app.core.rendering import colormap_lut, encode_png, png_data_uri, signed_limits, to_uint8_image
+from app.core.convolution.arithmetic import FLIP_SENTENCE, PADDING_DESCRIPTIONS, PADDING_MODES, format_number
+from app.core.imaging.rendering import colormap_lut, encode_png, png_data_uri, signed_limits, to_uint8_image
 from app.deps import FormDep, ImageStoreDep, IsHtmx
 from app.errors import InvalidInput
 from app.services import convolution as svc

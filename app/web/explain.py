@@ -11,8 +11,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from app.core import cam, occlusion
-from app.core.rendering import colorize, encode_png, overlay, png_data_uri, resize_to
+from app.core.explanation import cam, occlusion
+from app.core.imaging.rendering import colorize, encode_png, overlay, png_data_uri, resize_to
 from app.deps import ClientDep, ImageStoreDep, IsHtmx, JobsDep, RegistryDep
 from app.errors import Busy, ConvScopeError, InvalidInput, OverLimit
 from app.services import explain

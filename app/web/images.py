@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.api.images import IMMUTABLE_CACHE, read_upload
 from app.deps import ImageStoreDep, IsHtmx
 from app.errors import ConvScopeError
+from app.http.uploads import IMMUTABLE_CACHE, read_upload
 from app.services.images import ImageStore
 from app.web.templating import render
 

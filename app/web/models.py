@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from app.api.models import read_model_upload
-from app.core.zoo import torch_cache_dir
+from app.core.models.zoo import torch_cache_dir
 from app.deps import RegistryDep
+from app.http.uploads import read_model_upload
 from app.web.templating import render
 
 router = APIRouter()

@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.api.network import layer_rows
-from app.core.rendering import encode_png, png_data_uri
+from app.core.imaging.rendering import encode_png, png_data_uri
 from app.deps import ImageStoreDep, IsHtmx, NetworkDep, RegistryDep
 from app.errors import InvalidInput
+from app.schemas.network import layer_rows
 from app.services.images import ImageStore
 from app.services.network import NetworkService
 from app.web.templating import render

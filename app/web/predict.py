@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.core.rendering import colorize, encode_png, png_data_uri, signed_limits
+from app.core.imaging.rendering import colorize, encode_png, png_data_uri, signed_limits
 from app.deps import ImageStoreDep, IsHtmx, RegistryDep
 from app.services.predictions import PredictionResult, predict
 from app.web.templating import render

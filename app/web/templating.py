@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app.config import get_settings
-from app.core.rendering import cmap_css_gradient
+from app.core.imaging.rendering import cmap_css_gradient
 
 # (path, label, one-line purpose): the order of the lecture. The brand in the top bar links home.
 NAV: tuple[tuple[str, str, str], ...] = (

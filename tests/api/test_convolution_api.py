@@ -249,7 +249,7 @@ def test_cost_query_integers_are_plain_digits(client: TestClient, value: str) ->
 def test_matrix_limits_are_in_the_schema_and_refuse_before_reading_items(client: TestClient) -> None:
     from pydantic import ValidationError
 
-    from app.api.schemas_convolution import ConvolveRequest
+    from app.schemas.convolution import ConvolveRequest
 
     # 5000 references to one 5000-number row: a 25 M-number body without 25 M objects in the test
     row = [0.5] * 5000

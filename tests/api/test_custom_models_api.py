@@ -10,7 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save
 
-from app.core.custom_models import build_module, parse_architecture
+from app.core.models.custom_models import build_module, parse_architecture
 
 TINY = {
     "name": "Tiny <b>edge</b> net",
@@ -134,7 +134,7 @@ def test_weights_that_overflow_are_refused_at_upload(client: TestClient) -> None
 
 def _store_unchecked(client: TestClient, state: dict[str, torch.Tensor]) -> str:
     """A model stored without the upload probe (as before it existed), to reach the views' own guards."""
-    from app.core.custom_models import estimate
+    from app.core.models.custom_models import estimate
 
     store = client.app.state.registry.custom  # type: ignore[attr-defined]
     arch = parse_architecture(TINY)

@@ -10,7 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.core.features import capture
+from app.core.inspection.features import capture
 
 MODEL = "resnet18"
 

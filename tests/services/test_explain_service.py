@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.core import occlusion
+from app.core.explanation import occlusion
 from app.errors import InvalidInput, OverLimit
 from app.services import explain
 from app.services.jobs import JobManager

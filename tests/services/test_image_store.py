@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from app.config import Settings
-from app.core import imageio
+from app.core.imaging import imageio
 from app.errors import InvalidInput, NotFound, OverLimit, PayloadTooLarge, StorageFailed, UnsupportedMedia
 from app.services import images as images_module
 from app.services.images import DB_NAME, DataDirUnusable, ImageStore, sample_specs
@@ -282,7 +282,7 @@ def test_ensure_samples_registers_the_gallery_once(store):
 
 
 def test_synthetic_samples_are_included_when_the_generator_exists(store):
-    pytest.importorskip("app.core.synthetic")
+    pytest.importorskip("app.core.imaging.synthetic")
     keys = {r.metadata["sample_key"] for r in store.ensure_samples()}
     assert {"synthetic:ct_slice:v1", "synthetic:shapes:v1", "synthetic:digit3:v1"} <= keys
 

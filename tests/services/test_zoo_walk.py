@@ -18,7 +18,7 @@ import torch
 from torchvision.models import get_model
 
 from app.config import Settings
-from app.core import zoo
+from app.core.models import zoo
 from app.errors import OverLimit
 from app.services.models import ModelRegistry, zoo_limit_error
 from app.services.predictions import predict

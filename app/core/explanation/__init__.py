@@ -1,0 +1,1 @@
+"""Why a network decided: CAM family, occlusion, deletion/insertion faithfulness."""

@@ -1,0 +1,1 @@
+"""Images in and pictures out: decoding, preprocessing for a model, synthetic images, rendering."""

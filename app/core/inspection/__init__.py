@@ -1,0 +1,1 @@
+"""Looking inside a network: activations, learned filters, receptive fields."""

@@ -1,0 +1,1 @@
+"""Training networks here: deterministic loops on the project's own data."""

@@ -1,0 +1,196 @@
+"""Request and response models of the inside-the-network API (summary, layers, features, filters, RF)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.schemas.common import STRICT_REQUEST
+from app.services.network import Structure
+
+Weights = Literal["auto", "pretrained", "untrained"]
+Cmap = Literal["viridis", "magma", "inferno", "cividis", "gray", "rdbu"]
+
+
+class LayerNode(BaseModel):
+    name: str = Field(description="dotted module path; '' is the whole model")
+    type: str
+    kind: str
+    output_shape: list[int] | None = Field(
+        description="per sample, batch dropped; null if the module did not run"
+    )
+    params: int
+    macs: int = Field(description="multiply-accumulates per sample (children summed for containers)")
+    order: int
+    calls: int
+    children: list[LayerNode]
+
+
+class TotalsOut(BaseModel):
+    params: int
+    trainable_params: int
+    macs: int
+    layers: int
+    leaf_layers: int
+    param_bytes: int
+    input_shape: list[int]
+    output_shape: list[int] | None
+    uncounted_types: list[str] = Field(description="leaf types whose MACs are not known (counted as 0)")
+
+
+class ModelHeader(BaseModel):
+    model: str
+    display_name: str
+    weights: str
+    untrained: bool
+    weights_note: str | None
+    image_id: str | None
+
+
+class SummaryResponse(ModelHeader):
+    tree: LayerNode
+    totals: TotalsOut
+
+
+class LayerRow(BaseModel):
+    name: str
+    type: str
+    kind: str = Field(
+        description="conv, conv_transpose, linear, norm, pool, activation, dropout, container, other"
+    )
+    depth: int
+    leaf: bool
+    output_shape: list[int] | None
+    params: int
+    macs: int
+    rf: float | None = Field(description="theoretical receptive field (pixels of the network input)")
+    rf_h: float | None
+    rf_w: float | None
+    jump: float | None = Field(description="distance in input pixels between neighbouring units")
+    start_h: float | None
+    start_w: float | None
+    grid: bool | None = Field(description="an NCHW map whose units have (y, x) positions")
+    spatial: bool | None = Field(description="False once space has been pooled or flattened away")
+    global_context: bool | None
+    approx: bool | None
+
+
+class LayersResponse(ModelHeader):
+    input_shape: list[int]
+    conv_layers: list[str]
+    layers: list[LayerRow]
+
+
+class FeaturesRequest(BaseModel):
+    model_config = STRICT_REQUEST
+
+    image_id: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
+    weights: Weights = "auto"
+    layer: str | None = Field(
+        default=None, max_length=300, description="dotted layer name; default: first conv"
+    )
+    channels: list[int] | None = Field(default=None, max_length=4096)
+    channel: int | None = Field(default=None, ge=0, description="one channel (format=png or npy)")
+    sort: Literal["index", "mean", "max", "std"] = "index"
+    page: int = Field(default=1, ge=1)
+    per_page: int = Field(default=32, ge=1, le=256)
+    scale: Literal["channel", "layer"] = "channel"
+    cmap: Cmap = "viridis"
+    alpha: float = Field(default=0.6, ge=0.0, le=1.0)
+    vmin: float | None = None
+    vmax: float | None = None
+    overlay: bool = Field(default=False, description="format=png with channel: draw over the input image")
+    format: Literal["png", "json", "npy"] = "json"
+
+
+class ChannelStatOut(BaseModel):
+    channel: int
+    mean: float
+    max: float
+    min: float
+    std: float
+
+
+class FeaturesResponse(ModelHeader):
+    layer: str
+    layer_type: str
+    shape: list[int]
+    sort: str
+    page: int
+    pages: int
+    per_page: int
+    total_channels: int
+    channels: list[ChannelStatOut] = Field(description="this page, in the requested order")
+    receptive_field: dict[str, Any] | None
+
+
+class FiltersResponse(ModelHeader):
+    layer: str
+    weight_shape: list[int]
+    first_conv: bool
+    sort: str
+    page: int
+    pages: int
+    items: list[dict[str, Any]]
+    filter: int | None
+    limit: float
+    conv_layers: list[str]
+
+
+class ReceptiveFieldRequest(BaseModel):
+    model_config = STRICT_REQUEST
+
+    model: str | None = Field(default=None, max_length=128)
+    weights: Weights = "auto"
+    image_id: str | None = Field(default=None, max_length=128)
+    layer: str = Field(min_length=1, max_length=300)
+    y: int = Field(ge=0)
+    x: int = Field(ge=0)
+    channel: int | None = Field(default=None, ge=0, description="one channel; default: sum over channels")
+    format: Literal["json", "png", "npy"] = "json"
+
+
+class ReceptiveFieldResponse(ModelHeader):
+    layer: str
+    y: int
+    x: int
+    channel: int | None
+    receptive_field: dict[str, Any]
+    box: dict[str, int] = Field(description="theoretical input box, inclusive, may extend past the image")
+    box_clipped: dict[str, int]
+    input_shape: list[int]
+    erf_max: float
+    erf_extent: dict[str, int] | None = Field(description="bounding box of the ERF >= 1% of its maximum")
+
+
+def layer_rows(structure: Structure) -> list[LayerRow]:
+    rows = []
+    for info in structure.tree.walk():
+        if not info.name:
+            continue
+        rf = structure.rf.get(info.name)
+        rows.append(
+            LayerRow(
+                name=info.name,
+                type=info.type,
+                kind=info.kind,
+                depth=info.depth,
+                leaf=info.is_leaf,
+                output_shape=list(info.output_shape) if info.output_shape is not None else None,
+                params=info.params,
+                macs=info.macs,
+                rf=rf.size if rf else None,
+                rf_h=rf.size_h if rf else None,
+                rf_w=rf.size_w if rf else None,
+                jump=rf.jump if rf else None,
+                start_h=rf.start_h if rf else None,
+                start_w=rf.start_w if rf else None,
+                grid=rf.grid if rf else None,
+                spatial=rf.spatial if rf else None,
+                global_context=rf.global_context if rf else None,
+                approx=rf.approx if rf else None,
+            )
+        )
+    return rows

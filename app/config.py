@@ -31,6 +31,11 @@ class Settings(BaseSettings):
 
     # Models: how many stay loaded at once, which one pages open with when nothing is chosen.
     model_cache_size: int = 4
+    # Pictures on pages (feature-map tiles, filters, heatmaps, overlays) are served by URL (/pictures/<key>.png),
+    # rendered on first request: the rendered PNGs and the arrays waiting to be rendered are each kept in an LRU
+    # bounded in bytes. A picture evicted before the browser asked for it answers 404 and the page says reload.
+    picture_cache_bytes: int = 64 * 1024 * 1024
+    picture_pending_bytes: int = 64 * 1024 * 1024
     # ... and at most this many bytes of their weights (VGG-19 is 548 MiB, ResNet-50 98 MiB); the least recently
     # used go first. Building a zoo model costs its weights once (up to max_zoo_parameters x 4 bytes).
     max_loaded_model_bytes: int = 1536 * 1024 * 1024

@@ -12,6 +12,7 @@ from app.services.images import ImageStore
 from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
 from app.services.network import NetworkService
+from app.services.pictures import PictureStore
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -40,6 +41,19 @@ def get_network_service(request: Request) -> NetworkService:
     return service
 
 
+def get_pictures(request: Request) -> PictureStore:
+    pictures: PictureStore = request.app.state.pictures
+    return pictures
+
+
+def model_name(registry: Annotated[ModelRegistry, Depends(get_registry)], model: str | None = None) -> str:
+    """The `model` query parameter, or the default model when it is absent or empty.
+
+    One place for the fallback that used to be written `model or registry.default_model()` in every route.
+    """
+    return model or registry.default_model()
+
+
 async def read_form(request: Request) -> FormData:
     """The submitted form, read on the event loop (waiting for bytes is I/O): with it as a dependency a
     form route can be a plain `def`, which FastAPI runs in a worker thread, off the loop (issue 9)."""
@@ -63,6 +77,9 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+PicturesDep = Annotated[PictureStore, Depends(get_pictures)]
+# A route that declares `model: ModelNameDep` takes the query parameter `model` and gets a name, never None.
+ModelNameDep = Annotated[str, Depends(model_name)]
 NetworkDep = Annotated[NetworkService, Depends(get_network_service)]
 IsHtmx = Annotated[bool, Depends(is_htmx)]
 FormDep = Annotated[FormData, Depends(read_form)]

@@ -28,6 +28,7 @@ from app.services.images import ImageStore
 from app.services.jobs import JobManager
 from app.services.models import ModelRegistry
 from app.services.network import NetworkService
+from app.services.pictures import PictureStore
 from app.web import api_docs
 from app.web import convolution as web_convolution
 from app.web import explain as web_explain
@@ -36,6 +37,7 @@ from app.web import images as web_images
 from app.web import login as web_login
 from app.web import models as web_models
 from app.web import network as web_network
+from app.web import pictures as web_pictures
 from app.web import predict as web_predict
 
 # Every router, listed: the JSON API (documented in OpenAPI) and the pages with their HTMX partials (not an API:
@@ -59,6 +61,7 @@ WEB_ROUTERS = (
     web_login.router,
     web_models.router,
     web_network.router,
+    web_pictures.router,
     web_predict.router,
 )
 
@@ -138,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             application.state.registry, application.state.image_store
         )
         application.state.jobs = JobManager.from_settings(settings)
+        application.state.pictures = PictureStore.from_settings(settings)
         application.state.image_store.ensure_samples()
         yield
         application.state.jobs.shutdown()

@@ -179,9 +179,11 @@ class ModelRegistry:
 
     # --- loading ---------------------------------------------------------------------------------------------
 
-    def get(self, name: str, weights: str = "auto") -> LoadedModel:
-        """A loaded model. weights: "auto" (pretrained when it can be had, else untrained, labelled),
-        "pretrained" (WeightsUnavailable if not on disk), or "untrained" (seeded random weights)."""
+    def get(self, name: str | None, weights: str = "auto") -> LoadedModel:
+        """A loaded model (None or "" means the default model). weights: "auto" (pretrained when it can be had,
+        else untrained, labelled), "pretrained" (WeightsUnavailable if not on disk), or "untrained" (seeded
+        random weights)."""
+        name = name or self.default_model()
         if weights not in WEIGHTS_CHOICES:
             raise InvalidInput(
                 f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, not {weights!r}.", field="weights"

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.config import get_settings
 from app.core.imaging.rendering import cmap_css_gradient
@@ -49,8 +49,8 @@ def _format_number(value: float | int | None, digits: int = 4) -> str:
 
 
 @lru_cache(maxsize=4)
-def _templates(directory: Path) -> Jinja2Templates:
-    templates = Jinja2Templates(directory=str(directory))
+def _templates(directory: Path) -> Jinja2Blocks:
+    templates = Jinja2Blocks(directory=str(directory))
     templates.env.globals["nav"] = NAV
     templates.env.globals["cmap_css_gradient"] = cmap_css_gradient
     templates.env.filters["count"] = _format_count
@@ -58,16 +58,45 @@ def _templates(directory: Path) -> Jinja2Templates:
     return templates
 
 
-def get_templates() -> Jinja2Templates:
+def get_templates() -> Jinja2Blocks:
     return _templates(get_settings().templates_dir)
 
 
 def render(
-    request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200
+    request: Request,
+    template: str,
+    context: dict[str, Any] | None = None,
+    status_code: int = 200,
+    block: str | None = None,
 ) -> HTMLResponse:
-    """Render a page or partial. Adds the current path for the navigation; varies on HX-Request."""
+    """Render a page, or one named block of it (an HTMX partial: one template per page, its regions as blocks).
+
+    Adds the current path for the navigation; varies on HX-Request since one URL answers both ways.
+    """
     ctx: dict[str, Any] = {"active_path": request.url.path}
     ctx.update(context or {})
-    response = get_templates().TemplateResponse(request, template, ctx, status_code=status_code)
+    templates = get_templates()
+    if block is None:
+        response = templates.TemplateResponse(request, template, ctx, status_code=status_code)
+    else:
+        response = templates.TemplateResponse(
+            request, template, ctx, status_code=status_code, block_name=block
+        )
     response.headers["Vary"] = "HX-Request"
     return response
+
+
+def render_page_or_block(
+    request: Request,
+    template: str,
+    block: str,
+    context: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """The whole page for a normal request, only `block` for an HTMX request that targets that region.
+
+    Any URL that can land in the address bar therefore renders a full page (reload, bookmark, Back).
+    """
+    htmx = request.headers.get("HX-Request", "").lower() == "true"
+    boosted = request.headers.get("HX-Boosted", "").lower() == "true"
+    return render(request, template, context, status_code, block=block if htmx and not boosted else None)

@@ -76,12 +76,14 @@ def render(
     ctx: dict[str, Any] = {"active_path": request.url.path}
     ctx.update(context or {})
     templates = get_templates()
+    # Both are Starlette's _TemplateResponse (an HTMLResponse); jinja2-fragments types them as Response.
     if block is None:
         response = templates.TemplateResponse(request, template, ctx, status_code=status_code)
     else:
         response = templates.TemplateResponse(
             request, template, ctx, status_code=status_code, block_name=block
         )
+    assert isinstance(response, HTMLResponse)
     response.headers["Vary"] = "HX-Request"
     return response
 

@@ -538,7 +538,10 @@ def cost_page(request: Request) -> HTMLResponse:
     """The FC-vs-conv calculator (GET /api/v1/cost's query, validated by the same CostQuery), defaulting to the
     lecture's 256x256 example. HTMX gets the result block; an error goes beside its field."""
     raw = dict(request.query_params)
-    ctx: dict[str, Any] = {"presets": svc.cost_presets(), "q": {**CostQuery.model_validate({}).model_dump(), **raw}}
+    ctx: dict[str, Any] = {
+        "presets": svc.cost_presets(),
+        "q": {**CostQuery.model_validate({}).model_dump(), **raw},
+    }
     ctx["q"]["fc_outputs"] = raw.get("fc_outputs", "")
     try:
         query = CostQuery.model_validate(raw)

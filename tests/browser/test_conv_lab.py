@@ -52,7 +52,9 @@ def test_edit_cell_and_step_through_products(page: Any, live_server: str) -> Non
     expect(page.locator("#conv-step-where")).to_contain_text("row 2, column 3")
     # a bad cell: a message in words beside the grid, the cell outlined, and the last good result kept
     cell.fill("abc")
-    expect(page.locator("#conv-errors .error-box")).to_contain_text("Input row 1, column 1: 'abc' is not a number")
+    expect(page.locator("#conv-errors .error-box")).to_contain_text(
+        "Input row 1, column 1: 'abc' is not a number"
+    )
     expect(page.locator('input[name="input.0.0"].invalid')).to_have_count(1)
     expect(page.locator("#conv-input-grid + .field-message")).to_contain_text("Input row 1, column 1")
     expect(page.locator('#conv-output td[data-row="0"][data-col="0"]')).to_have_text("10")
@@ -95,9 +97,13 @@ def test_filter_lab_error_sits_on_its_field(page: Any, live_server: str) -> None
     # a drawn cell: typing ticks "use it"; a bad one is outlined and named as the user sees it
     drawn = page.locator('#filters-form input[name="kernels.0.weights.1.1"]')
     drawn.fill("x")
-    expect(page.locator("#filters-errors .error-box")).to_contain_text("Your kernel row 2, column 2: 'x' is not a number")
+    expect(page.locator("#filters-errors .error-box")).to_contain_text(
+        "Your kernel row 2, column 2: 'x' is not a number"
+    )
     expect(page.locator('input[name="kernels.0.weights.1.1"].invalid')).to_have_count(1)
-    expect(page.locator("#filters-kernel-grid + .field-message")).to_contain_text("Your kernel row 2, column 2")
+    expect(page.locator("#filters-kernel-grid + .field-message")).to_contain_text(
+        "Your kernel row 2, column 2"
+    )
     drawn.fill("2")
     expect(page.locator("#filters-result .fmap-img")).to_have_count(3)
     expect(page.locator("#filters-form .invalid")).to_have_count(0)

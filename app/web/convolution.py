@@ -98,10 +98,14 @@ _SETTING_LABELS = {
 _CHANNELS = ("R", "G", "B")
 
 
-def field_label(field: str | None, drawn_kernel: int | None = None) -> str:
+def field_label(
+    field: str | None, drawn_kernel: int | None = None, labels: Mapping[str, str] | None = None
+) -> str:
     """A dotted field as the user sees it: `input.1.2` -> "Input row 2, column 3", `stride` -> "Stride"."""
     if not field:
         return "Request"
+    if labels and field in labels:
+        return labels[field]
     parts = field.split(".")
     if parts[0] in ("input", "kernel") and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
         return f"{parts[0].capitalize()} row {int(parts[1]) + 1}, column {int(parts[2]) + 1}"
@@ -149,6 +153,7 @@ def field_errors(
     exc: ValidationError | InvalidInput,
     rename: Mapping[str, str] | None = None,
     drawn_kernel: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """A pydantic or domain error -> `[{field, label, message}]`, fields dotted as in the API's errors."""
     out: list[dict[str, str]] = []
@@ -163,7 +168,7 @@ def field_errors(
         if field in seen:  # e.g. the same channel weight refused for every kernel
             continue
         seen.add(field)
-        out.append({"field": field, "label": field_label(field, drawn_kernel), "message": message})
+        out.append({"field": field, "label": field_label(field, drawn_kernel, labels), "message": message})
     return out
 
 
@@ -519,6 +524,8 @@ def filters_kernel_editor(
 
 
 COST_PAGE = "pages/cost.html"
+# The calculator's words for its fields (the playground's `kernel` is a grid, this one is a size).
+COST_LABELS = {"kernel": "Kernel size", "filters": "Conv filters", "fc_outputs": "FC outputs"}
 
 
 def _cost_context(query: CostQuery) -> dict[str, Any]:
@@ -547,7 +554,7 @@ def cost_page(request: Request) -> HTMLResponse:
         query = CostQuery.model_validate(raw)
         ctx.update(_cost_context(query))
     except (ValidationError, InvalidInput) as exc:
-        errors = field_errors(exc)
+        errors = field_errors(exc, labels=COST_LABELS)
         if request.headers.get("HX-Request", "").lower() == "true":
             return _errors_response(request, COST_PAGE, errors, "cost-errors")
         ctx["errors"] = errors

@@ -126,9 +126,9 @@ def test_cost_bars_are_to_scale_and_errors_sit_on_their_field(page: Any, live_se
     assert fc["width"] > 400 and conv["width"] <= 3
     kernel = page.locator('#cost-form input[name="kernel"]')
     kernel.fill("0")
-    expect(page.locator("#cost-errors .error-box")).to_contain_text("Kernel: must be at least 1")
+    expect(page.locator("#cost-errors .error-box")).to_contain_text("Kernel size: must be at least 1")
     expect(page.locator('#cost-form input[name="kernel"].invalid')).to_have_count(1)
-    expect(page.locator("#cost-form .field-message")).to_have_text("Kernel: must be at least 1")
+    expect(page.locator("#cost-form .field-message")).to_have_text("Kernel size: must be at least 1")
     expect(page.locator("#cost-fc-mults")).to_have_text("4,294,967,296")  # the last good numbers stay
     kernel.fill("5")
     expect(page.locator("#cost-errors .error-box")).to_have_count(0)

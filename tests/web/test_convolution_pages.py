@@ -268,7 +268,7 @@ def test_cost_fc_outputs_follow_the_image_size_until_typed(client: TestClient) -
     ("params", "field", "words"),
     [
         ({"fc_outputs": "ten"}, "fc_outputs", "FC outputs: 'ten' is not a whole number"),
-        ({"kernel": "0"}, "kernel", "Kernel: must be at least 1"),
+        ({"kernel": "0"}, "kernel", "Kernel size: must be at least 1"),
         ({"stride": "0"}, "stride", "Stride: must be at least 1"),
     ],
 )

@@ -83,6 +83,9 @@ def test_filter_lab_error_sits_on_its_field(page: Any, live_server: str) -> None
     page.wait_for_function(
         "() => [...document.querySelectorAll('#filters-result img')].every((i) => i.complete && i.naturalWidth > 0)"
     )
+    # the value under the mouse comes from the API twin, asked with the page's own request
+    page.locator('#filters-result img.fmap-img[data-index="0"]').hover()
+    expect(page.locator("#fmap-hover-0")).to_have_text(re.compile(r"^row \d+, col \d+: -?[0-9.e+-]+$"))
     stride = page.locator('#filters-form input[name="stride"]')
     stride.fill("0")
     stride.press("Tab")

@@ -283,3 +283,35 @@ def test_cost_errors_as_the_api_names_them(
     # a bookmarked URL with a bad value is a whole page with the message beside the form
     page = client.get("/cost", params=params)
     assert page.status_code == 422 and "<html" in page.text and _errors(page.text) == [(field, words)]
+
+
+def test_unflatten_builds_the_api_body_from_dotted_fields() -> None:
+    from app.web.convolution import unflatten
+
+    items = [("input.0.0", " 1 "), ("input.0.1", "\u22122"), ("input.1.0", "3"), ("input.1.1", ""),
+             ("kernels.7.name", "sobel_x"), ("kernels.3.name", "cross"), ("pool", ""), ("focus_row", "2")]  # fmt: skip
+    body = unflatten(items, ignore=("focus_row",))
+    # cells keep their text (the model validates it, an empty cell included), numeric keys become lists in
+    # index order, an empty setting takes the model's default, view state is not sent on
+    assert body == {"input": [["1", "-2"], ["3", ""]], "kernels": [{"name": "cross"}, {"name": "sobel_x"}]}
+
+
+@pytest.mark.parametrize(
+    ("field", "drawn", "label"),
+    [
+        ("input.0.0", None, "Input row 1, column 1"),
+        ("kernel.6.2", None, "Kernel row 7, column 3"),
+        ("input.3", None, "Input row 4"),
+        ("kernels.0.weights.10.0", 0, "Your kernel row 11, column 1"),
+        ("kernels.2.weights.0.0", 0, "Kernel 3 row 1, column 1"),
+        ("kernels.1.name", 0, "Kernel 2"),
+        ("channel_weights.1", None, "3-D weight for G"),
+        ("pool_stride", None, "Pool stride"),
+        ("max_side", None, "Work at"),
+        (None, None, "Request"),
+    ],
+)
+def test_field_labels_say_what_the_user_sees(field: str | None, drawn: int | None, label: str) -> None:
+    from app.web.convolution import field_label
+
+    assert field_label(field, drawn) == label

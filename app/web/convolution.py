@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from app.core.convolution.arithmetic import FLIP_SENTENCE, PADDING_DESCRIPTIONS, PADDING_MODES, format_number
 from app.core.imaging.rendering import colormap_lut, encode_png, signed_limits, to_uint8_image
 from app.deps import FormDep, ImageStoreDep, PicturesDep
-from app.errors import InvalidInput
+from app.errors import ConvScopeError, InvalidInput, NotFound, OverLimit
 from app.schemas.convolution import FORM_CONTEXT, ConvolveRequest, CostQuery, FilterRequest
 from app.services import convolution as svc
 from app.services.pictures import PictureStore
@@ -149,15 +149,21 @@ def _pydantic_message(err: Mapping[str, Any]) -> str:
     return str(err.get("msg", "is not valid"))
 
 
+# Errors a lab form can cause that belong to one of its fields: shown beside it, the last result kept.
+FIELD_ERRORS = (ValidationError, InvalidInput, NotFound, OverLimit)
+
+
 def field_errors(
-    exc: ValidationError | InvalidInput,
+    exc: ValidationError | ConvScopeError,
     rename: Mapping[str, str] | None = None,
     drawn_kernel: int | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, str]]:
-    """A pydantic or domain error -> `[{field, label, message}]`, fields dotted as in the API's errors."""
+    """A pydantic or domain error -> `[{field, label, message}]`, fields dotted as in the API's errors.
+
+    A domain error's message is already in words (it names what it refers to), so it is kept as written."""
     out: list[dict[str, str]] = []
-    if isinstance(exc, InvalidInput):
+    if isinstance(exc, ConvScopeError):
         raw = [(exc.field or "", exc.message)]
     else:
         raw = [(".".join(str(p) for p in e["loc"]), _pydantic_message(e)) for e in exc.errors()]
@@ -172,9 +178,13 @@ def field_errors(
     return out
 
 
-def _errors_response(request: Request, template: str, errors: list[dict[str, str]], box: str) -> HTMLResponse:
-    """422 with the page's field_errors block, swapped into the error box instead of the result."""
-    response = render(request, template, {"errors": errors, "kept": True}, 422, block="field_errors")
+def _errors_response(
+    request: Request, template: str, errors: list[dict[str, str]], box: str, status_code: int = 422
+) -> HTMLResponse:
+    """The page's field_errors block (422, or the domain error's status), swapped into the error box instead of
+    the result, which stays as it was."""
+    ctx = {"errors": errors, "kept": True}
+    response = render(request, template, ctx, status_code, block="field_errors")
     response.headers["HX-Retarget"] = f"#{box}"
     response.headers["HX-Reswap"] = "innerHTML"
     return response
@@ -355,7 +365,7 @@ def conv_result(request: Request, form: FormDep) -> HTMLResponse:
     try:
         body = _validate(ConvolveRequest, data)
         outcome = svc.run_playground(body.params())
-    except (ValidationError, InvalidInput) as exc:
+    except FIELD_ERRORS as exc:
         return _errors_response(request, CONV_PAGE, field_errors(exc), "conv-errors")
     return render(request, CONV_PAGE, _result_context(outcome, _focus(form)), block="result")
 
@@ -393,7 +403,7 @@ def conv_resize(request: Request, form: FormDep) -> HTMLResponse:
     try:
         body = _validate(ConvolveRequest, data)
         ctx.update(_result_context(svc.run_playground(body.params())))
-    except (ValidationError, InvalidInput) as exc:
+    except FIELD_ERRORS as exc:
         ctx["errors"] = field_errors(exc)
     return render(request, CONV_PAGE, ctx, status_code=422 if "errors" in ctx else 200, block="workspace")
 
@@ -500,12 +510,13 @@ def filters_run(request: Request, store: ImageStoreDep, pictures: PicturesDep, f
         body = _validate(FilterRequest, _filters_request(form, channels))
         # A plain def: FastAPI runs it in a worker thread, so decoding, filtering and encoding stay off the loop.
         outcome = svc.run_filter(store, body.params("page"))
-    except (ValidationError, InvalidInput) as exc:
+    except FIELD_ERRORS as exc:
         errors = field_errors(exc, FILTERS_RENAME, DRAWN_KERNEL if form.get("custom") else None)
         for e in errors:
             if e["field"] == "kernels" and not any(k.startswith("kernels.") for k in form):
                 e["message"] = "tick at least one kernel (or draw your own and tick “use it”)"
-        return _errors_response(request, FILTERS_PAGE, errors, "filters-errors")
+        status = exc.status_code if isinstance(exc, ConvScopeError) else 422
+        return _errors_response(request, FILTERS_PAGE, errors, "filters-errors", status)
     return render(request, FILTERS_PAGE, _filters_result_context(outcome, body, pictures), block="result")
 
 
@@ -553,7 +564,7 @@ def cost_page(request: Request) -> HTMLResponse:
     try:
         query = CostQuery.model_validate(raw)
         ctx.update(_cost_context(query))
-    except (ValidationError, InvalidInput) as exc:
+    except FIELD_ERRORS as exc:
         errors = field_errors(exc, labels=COST_LABELS)
         if request.headers.get("HX-Request", "").lower() == "true":
             return _errors_response(request, COST_PAGE, errors, "cost-errors")

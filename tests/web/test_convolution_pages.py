@@ -201,6 +201,11 @@ def test_filters_errors_name_the_api_field_and_say_it_in_words(
     weights = client.post("/filters/run", data=_filter_form(sample_image_id, mode="3d", **{"channel_weights.2": "b"}),
                           headers=HX)  # fmt: skip
     assert _errors(weights.text) == [("channel_weights.2", "3-D weight for B: 'b' is not a number")]
+    gone = client.post("/filters/run", data=_filter_form("0" * 64), headers=HX)
+    assert gone.status_code == 404 and gone.headers["HX-Retarget"] == "#filters-errors"
+    assert [f for f, _ in _errors(gone.text)] == ["image_id"]
+    big = client.post("/filters/run", data=_filter_form(sample_image_id, max_side="4097"), headers=HX)
+    assert _errors(big.text) == [("max_side", "Work at: must be at most 4096")]
     none = client.post("/filters/run", data={"image_id": sample_image_id}, headers=HX)
     assert none.status_code == 422
     assert [f for f, _ in _errors(none.text)] == ["kernels"]

@@ -153,3 +153,22 @@ def test_axe_finds_no_serious_violation(page: Any, live_server: str, path: str) 
         if v["impact"] in ("serious", "critical")
     ]
     assert bad == []
+
+
+@pytest.mark.browser
+def test_preset_menu_swaps_the_workspace_and_its_url_reloads_as_a_page(page: Any, live_server: str) -> None:
+    page.goto(f"{live_server}/conv")
+    page.select_option("#conv-preset-select", "small_nodule")
+    expect(page).to_have_url(re.compile(r"/conv\?preset=small_nodule$"))
+    expect(page.locator("#conv-preset-note")).to_contain_text("nodule")
+    expect(page.locator("#conv-workspace #conv-workspace")).to_have_count(
+        0
+    )  # the block, not the page, swapped in
+    page.reload()
+    expect(page.locator("header.topbar")).to_have_count(1)
+    expect(page.locator("#conv-preset-select")).to_have_value("small_nodule")
+    expect(page.locator("#conv-preset-note")).to_contain_text("nodule")
+    # the size menus re-render the workspace with the cells that still fit
+    page.select_option('select[name="in_cols"]', "3")
+    expect(page.locator("#conv-input-grid tr:first-child input")).to_have_count(3)
+    expect(page.locator("#conv-errors .error-box")).to_have_count(0)

@@ -938,21 +938,21 @@ def _apply_voi(values: NDArray[Any], ds: Any) -> tuple[FloatImage, str, dict[str
             out = np.asarray(apply_voi_lut(table_input, ds, index=0, prefer_lut=True), dtype=np.float64)
         # PS3.3 C.11.2.1.1: the VOI LUT's output range is 0 .. 2^n - 1, n = the descriptor's third value.
         top = float(2 ** descriptor[2] - 1)
-        explanation = str(lut_seq[0].get("LUTExplanation", "") or "").strip()
-        named = f" ({explanation})" if explanation else ""
-        how = (
+        lut_note = str(lut_seq[0].get("LUTExplanation", "") or "").strip()
+        named = f" ({lut_note})" if lut_note else ""
+        lut_how = (
             f"VOI LUT from the file applied{named}: {descriptor[0] or 65536} entries from value "
             f"{descriptor[1]}, output 0 .. {int(top)} scaled to [0, 1]"
         )
         if len(lut_seq) > 1:
-            how += f" (the first of {len(lut_seq)} VOI LUTs in the file)"
-        window = {
+            lut_how += f" (the first of {len(lut_seq)} VOI LUTs in the file)"
+        lut_window: dict[str, Any] = {
             "source": "file",
             "function": "LUT",
-            "explanation": explanation or None,
+            "explanation": lut_note or None,
             "lut_count": len(lut_seq),
         }
-        return np.clip(out / top, 0.0, 1.0).astype(np.float32), how, window
+        return np.clip(out / top, 0.0, 1.0).astype(np.float32), lut_how, lut_window
 
     windows = _windows(ds)
     if not windows:

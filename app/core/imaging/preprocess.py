@@ -346,11 +346,11 @@ def preprocess(
     canvas[rows.first : rows.first + rows.kept, cols.first : cols.first + cols.kept] = x
     out = canvas.permute(2, 0, 1)
     if fit == "fit":
-        padded = new_h < crop_h or new_w < crop_w
+        around = new_h < crop_h or new_w < crop_w
         steps.append(
             f"fit (not the model's own crop): resized to {new_w} x {new_h} ({prep.interpolation}, aspect ratio "
             f"kept, nothing cut off)"
-            + (f", centred on a {crop_w} x {crop_h} input with zero padding around it" if padded else "")
+            + (f", centred on a {crop_w} x {crop_h} input with zero padding around it" if around else "")
         )
     elif prep.direct_resize:
         steps.append(f"resized to {crop_w} x {crop_h} ({prep.interpolation}, aspect ratio not kept)")

@@ -78,8 +78,9 @@ def test_fit_equals_torchvision_resize_then_pad():
 @pytest.mark.parametrize("shape", [(224, 224), (300, 100)])
 def test_fit_of_a_square_model_input_on_direct_resize_models(shape: tuple[int, int]):
     # Built-in models resize straight to their input (aspect not kept); fit keeps it.
-    prep = Preprocessing(resize_size=(64, 64), crop_size=(64, 64), mean=(0.5,), std=(0.25,), in_channels=1,
-                         direct_resize=True)
+    prep = Preprocessing(
+        resize_size=(64, 64), crop_size=(64, 64), mean=(0.5,), std=(0.25,), in_channels=1, direct_resize=True
+    )
     image = np.ones(shape, dtype=np.float32)
     fitted = preprocess(image, prep, LIMIT, fit="fit")
     shown = fitted.shown[:, :, 0]

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from app.core.imaging.rendering import colorize, encode_png, signed_limits
-from app.deps import ImageStoreDep, IsHtmx, PicturesDep, RegistryDep
+from app.deps import ImageStoreDep, IsHtmx, ModelNameDep, PicturesDep, RegistryDep
 from app.errors import ConvScopeError
 from app.schemas.common import PredictQuery
 from app.services.images import ImageStore
@@ -65,14 +65,14 @@ def _field_errors(exc: ValidationError | ConvScopeError) -> dict[str, str]:
 
 
 def _form_context(
-    store: ImageStore, registry: ModelRegistry, query: PredictQuery | None, raw: dict[str, str]
+    store: ImageStore, registry: ModelRegistry, model: str, query: PredictQuery | None, raw: dict[str, str]
 ) -> dict[str, Any]:
     """What the form shows: the valid query, or what the user typed when it was not valid."""
     return {
         "images": store.list_images(),
         "specs": registry.list_specs(),
         "image_id": query.image_id if query else raw.get("image_id") or None,
-        "model": (query.model if query else raw.get("model")) or registry.default_model(),
+        "model": model,
         "weights": query.weights if query else raw.get("weights", "auto"),
         "k": query.k if query else raw.get("k", ""),
         "fit": query.fit if query else raw.get("fit", "crop"),
@@ -100,20 +100,21 @@ def predict_page(
     registry: RegistryDep,
     pictures: PicturesDep,
     htmx: IsHtmx,
+    model: ModelNameDep,
 ) -> HTMLResponse:
     raw = dict(request.query_params)
     try:
         query = PredictQuery.model_validate(raw)
     except ValidationError as exc:
-        context = _form_context(store, registry, None, raw)
+        context = _form_context(store, registry, model, None, raw)
         return _invalid(request, htmx, context, _field_errors(exc), 422)
-    context = _form_context(store, registry, query, raw)
+    context = _form_context(store, registry, model, query, raw)
     context.update({"errors": {}, "fields": FIELDS, "oob_errors": htmx})
     try:
-        registry.spec(context["model"])  # an unknown name is a 404 with the choices, before anything runs
+        registry.spec(model)  # an unknown name is a 404 with the choices, before anything runs
         if query.image_id:
             image = store.get(query.image_id)
-            loaded = registry.get(query.model, query.weights)
+            loaded = registry.get(model, query.weights)
             result = predict(loaded, store.load(query.image_id), query.k, query.fit)
             context.update(_result_context(result, pictures))
             context["image"] = image

@@ -51,7 +51,7 @@ KNOWN: dict[str, str] = {
 
 def _cases() -> list[Any]:
     cases = []
-    for template, urls in URLS.items():
+    for urls in URLS.values():
         for url in urls:
             marks = [pytest.mark.xfail(strict=True, reason=KNOWN[url])] if url in KNOWN else []
             cases.append(pytest.param(url, id=url.replace("{image}", "ct"), marks=marks))

@@ -140,22 +140,6 @@ def test_cost_bars_are_to_scale_and_errors_sit_on_their_field(page: Any, live_se
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("path", ["/conv", "/filters", "/cost", "/conv?preset=small_nodule"])
-def test_axe_finds_no_serious_violation(page: Any, live_server: str, path: str) -> None:
-    from axe_playwright_python.sync_playwright import Axe
-
-    page.goto(f"{live_server}{path}")
-    page.wait_for_load_state("networkidle")
-    results = Axe().run(page)
-    bad = [
-        (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
-        for v in results.response["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert bad == []
-
-
-@pytest.mark.browser
 def test_preset_menu_swaps_the_workspace_and_its_url_reloads_as_a_page(page: Any, live_server: str) -> None:
     page.goto(f"{live_server}/conv")
     page.select_option("#conv-preset-select", "small_nodule")

@@ -60,7 +60,8 @@ def unflatten(items: Iterable[tuple[str, object]], ignore: Iterable[str] = ()) -
             node = child
         else:
             node[parts[-1]] = value
-    return _lists(root)
+    # the top level stays a mapping (a stray field named "0" must not turn the whole request into a list)
+    return {k: _lists(v) for k, v in root.items()}
 
 
 def _lists(node: Any) -> Any:

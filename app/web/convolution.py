@@ -36,6 +36,10 @@ DEFAULT_PRESET = "vertical_edge"
 # ------------------------------------------------------------------------------- forms and their errors
 
 
+# The deepest field a lab form has is a 3-D kernel cell, kernels.N.weights.D.R.C (6 parts).
+MAX_FIELD_DEPTH = 6
+
+
 def unflatten(items: Iterable[tuple[str, object]], ignore: Iterable[str] = ()) -> dict[str, Any]:
     """Form fields with dotted names -> the nested request a JSON client would send.
 
@@ -49,9 +53,9 @@ def unflatten(items: Iterable[tuple[str, object]], ignore: Iterable[str] = ()) -
         if key in skip:
             continue
         value = str(raw).strip().replace("\u2212", "-")  # a typed or pasted minus sign
-        parts = key.split(".")
-        if len(parts) == 1 and value == "":
-            continue
+        parts = key.split(".", MAX_FIELD_DEPTH)
+        if (len(parts) == 1 and value == "") or len(parts) > MAX_FIELD_DEPTH:
+            continue  # empty setting: the default; deeper than any field (kernels.0.weights.2.10.10): not ours
         node = root
         for part in parts[:-1]:
             child = node.setdefault(part, {})

@@ -27,8 +27,8 @@ URLS: dict[str, list[str]] = {
     "images.html": ["/images", "/images?image_id={image}"],
     "predict.html": ["/predict", "/predict?image_id={image}", "/predict?image_id={image}&k=0"],
     "models.html": ["/models"],
-    "cost.html": ["/cost"],
-    "conv.html": ["/conv"],
+    "cost.html": ["/cost", "/cost?kernel=0"],
+    "conv.html": ["/conv", "/conv?preset=small_nodule"],
     "filters.html": ["/filters?image_id={image}"],
     "network.html": ["/network?image_id={image}"],
     "receptive_fields.html": ["/receptive-fields?image_id={image}"],
@@ -42,7 +42,6 @@ URLS: dict[str, list[str]] = {
 
 # Known violations on pages other changes of issue 10 fix (remove the mark when they are merged).
 KNOWN: dict[str, str] = {
-    "/conv": "scrollable-region-focusable (serious) on #conv-flat: a scrollable region without keyboard access",
     "/network?image_id={image}": (
         "aria-required-children (critical) on the layer tree .tree, nested-interactive (serious) on its summary"
     ),

@@ -63,6 +63,7 @@ class DatasetSpec:
 
 SHAPES = ("circle", "square", "triangle")
 _SHAPES_SIDE = 32
+_AREA_SCALE = (1.0, math.sqrt(math.pi / 2), math.sqrt(math.pi / (3 * math.sqrt(3) / 4)))
 
 
 def _draw_shape(kind: int, rng: np.random.Generator, side: int) -> np.ndarray:
@@ -76,7 +77,10 @@ def _draw_shape(kind: int, rng: np.random.Generator, side: int) -> np.ndarray:
     # A bright colour, clearly apart from the background, so colour never gives the class away.
     colour = rng.uniform(0.45, 1.0, size=3)
     fill = tuple(int(v * 255) for v in colour)
-    radius = rng.uniform(0.18, 0.4) * n
+    # Circumradius per class chosen so that the three shapes cover the same area on average: a square
+    # inscribed in a circle of radius r covers 2 r^2, a triangle 1.3 r^2, the circle pi r^2. Size, like
+    # colour, must not give the class away.
+    radius = rng.uniform(0.14, 0.3) * n * _AREA_SCALE[kind]
     cx = rng.uniform(radius, n - radius)
     cy = rng.uniform(radius, n - radius)
     angle = rng.uniform(0, 2 * math.pi)
@@ -84,12 +88,10 @@ def _draw_shape(kind: int, rng: np.random.Generator, side: int) -> np.ndarray:
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
     else:
         corners = 4 if kind == 1 else 3
-        # A square inscribed in the circle looks smaller than the circle: scale it so areas are alike.
-        r = radius * (1.0 if kind == 2 else 0.95)
         points = [
             (
-                cx + r * math.cos(angle + 2 * math.pi * i / corners),
-                cy + r * math.sin(angle + 2 * math.pi * i / corners),
+                cx + radius * math.cos(angle + 2 * math.pi * i / corners),
+                cy + radius * math.sin(angle + 2 * math.pi * i / corners),
             )
             for i in range(corners)
         ]

@@ -22,7 +22,7 @@ from torch import nn
 from app.config import Settings
 from app.core.models.custom_models import Architecture, build_module
 from app.core.training.datasets import DATASETS, DatasetSpec, generation_side, load_dataset
-from app.core.training.engine import OPTIMIZERS, TrainConfig, TrainProgress, train
+from app.core.training.engine import OPTIMIZERS, TrainConfig, TrainingDiverged, TrainProgress, train
 from app.errors import Busy, InvalidInput, OverLimit
 from app.services.custom_models import CUSTOM_PREFIX, MAX_ARCHITECTURE_BYTES, decode_architecture
 from app.services.jobs import Job, JobContext, JobEstimate, JobManager
@@ -273,7 +273,10 @@ def run_training(ctx: JobContext, plan: TrainingPlan, registry: ModelRegistry) -
             {"phase": "training", **p.to_dict(), "dataset_note": data.note},
         )
 
-    result = train(build, data, plan.config, progress, ctx.check_cancelled)
+    try:
+        result = train(build, data, plan.config, progress, ctx.check_cancelled)
+    except TrainingDiverged as exc:
+        raise InvalidInput(str(exc), field="lr") from exc
     ctx.check_cancelled()
     history = [r.to_dict() for r in result.history]
     ctx.report(1 - DATA_SHARE, {"phase": "saving", "history": history, "dataset_note": data.note})

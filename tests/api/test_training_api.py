@@ -274,3 +274,20 @@ def test_only_one_training_job_at_a_time_under_concurrent_posts(client: TestClie
     assert sorted(codes) == [202, 503, 503]
     for job in client.app.state.jobs.active():  # type: ignore[attr-defined]
         client.delete(f"/api/v1/jobs/{job.id}")
+
+
+def test_a_diverging_run_fails_naming_the_learning_rate(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's TrainingDiverged (tested in tests/core/training) ends the job with its message; nothing is saved."""
+
+    def diverge(*args: Any, **kwargs: Any) -> engine.TrainResult:
+        raise engine.TrainingDiverged(1, 3, float("nan"), 10.0)
+
+    monkeypatch.setattr(training_service, "train", diverge)
+    before = client.app.state.registry.custom.ids()  # type: ignore[attr-defined]
+    job = _wait(
+        client, _train(client, architecture=ARCH, **{**SMALL, "optimizer": "sgd", "lr": 10.0})["job_id"]
+    )
+    assert job["status"] == "failed" and "learning rate (10) is probably too high" in job["error"]
+    assert client.app.state.registry.custom.ids() == before  # type: ignore[attr-defined]

@@ -38,6 +38,7 @@ __all__ = [
     "TrainProgress",
     "TrainResult",
     "TrainingData",
+    "TrainingDiverged",
     "deterministic_torch",
     "evaluate",
     "evaluate_accuracy",
@@ -119,6 +120,18 @@ def evaluate_accuracy(
 ) -> float:
     """Top-1 accuracy of ``model`` on raw [0, 1] images ``x (N, C, H, W)`` with labels ``y (N,)``."""
     return evaluate(model, x, y, mean, std, batch_size)[1]
+
+
+class TrainingDiverged(ValueError):
+    """The loss stopped being a finite number: nothing more can be learned from this run."""
+
+    def __init__(self, epoch: int, batch: int, loss: float, lr: float) -> None:
+        super().__init__(
+            f"Training diverged: the loss became {loss} at epoch {epoch}, batch {batch}. The learning rate "
+            f"({lr:g}) is probably too high for this model; try one ten times smaller."
+        )
+        self.epoch = epoch
+        self.batch = batch
 
 
 @dataclass(frozen=True)
@@ -330,6 +343,8 @@ def train(
                 optimiser.zero_grad(set_to_none=True)
                 logits = module(xb)
                 loss = loss_fn(logits, yb)
+                if not bool(torch.isfinite(loss.detach())):
+                    raise TrainingDiverged(epoch, b + 1, float(loss.detach()), config.lr)
                 loss.backward()
                 optimiser.step()
                 train_seconds += time.perf_counter() - tick

@@ -12,6 +12,7 @@ from app.core.training.datasets import load_dataset
 from app.core.training.engine import (
     TrainConfig,
     TrainingData,
+    TrainingDiverged,
     TrainProgress,
     evaluate,
     evaluate_accuracy,
@@ -209,3 +210,10 @@ def test_a_small_cnn_learns_the_digits() -> None:
     result = train(_digit_net, data, TrainConfig(epochs=5, seed=1, batch_size=32, optimizer="adam", lr=3e-3))
     assert result.best_val_accuracy >= 0.9
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_a_diverging_run_stops_and_says_the_learning_rate() -> None:
+    data = _tiny_data()
+    with pytest.raises(TrainingDiverged, match="learning rate") as caught:
+        train(_tiny_net, data, TrainConfig(epochs=3, seed=1, batch_size=8, optimizer="sgd", lr=1e12))
+    assert caught.value.epoch == 1

@@ -16,7 +16,8 @@ from torch import nn
 
 from app.core.inspection.features import Capture, CaptureRecorder
 from app.core.inspection.receptive_field import LayerRF, RFRecorder
-from app.core.models.layers import Hook, LayerInfo, TreeRecorder, eval_mode, forward_hooks
+from app.core.models.hooks import Hook, eval_mode, forward_hooks
+from app.core.models.layers import LayerInfo, TreeRecorder
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,13 @@ def analyse(model: nn.Module, x: torch.Tensor) -> Analysis:
         return hook
 
     inp = x.detach().clone()
-    with eval_mode(model), torch.no_grad(), forward_hooks(tree_rec.named, make_hook), rf_rec.tracker:
+    with (
+        eval_mode(model),
+        torch.no_grad(),
+        forward_hooks(tree_rec.named, make_hook),
+        tree_rec.tracking(inp),
+        rf_rec.tracker,
+    ):
         rf_rec.start(inp)
         result = model(inp)
     return Analysis(tree=tree_rec.build(model, inp), rf=rf_rec.result(), capture=cap_rec.result(result))

@@ -51,7 +51,10 @@ def test_shapes_params_and_macs_by_hand() -> None:
     assert (conv1.macs, conv1.other_ops) == (8 * 16 * 16 * 3 * 9, 0)
     # BN: no MAC, one other operation (its eval-mode multiply-add) per element.
     assert (tree.find("stem.1").macs, tree.find("stem.1").other_ops) == (0, 8 * 16 * 16)
-    assert (tree.find("stem.2").macs, tree.find("stem.2").other_ops) == (0, 8 * 16 * 16)  # ReLU: one per element
+    assert (tree.find("stem.2").macs, tree.find("stem.2").other_ops) == (
+        0,
+        8 * 16 * 16,
+    )  # ReLU: one per element
     assert tree.find("stem.3").output_shape == (8, 8, 8)
     assert (tree.find("stem.3").macs, tree.find("stem.3").other_ops) == (0, 8 * 8 * 8 * 4)  # 2x2 window
     grouped = tree.find("block.0")

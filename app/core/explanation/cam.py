@@ -41,12 +41,14 @@ from torch import Tensor, nn
 from app.core.models.hooks import (
     Hook,
     LayerCapture,
+    count_calls,
     eval_mode,
     forward_hooks,
     frozen_parameters,
     get_layer,
     hooked,
     model_lock,
+    resolve_call,
 )
 
 ProgressFn = Callable[[float], None]
@@ -456,6 +458,8 @@ def compute_cams(
     seconds: dict[str, float] = {}
     with guarded(model, lock), eval_mode(model), frozen_parameters(model):
         t0 = time.perf_counter()
+        if need_grad and call is not None and call < -1:
+            call = resolve_call(call, count_calls(model, layer, x), layer)
         capture = LayerCapture(call, mode="leaf" if need_grad else "copy", layer=layer)
         with hooked(layer, module, capture), torch.set_grad_enabled(need_grad):
             logits = model(x)

@@ -208,7 +208,8 @@ class LayerCapture:
     recorded (needs ``call >= 0``; for the last call the whole forward must run).
 
     With ``call >= 0`` only that call is touched. With ``None`` or a negative call every call is recorded (and in
-    ``leaf`` mode every call becomes a leaf) and the choice is made afterwards by :attr:`output`.
+    ``leaf`` mode every call becomes a leaf, so only the last call's gradient path is intact: ``leaf`` accepts
+    ``None``, ``-1`` or a call of 0 or more) and the choice is made afterwards by :attr:`output`.
     """
 
     def __init__(
@@ -223,6 +224,9 @@ class LayerCapture:
         concrete = call is not None and call >= 0
         if (replace is not None or stop) and not concrete:
             raise ValueError("replace and stop need a concrete call index (0 or more)")
+        if mode == "leaf" and call is not None and call < -1:
+            # Every call would become a leaf, and a later leaf cuts the gradient path of an earlier one.
+            raise ValueError("leaf mode needs a call index of 0 or more, -1 or None (resolve it first)")
         self.call = call
         self.mode = mode
         self.replace = replace
@@ -279,6 +283,14 @@ class LayerCapture:
         if index not in self._outputs:
             raise CallNotFound(self.layer, index, self.calls)
         return self._outputs[index]
+
+
+def count_calls(model: nn.Module, layer: str, x: Tensor) -> int:
+    """How many times ``layer`` runs in ``model(x)`` (one forward without gradients; hold the lock yourself)."""
+    capture = LayerCapture(None, layer=layer)
+    with torch.no_grad(), hooked(layer, get_layer(model, layer), capture):
+        model(x)
+    return capture.calls
 
 
 @contextlib.contextmanager

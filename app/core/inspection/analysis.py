@@ -8,7 +8,7 @@ checks it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +25,8 @@ class Analysis:
     tree: LayerInfo
     rf: dict[str, LayerRF]
     capture: Capture
+    # Modules that run more than once: the RF of every call (``rf`` holds each module's last call).
+    rf_calls: dict[str, list[LayerRF]] = field(default_factory=dict)
 
 
 def analyse(model: nn.Module, x: torch.Tensor) -> Analysis:
@@ -64,4 +66,9 @@ def analyse(model: nn.Module, x: torch.Tensor) -> Analysis:
     ):
         rf_rec.start(inp)
         result = model(inp)
-    return Analysis(tree=tree_rec.build(model, inp), rf=rf_rec.result(), capture=cap_rec.result(result))
+    return Analysis(
+        tree=tree_rec.build(model, inp),
+        rf=rf_rec.result(),
+        capture=cap_rec.result(result),
+        rf_calls=rf_rec.result_calls(),
+    )

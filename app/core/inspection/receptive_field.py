@@ -422,6 +422,7 @@ class RFRecorder:
     def __init__(self) -> None:
         self.tracker = _RFTracker()
         self.found: dict[str, LayerRF] = {}
+        self.every_call: dict[str, list[LayerRF]] = {}
         self.counter = 0
 
     def start(self, x: torch.Tensor) -> None:
@@ -450,12 +451,18 @@ class RFRecorder:
                 approx=state.approx,
                 order=self.found[name].order if name in self.found else self.counter,
             )
+            self.every_call.setdefault(name, []).append(self.found[name])
             self.counter += 1
 
         return hook
 
     def result(self) -> dict[str, LayerRF]:
+        """``{name: LayerRF}`` of each module's LAST call, in execution order of first calls."""
         return dict(sorted(self.found.items(), key=lambda item: item[1].order))
+
+    def result_calls(self) -> dict[str, list[LayerRF]]:
+        """Modules that ran more than once: the RF of every call, in call order (0-based call index)."""
+        return {name: rfs for name, rfs in self.every_call.items() if len(rfs) > 1}
 
 
 def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str, LayerRF]:

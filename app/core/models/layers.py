@@ -473,7 +473,7 @@ class TreeRecorder:
 
         return pre_hook
 
-    def tracking(self, example_input: torch.Tensor) -> contextlib.ExitStack[None]:
+    def tracking(self, example_input: torch.Tensor) -> contextlib.ExitStack[bool | None]:
         """Context manager around the forward pass (see the class doc)."""
         self.batch = max(int(example_input.shape[0]), 1) if example_input.dim() > 0 else 1
         stack = contextlib.ExitStack()

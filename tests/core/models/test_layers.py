@@ -167,3 +167,24 @@ def test_conv_subclass_with_children_is_a_conv() -> None:
     assert conv.macs == 4 * 6 * 6 * 2 * 9
     assert conv_layer_names(tree) == ["0"]
     assert tree.macs == conv.macs
+
+
+def test_efficientnet_lite0_swish_runs_at_the_stem_and_the_head() -> None:
+    """Lite0's top-level ``_swish`` runs twice: on the stem (32 x 112 x 112) and on the head (1280 x 7 x 7). The
+    tree says so, and a CAM or a feature capture can take either call (the last is the default)."""
+    from app.core.explanation import cam
+    from app.core.inspection.features import capture
+    from app.core.models import zoo
+
+    model = zoo.build_efficientnet_lite0(pretrained=False).eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    swish = layer_tree(model, x).find("_swish")
+    assert swish.calls == 2
+    assert swish.call_shapes == ((32, 112, 112), (1280, 7, 7))
+    assert swish.output_shape == (1280, 7, 7)
+    got = capture(model, x, ["_swish", "_bn0"])
+    assert got.at("_swish", 0).shape == (32, 112, 112)
+    assert torch.allclose(got.at("_swish", 0), torch.clamp(got.activations["_bn0"], 0, 6))
+    assert cam.compute_cams(model, x, ["gradcam"], "_swish", call=0).activation_shape == (1, 32, 112, 112)
+    assert cam.compute_cams(model, x, ["gradcam"], "_swish").activation_shape == (1, 1280, 7, 7)
+    assert _all_hooks_empty(model)

@@ -234,6 +234,10 @@ _FREE_TYPE_NAMES = {
 _FORMULA_KINDS = ("conv", "conv_transpose", "linear")
 
 
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+
+
 def layer_kind(module: nn.Module) -> str:
     """A coarse family by ``isinstance``, so subclasses (TF-style "same"-padded convs) are recognised:
     ``conv``, ``conv_transpose``, ``linear``, ``attention`` (``nn.MultiheadAttention`` and any type whose name
@@ -245,7 +249,7 @@ def layer_kind(module: nn.Module) -> str:
         return "conv"
     if isinstance(module, (nn.Linear, nn.Bilinear)):
         return "linear"
-    if isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention"):
+    if _is_attention(module):
         return "attention"
     if isinstance(module, _NORM_TYPES):
         return "norm"
@@ -289,7 +293,7 @@ def layer_cost(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Cost 
         return Cost(macs=rows * module.in_features * module.out_features)
     if isinstance(module, nn.Bilinear):
         return Cost(macs=per_sample_out * module.in1_features * module.in2_features)
-    if layer_kind(module) == "attention":
+    if _is_attention(module):
         return Cost()
     if isinstance(module, _NORM_TYPES):
         return Cost(other_ops=per_sample_out)
@@ -431,7 +435,7 @@ class _FunctionalCounter(TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         stack = self.recorder.stack
-        if stack and layer_kind(stack[-1][1]) not in _FORMULA_KINDS:
+        if stack and stack[-1][0] not in self.recorder.formula:
             name, module = stack[-1]
             cost = functional_cost(func, args, kwargs, result)
             if cost is None:
@@ -456,6 +460,9 @@ class TreeRecorder:
     def __init__(self, model: nn.Module) -> None:
         self.named = list(model.named_modules())
         self.leaves = {name for name, m in self.named if not any(True for _ in m.children())}
+        self.kinds = {name: layer_kind(m) for name, m in self.named}
+        # Modules whose own formula counts the matrix products they make (their torch calls are not counted).
+        self.formula = {name for name, kind in self.kinds.items() if kind in _FORMULA_KINDS}
         self.call_shapes: dict[str, list[tuple[int, ...] | None]] = {}
         self.macs: dict[str, int] = {}
         self.other: dict[str, int] = {}
@@ -492,7 +499,7 @@ class TreeRecorder:
                 self.order[name] = len(self.order)
             # Own arithmetic of leaves, and of known layer types that happen to have children (a
             # TF-"same" conv that owns its padding module); containers otherwise just sum their children.
-            own = name in self.leaves or layer_kind(module) != "container"
+            own = name in self.leaves or self.kinds[name] != "container"
             cost = layer_cost(module, inputs, output) if own else Cost()
             if cost is None:
                 if name not in self.functional_macs:
@@ -524,7 +531,7 @@ class TreeRecorder:
                 macs=own_macs + sum(c.macs for c in children),
                 other_ops=own_other + sum(c.other_ops for c in children),
                 children=children,
-                kind=layer_kind(module),
+                kind=self.kinds.get(name) or layer_kind(module),
                 order=own_order,
                 calls=len(shapes),
                 call_shapes=tuple(shapes),

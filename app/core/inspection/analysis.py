@@ -16,7 +16,7 @@ from torch import nn
 
 from app.core.inspection.features import Capture, CaptureRecorder
 from app.core.inspection.receptive_field import LayerRF, RFRecorder
-from app.core.models.hooks import Hook, eval_mode, forward_hooks
+from app.core.models.hooks import Hook, eval_mode, forward_hooks, model_lock
 from app.core.models.layers import LayerInfo, TreeRecorder
 
 
@@ -58,6 +58,7 @@ def analyse(model: nn.Module, x: torch.Tensor) -> Analysis:
 
     inp = x.detach().clone()
     with (
+        model_lock(model),
         eval_mode(model),
         torch.no_grad(),
         forward_hooks(tree_rec.named, make_hook),

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.core.models.hooks import Hook, LayerNotFound, eval_mode, first_tensor, forward_hooks, resolve_call
+from app.core.models.hooks import (
+    Hook,
+    LayerNotFound,
+    eval_mode,
+    first_tensor,
+    forward_hooks,
+    model_lock,
+    resolve_call,
+)
 
 SortKey = Literal["index", "mean", "max", "std"]
 SORT_KEYS: tuple[str, ...] = ("index", "mean", "max", "std")
@@ -76,6 +84,7 @@ def capture(
     recorder = CaptureRecorder()
     # no_grad rather than inference_mode: inference tensors have no version counter.
     with (
+        model_lock(model),
         eval_mode(model),
         torch.no_grad(),
         forward_hooks(((n, modules[n]) for n in wanted), recorder.make_hook),

@@ -72,6 +72,7 @@ from app.core.models.hooks import (
     frozen_parameters,
     get_layer,
     hooked,
+    model_lock,
 )
 from app.core.models.layers import layer_kind
 
@@ -474,6 +475,7 @@ def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str,
     recorder = RFRecorder()
     x = example_input.detach().clone()
     with (
+        model_lock(model),
         eval_mode(model),
         torch.no_grad(),
         forward_hooks(model.named_modules(), recorder.make_hook),
@@ -560,6 +562,7 @@ def effective_rf(
     capture = LayerCapture(call, stop=call is not None and call >= 0, layer=layer)
     inp = x.detach().clone().requires_grad_(True)
     with (
+        model_lock(model),
         eval_mode(model),
         frozen_parameters(model),
         torch.enable_grad(),

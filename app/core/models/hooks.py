@@ -7,8 +7,10 @@ Layer trees (``app.core.models.layers``), feature maps (``app.core.inspection.fe
 - ``get_layer(model, name)``: the submodule at a dotted path, or ``LayerNotFound`` (a ``KeyError``) listing
   every valid name; ``layer_names(model)``.
 - ``model_lock(model)``: THE per-model re-entrant lock. Hold it around anything that registers hooks, changes
-  ``training`` or ``requires_grad`` flags on a model that other threads may use (the services' loaded models
-  hand out this very lock as ``LoadedModel.lock``, so there is one lock per model, not two).
+  ``training`` or ``requires_grad`` flags on a model that other threads may use. Every hooked pass in core
+  (``layer_tree``, ``capture``, ``receptive_fields``, ``effective_rf``, ``analyse``, the CAMs, ``trace_layers``,
+  occlusion on a model left in training mode) takes it itself, and the services' loaded models hand out this very
+  lock as ``LoadedModel.lock``, so there is one lock per model, not two.
 - ``eval_mode(model)``: eval mode for the duration, every submodule's own ``training`` flag restored.
 - ``frozen_parameters(model)``: ``requires_grad`` off on every parameter (no weight gradient is ever built),
   each flag restored.

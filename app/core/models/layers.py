@@ -55,6 +55,7 @@ from app.core.models.hooks import (
     forward_hooks,
     get_layer,
     layer_names,
+    model_lock,
 )
 
 __all__ = [
@@ -557,6 +558,7 @@ def layer_tree(model: nn.Module, example_input: torch.Tensor) -> LayerInfo:
     """
     recorder = TreeRecorder(model)
     with (
+        model_lock(model),
         eval_mode(model),
         torch.no_grad(),
         forward_hooks(recorder.named, recorder.make_hook),

@@ -20,9 +20,10 @@ still points at a place in the image; earlier layers are sharper but respond to 
 any class, and after global pooling there is no "where" left.
 
 All functions take a model and an input tensor ``(N, C, H, W)`` (greyscale is ``C = 1``) and hold the
-model's lock (``app.core.models.hooks.model_lock``) while hooks are registered or ``requires_grad`` is changed, so two threads calling on the
-same model cannot capture each other's activations or restore each other's flags wrongly. Hooks are
-removed, flags and ``model.training`` restored, in ``finally`` blocks.
+model's one lock (``app.core.models.hooks.model_lock``) while hooks are registered or ``requires_grad`` is
+changed, so two threads calling on the same model cannot capture each other's activations or restore each
+other's flags wrongly. Hooks are removed, flags and ``model.training`` restored, in ``finally`` blocks (the
+hooks toolkit's ``forward_hooks``, ``eval_mode`` and ``frozen_parameters``).
 """
 
 from __future__ import annotations

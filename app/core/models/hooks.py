@@ -200,9 +200,9 @@ CaptureMode = Literal["keep", "copy", "leaf"]
 class LayerCapture:
     """Forward hook that keeps one module's output at call ``call`` (0-based; negative from the end; None: last).
 
-    ``mode``: ``keep`` holds the output tensor itself, autograd graph included, and lets the network continue on a
-    clone of it (so a later ``ReLU(inplace=True)`` does not change what was kept); ``copy`` a detached copy taken when the call finishes (safe
-    against later in-place operations such as ``ReLU(inplace=True)``); ``leaf`` turns it into a detached leaf that
+    ``mode``: ``keep`` holds the output tensor itself, autograd graph included, and lets the network continue on
+    a clone of it (so a later ``ReLU(inplace=True)`` does not change what was kept); ``copy`` a detached copy
+    taken when the call finishes (equally safe against later in-place operations); ``leaf`` turns it into a detached leaf that
     requires grad and lets the network continue on a clone of it, so ``torch.autograd.grad(score, capture.output)``
     walks only the tail of the network after that call (in-place operations downstream act on the clone).
     ``replace``: a tensor substituted for the module's output at the chosen call (the other calls run unchanged);

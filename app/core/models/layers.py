@@ -110,6 +110,11 @@ class LayerInfo:
     def short_name(self) -> str:
         return self.name.rsplit(".", 1)[-1] if self.name else "(model)"
 
+    @property
+    def label(self) -> str:
+        """``name`` plus "(called N times)" for a module that runs more than once, for layer pickers."""
+        return self.name if self.calls <= 1 else f"{self.name} (called {self.calls} times)"
+
     def walk(self) -> Iterator[LayerInfo]:
         """Pre-order traversal, self first."""
         yield self

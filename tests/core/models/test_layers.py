@@ -110,6 +110,8 @@ def test_reused_module_and_order() -> None:
 
     tree = layer_tree(Reuse(), torch.zeros(1, 1, 8, 8))
     assert tree.find("act").calls == 2
+    assert tree.find("act").call_shapes == ((2, 8, 8), (2, 8, 8))
+    assert tree.find("act").label == "act (called 2 times)" and tree.find("conv_a").label == "conv_a"
     assert conv_layer_names(tree) == ["conv_a", "conv_b"]
 
 

@@ -69,7 +69,10 @@ def layers(
         model=loaded.name,
         default=default,
         why=cam.WHY_LAST_CONV,
-        layers=[{"name": i.name, "type": i.type, "shape": list(i.shape)} for i in infos],
+        layers=[
+            {"name": i.name, "type": i.type, "shape": list(i.shape), "calls": i.calls, "label": i.label}
+            for i in infos
+        ],
     )
 
 
@@ -111,10 +114,10 @@ def cam_route(
     }
     if explain.needs_job([explain.check_method(body.method).key]):
         job = explain.submit_cam_job(
-            jobs, loaded, image, body.method, body.target, body.layer, body.k, picture, client
+            jobs, loaded, image, body.method, body.target, body.layer, body.k, picture, client, call=body.call
         )
         return _accepted(request, job)
-    outcome = explain.explain_cam(loaded, image, body.method, body.target, body.layer, body.k)
+    outcome = explain.explain_cam(loaded, image, body.method, body.target, body.layer, body.k, call=body.call)
     pic = explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture)
     fmt = format or body.format
     if fmt == "png":

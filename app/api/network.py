@@ -54,6 +54,7 @@ def _node(info: LayerInfo) -> LayerNode:
         output_shape=list(info.output_shape) if info.output_shape is not None else None,
         params=info.params,
         macs=info.macs,
+        other_ops=info.other_ops,
         order=info.order,
         calls=info.calls,
         children=[_node(c) for c in info.children],
@@ -74,6 +75,7 @@ def summary(
             params=t.params,
             trainable_params=t.trainable_params,
             macs=t.macs,
+            other_ops=t.other_ops,
             layers=t.layers,
             leaf_layers=t.leaf_layers,
             param_bytes=t.param_bytes,
@@ -127,6 +129,7 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
             body.alpha,
             body.vmin,
             body.vmax,
+            call=body.call,
         )
         if body.format == "npy":
             return Response(encode_npy(view.values), media_type=NPY)
@@ -143,6 +146,7 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
         scale=body.scale,
         cmap=body.cmap,
         with_grid=body.format == "png",
+        call=body.call,
     )
     if body.format == "png":
         return Response(
@@ -151,7 +155,7 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
             headers={"X-Channels": ",".join(str(t.channel) for t in result.tiles)},
         )
     if body.format == "npy":
-        _, maps = network.layer_activation(result.loaded, body.image_id, result.layer)
+        _, maps = network.layer_activation(result.loaded, body.image_id, result.layer, body.call)
         selected = maps[np.asarray(body.channels, dtype=np.int64)] if body.channels else maps
         return Response(encode_npy(selected), media_type=NPY)
     s = result.stats
@@ -159,6 +163,8 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
         **_header(result.loaded, body.image_id),
         layer=result.layer,
         layer_type=result.layer_type,
+        call=result.call,
+        calls=result.calls,
         shape=list(result.shape),
         sort=result.sort,
         page=result.page.page,
@@ -243,7 +249,7 @@ def filters(
 def receptive_field(body: ReceptiveFieldRequest, network: NetworkDep) -> Response | ReceptiveFieldResponse:
     """Theoretical input box of unit (y, x) of a layer, and its effective RF by gradient (json/png/npy)."""
     probe = network.rf_probe(
-        body.model, body.weights, body.image_id, body.layer, body.y, body.x, body.channel
+        body.model, body.weights, body.image_id, body.layer, body.y, body.x, body.channel, call=body.call
     )
     if body.format == "npy":
         return Response(encode_npy(probe.erf), media_type=NPY)

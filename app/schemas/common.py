@@ -59,7 +59,11 @@ class ModelInfo(BaseModel):
         description="ImageNet-1k top-1 % from the weights' metadata (held-out accuracy % for built-ins)"
     )
     top5: float | None
-    gflops: float | None
+    gflops: float | None = Field(
+        description="GMACs of one forward (torchvision's published figure; for uploaded models our count): "
+        "convolutions, linear layers and attention's matrix products, without normalisation, pooling or "
+        "activations"
+    )
     milestone: bool
     builtin: bool
     weights_file: str | None

@@ -30,6 +30,14 @@ class CamRequest(ExplainBase):
     layer: str | None = Field(
         default=None, description="dotted module path; the last conv block when omitted"
     )
+    call: int | None = Field(
+        default=None,
+        ge=-64,
+        le=63,
+        description="which run of a layer that runs more than once in one forward pass (EfficientNet-Lite0's "
+        "_swish runs at the stem and the head): 0 is the first call, negative values count from the end; the "
+        "last call when omitted",
+    )
     opacity: float = Field(default=0.5, ge=0.0, le=1.0)
     cmap: Literal["viridis", "magma", "inferno", "cividis"] = "viridis"
     normalise: Literal["raw", "normalised"] = "normalised"
@@ -59,6 +67,8 @@ class CamOut(BaseModel):
     target_probability: float
     layer: str
     default_layer: str
+    call: int = Field(default=0, description="the 0-based call of the layer the map is of")
+    calls: int = Field(default=1, description="how many times the layer runs in one forward pass")
     activation_shape: list[int]
     shape: list[int] = Field(description="shape of the returned map (feature or input resolution)")
     min: float
@@ -160,4 +170,7 @@ class LayersOut(BaseModel):
     model: str
     default: str
     why: str
-    layers: list[dict[str, str | list[int]]]
+    layers: list[dict[str, str | int | list[int]]] = Field(
+        description="name, type, shape (of the last call), calls (how many times it runs) and label (the name, "
+        "with '(called N times)' for a layer that runs more than once)"
+    )

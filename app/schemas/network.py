@@ -12,6 +12,21 @@ from app.services.network import Structure
 Weights = Literal["auto", "pretrained", "untrained"]
 Cmap = Literal["viridis", "magma", "inferno", "cividis", "gray", "rdbu"]
 
+MACS_DESCRIPTION = (
+    "multiply-accumulates per sample of convolutions, linear layers and matrix products (attention's "
+    "projections, Q·Kᵀ and softmax·V): the figure torchvision's GFLOPS, fvcore and ptflops report"
+)
+OTHER_OPS_DESCRIPTION = (
+    "the other arithmetic per sample, not included in macs: normalisation (one per output element), pooling "
+    "(one per window element; adaptive pooling one per input element), element-wise activations (one per "
+    "output element) and attention's softmax (one per score); the residual + and other functional element-wise "
+    "operations are in neither figure"
+)
+CALL_DESCRIPTION = (
+    "which run of a module that runs more than once in one forward pass (a reused ReLU, EfficientNet-Lite0's "
+    "_swish): 0 is the first call, negative values count from the end (-1 = the last); the last call when omitted"
+)
+
 
 class LayerNode(BaseModel):
     name: str = Field(description="dotted module path; '' is the whole model")
@@ -21,22 +36,27 @@ class LayerNode(BaseModel):
         description="per sample, batch dropped; null if the module did not run"
     )
     params: int
-    macs: int = Field(description="multiply-accumulates per sample (children summed for containers)")
+    macs: int = Field(description=MACS_DESCRIPTION + " (children summed for containers)")
+    other_ops: int = Field(default=0, description=OTHER_OPS_DESCRIPTION + " (children summed for containers)")
     order: int
-    calls: int
+    calls: int = Field(description="how many times the module runs in one forward pass (0: it did not run)")
     children: list[LayerNode]
 
 
 class TotalsOut(BaseModel):
     params: int
     trainable_params: int
-    macs: int
+    macs: int = Field(description=MACS_DESCRIPTION)
+    other_ops: int = Field(default=0, description=OTHER_OPS_DESCRIPTION)
     layers: int
     leaf_layers: int
     param_bytes: int
     input_shape: list[int]
     output_shape: list[int] | None
-    uncounted_types: list[str] = Field(description="leaf types whose MACs are not known (counted as 0)")
+    uncounted_types: list[str] = Field(
+        description="module types whose arithmetic is not known (counted as 0): when not empty, macs and "
+        "other_ops are lower bounds"
+    )
 
 
 class ModelHeader(BaseModel):
@@ -63,7 +83,9 @@ class LayerRow(BaseModel):
     leaf: bool
     output_shape: list[int] | None
     params: int
-    macs: int
+    macs: int = Field(description=MACS_DESCRIPTION)
+    other_ops: int = Field(default=0, description=OTHER_OPS_DESCRIPTION)
+    calls: int = Field(default=1, description="how many times the module runs in one forward pass")
     rf: float | None = Field(description="theoretical receptive field (pixels of the network input)")
     rf_h: float | None
     rf_w: float | None
@@ -93,6 +115,7 @@ class FeaturesRequest(BaseModel):
     )
     channels: list[int] | None = Field(default=None, max_length=4096)
     channel: int | None = Field(default=None, ge=0, description="one channel (format=png or npy)")
+    call: int | None = Field(default=None, ge=-64, le=63, description=CALL_DESCRIPTION)
     sort: Literal["index", "mean", "max", "std"] = "index"
     page: int = Field(default=1, ge=1)
     per_page: int = Field(default=32, ge=1, le=256)
@@ -116,6 +139,8 @@ class ChannelStatOut(BaseModel):
 class FeaturesResponse(ModelHeader):
     layer: str
     layer_type: str
+    call: int = Field(default=0, description="the 0-based call of the layer shown")
+    calls: int = Field(default=1, description="how many times the layer runs in one forward pass")
     shape: list[int]
     sort: str
     page: int
@@ -149,6 +174,7 @@ class ReceptiveFieldRequest(BaseModel):
     y: int = Field(ge=0)
     x: int = Field(ge=0)
     channel: int | None = Field(default=None, ge=0, description="one channel; default: sum over channels")
+    call: int | None = Field(default=None, ge=-64, le=63, description=CALL_DESCRIPTION)
     format: Literal["json", "png", "npy"] = "json"
 
 
@@ -181,6 +207,8 @@ def layer_rows(structure: Structure) -> list[LayerRow]:
                 output_shape=list(info.output_shape) if info.output_shape is not None else None,
                 params=info.params,
                 macs=info.macs,
+                other_ops=info.other_ops,
+                calls=info.calls,
                 rf=rf.size if rf else None,
                 rf_h=rf.size_h if rf else None,
                 rf_w=rf.size_w if rf else None,

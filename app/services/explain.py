@@ -33,6 +33,7 @@ from app.core.imaging.rendering import (
 )
 from app.core.models import work_cost as job_cost
 from app.core.models import zoo
+from app.core.models.hooks import CallNotFound, resolve_call
 from app.errors import InvalidInput
 from app.services.jobs import Job, JobContext, JobEstimate, JobManager, array_digest, job_key
 from app.services.models import LoadedModel, ModelRegistry
@@ -71,6 +72,8 @@ class CamOutcome:
     predictions: list[Predicted]
     prepared: PreparedInput
     seconds: float
+    call: int = 0  # the 0-based call of ``layer`` the map is of (the last unless asked otherwise)
+    calls: int = 1  # how many times ``layer`` runs in one forward pass
 
 
 @dataclass
@@ -242,8 +245,8 @@ def _remember_macs(key: tuple[str, tuple[int, int, int]], macs: int) -> int:
 
 
 def _published(spec: zoo.ModelSpec, macs: int) -> int:
-    # torchvision's own figure (meta "_ops", GMACs despite its name) also counts attention's fused
-    # projections that layer_tree cannot see (ViT: 17.6 G published vs 11.3 G counted): take the larger.
+    # torchvision's own figure (meta "_ops", GMACs despite its name): layer_tree's MACs agree with it within
+    # 0.2 % (tests/core/models/test_macs_reference.py), attention included; the larger is taken all the same.
     return max(macs, int((spec.gflops or 0.0) * 1e9))
 
 
@@ -293,9 +296,12 @@ def explain_cam(
     layer: str | None = None,
     k: int = 5,
     ctx: JobContext | None = None,
+    *,
+    call: int | None = None,
 ) -> CamOutcome:
     """One CAM of ``image`` ``(H, W)`` or ``(H, W, 3)`` in [0, 1]. Slow methods report to ``ctx``, in batches
-    of the size its estimate chose (so that cancellation and the time limit act within about a second)."""
+    of the size its estimate chose (so that cancellation and the time limit act within about a second).
+    ``call``: which run of a layer that runs several times (0-based, negative from the end; None: the last)."""
     info = check_method(method)
     check_target(loaded, target)
     _check_k(k)
@@ -303,17 +309,21 @@ def explain_cam(
     x = prepared.tensor
     layer_name, default = resolve_layer(loaded, x, layer)
     t0 = time.perf_counter()
-    res = cam.compute_cams(
-        loaded.module,
-        x,
-        [method],
-        layer_name,
-        target,
-        progress=(lambda f: ctx.report(f)) if ctx is not None else None,
-        check=ctx.check_cancelled if ctx is not None else None,
-        lock=loaded.lock,
-        batch_size=(ctx.batch_size if ctx is not None else None) or 32,
-    )
+    try:
+        res = cam.compute_cams(
+            loaded.module,
+            x,
+            [method],
+            layer_name,
+            target,
+            progress=(lambda f: ctx.report(f)) if ctx is not None else None,
+            check=ctx.check_cancelled if ctx is not None else None,
+            lock=loaded.lock,
+            batch_size=(ctx.batch_size if ctx is not None else None) or 32,
+            call=call,
+        )
+    except CallNotFound as exc:
+        raise InvalidInput(str(exc), field="call") from exc
     probs = res.probabilities[0]
     check_finite(loaded, f"{info.name} map or class scores", res.maps[method][0], probs)
     tgt = res.targets[0]
@@ -331,6 +341,8 @@ def explain_cam(
         predictions=predictions_from(loaded, probs, k),
         prepared=prepared,
         seconds=time.perf_counter() - t0,
+        call=res.call,
+        calls=res.calls,
     )
 
 
@@ -391,6 +403,8 @@ def cam_summary(outcome: CamOutcome, picture: CamPicture) -> dict[str, Any]:
         "target_probability": outcome.target_probability,
         "layer": outcome.layer,
         "default_layer": outcome.default_layer,
+        "call": outcome.call,
+        "calls": outcome.calls,
         "activation_shape": list(outcome.activation_shape),
         "shape": list(picture.values.shape),
         "min": float(picture.values.min()),
@@ -415,6 +429,8 @@ def submit_cam_job(
     k: int,
     picture: dict[str, Any],
     client: str = "local",
+    *,
+    call: int | None = None,
 ) -> Job:
     """A slow CAM (Score-CAM, Ablation-CAM) as a job. Artifacts: ``map`` (raw) and ``values`` (drawn).
 
@@ -427,7 +443,7 @@ def submit_cam_job(
     prepared = loaded.prepare(image)
     x = prepared.tensor
     layer_name, _ = resolve_layer(loaded, x, layer)
-    channels = _channels(loaded, x, layer_name)
+    channels = _channels(loaded, x, layer_name, call)
     estimate = jobs.estimate(
         "cam",
         job_cost.cam_forwards([method], channels, cam.GRADIENT_METHODS),
@@ -439,7 +455,7 @@ def submit_cam_job(
     )
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        outcome = explain_cam(loaded, image, method, target, layer, k, ctx=ctx)
+        outcome = explain_cam(loaded, image, method, target, layer, k, ctx=ctx, call=call)
         pic = cam_picture(outcome.raw, outcome.prepared.shown, **picture)
         ctx.artifacts["map"] = outcome.raw
         ctx.artifacts["values"] = pic.values
@@ -455,16 +471,26 @@ def submit_cam_job(
         method=info.key,
         target=target,
         layer=layer_name,
+        call=call,
         k=k,
         picture=picture,
     )
     return jobs.submit("cam", run, client=client, estimate=estimate, key=key)
 
 
-def _channels(loaded: LoadedModel, x: torch.Tensor, layer: str) -> int:
-    """Channels of ``layer``'s output (Score-CAM and Ablation-CAM run one forward per channel)."""
+def _channels(loaded: LoadedModel, x: torch.Tensor, layer: str, call: int | None = None) -> int:
+    """Channels of ``layer``'s output at ``call`` (Score-CAM and Ablation-CAM run one forward per channel)."""
     layers, _ = layer_choices(loaded, x)
-    return next((int(info.shape[0]) for info in layers if info.name == layer), 1)
+    info = next((info for info in layers if info.name == layer), None)
+    if info is None:
+        return 1
+    try:
+        shape = info.call_shapes[resolve_call(call, info.calls, layer)] if info.call_shapes else info.shape
+    except CallNotFound as exc:
+        raise InvalidInput(str(exc), field="call") from exc
+    if shape is None:
+        raise InvalidInput(f"call {call} of {layer} has no spatial (C, h, w) output.", field="call")
+    return int(shape[0])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from app.core.inspection import features as feat
 from app.core.inspection import filters_view as fv
 from app.core.inspection.analysis import analyse
 from app.core.inspection.receptive_field import Box, LayerRF, effective_rf, rf_box, stack_vs_large
+from app.core.models.hooks import CallNotFound, resolve_call
 from app.core.models.layers import (
     LayerInfo,
     LayerNotFound,
@@ -118,6 +119,8 @@ class Structure:
     rf: dict[str, LayerRF]
     conv_layers: list[str]
     spatial_layers: list[str]
+    # Modules that run more than once: the theoretical RF of each call (``rf`` holds the last).
+    rf_calls: dict[str, list[LayerRF]] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,6 +155,8 @@ class FeaturePage:
     rf: LayerRF | None
     net_input: NetInput
     grid_png: bytes = b""
+    calls: int = 1  # how many times the layer runs in one forward pass
+    call: int = 0  # the 0-based call shown (the last one unless asked otherwise)
 
 
 @dataclass
@@ -286,6 +291,7 @@ class NetworkService:
             rf=result.rf,
             conv_layers=conv_layer_names(result.tree),
             spatial_layers=spatial_layer_names(result.tree),
+            rf_calls=result.rf_calls,
         )
         acts = Activations(net_input, result.capture)
         self._structures.put(self._structure_key(loaded, net_input.tensor), structure)
@@ -317,8 +323,9 @@ class NetworkService:
         return acts
 
     def layer_activation(
-        self, loaded: LoadedModel, image_id: str | None, layer: str
+        self, loaded: LoadedModel, image_id: str | None, layer: str, call: int | None = None
     ) -> tuple[Activations, np.ndarray]:
+        """``layer``'s maps at ``call`` (0-based; None: the last call of a module that runs several times)."""
         acts = self.activations(loaded, image_id)
         if layer not in acts.capture.activations:
             choices = list(acts.capture.activations)
@@ -328,7 +335,10 @@ class NetworkService:
                 field="layer",
                 choices=choices,
             )
-        return acts, feat.as_maps(acts.capture.activations[layer])
+        try:
+            return acts, feat.as_maps(acts.capture.at(layer, call))
+        except CallNotFound as exc:
+            raise InvalidInput(str(exc), field="call") from exc
 
     # --- summary -----------------------------------------------------------------------------------------------
 
@@ -362,6 +372,7 @@ class NetworkService:
         cmap: str = "viridis",
         with_grid: bool = False,
         ncols: int = 8,
+        call: int | None = None,
     ) -> FeaturePage:
         """A page of channel maps of ``layer`` (sorted by index, mean, max or std)."""
         if sort not in feat.SORT_KEYS:
@@ -375,7 +386,7 @@ class NetworkService:
         self.activations(loaded, image_id)  # a cold start fills both caches in one pass
         structure = self.structure(loaded, image_id)
         layer = layer or self.default_layer(structure)
-        acts, maps = self.layer_activation(loaded, image_id, layer)
+        acts, maps = self.layer_activation(loaded, image_id, layer, call)
         stats = feat.channel_stats(maps)
         if channels:
             bad = [c for c in channels if not 0 <= c < maps.shape[0]]
@@ -401,7 +412,7 @@ class NetworkService:
             loaded=loaded,
             layer=layer,
             layer_type=info.type,
-            shape=tuple(int(s) for s in acts.capture.activations[layer].shape),
+            shape=tuple(int(s) for s in acts.capture.at(layer, call).shape),
             sort=sort,
             scale=scale,
             cmap=cmap,
@@ -412,6 +423,8 @@ class NetworkService:
             stats=stats,
             rf=structure.rf.get(layer),
             net_input=acts.net_input,
+            calls=acts.capture.call_count(layer),
+            call=resolve_call(call, acts.capture.call_count(layer), layer),
         )
         if with_grid:
             result.grid_png = encode_png(
@@ -447,6 +460,7 @@ class NetworkService:
         alpha: float = 0.6,
         vmin: float | None = None,
         vmax: float | None = None,
+        call: int | None = None,
     ) -> ChannelView:
         """One channel enlarged and overlaid on the input with opacity ``alpha`` and range [vmin, vmax]."""
         if not 0.0 <= alpha <= 1.0:
@@ -456,7 +470,7 @@ class NetworkService:
             if limit is not None and not math.isfinite(limit):
                 raise InvalidInput(f"{field_name} must be a finite number.", field=field_name)
         loaded = self.model(name, weights)
-        acts, maps = self.layer_activation(loaded, image_id, layer)
+        acts, maps = self.layer_activation(loaded, image_id, layer, call)
         if not 0 <= channel < maps.shape[0]:
             raise InvalidInput(f"channel must be between 0 and {maps.shape[0] - 1}.", field="channel")
         values = maps[channel]
@@ -620,6 +634,7 @@ class NetworkService:
         x: int,
         channel: int | None = None,
         cmap: str = "magma",
+        call: int | None = None,
     ) -> RFProbe:
         """Theoretical box of unit (y, x) of ``layer`` and its effective RF by gradient."""
         _check_cmap(cmap)
@@ -633,6 +648,13 @@ class NetworkService:
                 choices=choices,
             )
         lrf = structure.rf[layer]
+        calls = structure.rf_calls.get(layer, [lrf])
+        # The last call by default, as the RF table; a concrete index lets the ERF pass stop right after it.
+        try:
+            call_index = resolve_call(call, len(calls), layer)
+        except CallNotFound as exc:
+            raise InvalidInput(str(exc), field="call") from exc
+        lrf = calls[call_index]
         if not lrf.grid or lrf.output_shape is None or len(lrf.output_shape) != 3:
             if not lrf.spatial or lrf.global_context:
                 reason = "its units see the whole image"
@@ -654,7 +676,7 @@ class NetworkService:
             raise InvalidInput(f"channel must be between 0 and {lrf.output_shape[0] - 1}.", field="channel")
         net_input = self.net_input(loaded, image_id)
         with loaded.lock:
-            erf = effective_rf(loaded.module, net_input.tensor, layer, y, x, channel)
+            erf = effective_rf(loaded.module, net_input.tensor, layer, y, x, channel, call=call_index)
         box = rf_box(lrf, y, x)
         img_h, img_w = net_input.shown.shape[:2]
         peak = float(erf.max())

@@ -531,3 +531,25 @@ def test_the_same_request_twice_is_one_job(
                 jobs.cancel(job.id)
     finally:
         release.set()
+
+
+def test_cam_of_one_call_of_a_reused_layer(client: TestClient, sample_image_id: str) -> None:
+    """ResNet-18's layer4.1.relu runs twice (after bn1, after the residual sum): both are CAM targets, the
+    layer list says so, and the answer names the call used."""
+    base = {"image_id": sample_image_id, "model": "resnet18", "weights": "untrained", "format": "json"}
+    listed = client.get(
+        "/api/v1/explain/layers",
+        params={"image_id": sample_image_id, "model": "resnet18", "weights": "untrained"},
+    ).json()["layers"]
+    relu = next(info for info in listed if info["name"] == "layer4.1.relu")
+    assert relu["calls"] == 2 and relu["label"] == "layer4.1.relu (called 2 times)"
+    last = client.post(
+        "/api/v1/explain/cam", json={**base, "layer": "layer4.1.relu", "normalise": "raw"}
+    ).json()
+    first = client.post(
+        "/api/v1/explain/cam", json={**base, "layer": "layer4.1.relu", "normalise": "raw", "call": 0}
+    ).json()
+    assert (last["call"], last["calls"], first["call"], first["calls"]) == (1, 2, 0, 2)
+    assert first["raw_max"] != last["raw_max"]
+    r = client.post("/api/v1/explain/cam", json={**base, "layer": "layer4.1.relu", "call": 5})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "call"

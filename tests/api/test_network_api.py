@@ -177,3 +177,42 @@ def test_channel_range_must_be_finite(
     r = client.post("/api/v1/features", json={**body, "channel": 0, "format": "png", **limits})
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
+
+
+def test_features_of_one_call_of_a_reused_module(client: TestClient, sample_image_id: str) -> None:
+    """ResNet-18's layer1.0.relu runs twice. Without `call` the last run is shown (as before); call 0 is the run
+    after bn1, checked against a hand-computed relu(bn1(conv1(.))); a call that does not exist is a 422 on `call`."""
+    base = {"image_id": sample_image_id, "model": MODEL, "weights": "untrained", "layer": "layer1.0.relu"}
+    last = client.post("/api/v1/features", json={**base, "format": "json"}).json()
+    assert (last["call"], last["calls"]) == (1, 2)
+    first = client.post("/api/v1/features", json={**base, "format": "json", "call": 0}).json()
+    assert (first["call"], first["calls"]) == (0, 2)
+    raw = np.load(
+        io.BytesIO(client.post("/api/v1/features", json={**base, "format": "npy", "call": 0}).content)
+    )
+    service = client.app.state.network_service  # type: ignore[attr-defined]
+    loaded = client.app.state.registry.get(MODEL, "untrained")  # type: ignore[attr-defined]
+    x = service.net_input(loaded, sample_image_id).tensor
+    m = loaded.module
+    with torch.no_grad():
+        stem = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        expected = torch.relu(m.layer1[0].bn1(m.layer1[0].conv1(stem)))[0].numpy()
+    np.testing.assert_allclose(raw, expected, atol=1e-5)
+    default = np.load(io.BytesIO(client.post("/api/v1/features", json={**base, "format": "npy"}).content))
+    assert not np.allclose(raw, default)
+    r = client.post("/api/v1/features", json={**base, "format": "json", "call": 2})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "call"
+    assert "runs 2 times" in r.json()["error"]["message"]
+
+
+def test_other_ops_are_apart_from_macs(client: TestClient) -> None:
+    body = client.get(f"/api/v1/models/{MODEL}/summary", params={"weights": "untrained"}).json()
+    totals = body["totals"]
+    # torchvision's figure for ResNet-18: 1.814 GMACs (conv + linear); BN, ReLU and pooling are other operations.
+    assert totals["macs"] / 1e9 == pytest.approx(1.814, abs=0.0005)
+    bn1 = next(c for c in body["tree"]["children"] if c["name"] == "bn1")
+    assert bn1["macs"] == 0 and bn1["other_ops"] == 64 * 112 * 112
+    assert totals["other_ops"] == body["tree"]["other_ops"] > 0
+    rows = client.get(f"/api/v1/models/{MODEL}/layers", params={"weights": "untrained"}).json()["layers"]
+    relu = next(r for r in rows if r["name"] == "layer1.0.relu")
+    assert relu["calls"] == 2 and relu["macs"] == 0 and relu["other_ops"] == 2 * 64 * 56 * 56

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from app.core.explanation.cam import CheckFn, ProgressFn, eval_mode, model_lock
+from app.core.explanation.cam import CheckFn, ProgressFn
+from app.core.models.hooks import eval_mode, model_lock
 
 BASELINES = ("zeros", "mean", "blur")
 BASELINE_NOTES = {

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # bounded in bytes. A picture evicted before the browser asked for it answers 404 and the page says reload.
     picture_cache_bytes: int = 64 * 1024 * 1024
     picture_pending_bytes: int = 64 * 1024 * 1024
+    # Explanations: traced layer lists (one per model, weights and input shape) and forward MACs per model, in LRUs
+    # of at most this many entries (a layer list is a few kB; a MACs figure a few bytes).
+    explain_layer_cache_entries: int = 16
+    explain_macs_cache_entries: int = 512
     # ... and at most this many bytes of their weights (VGG-19 is 548 MiB, ResNet-50 98 MiB); the least recently
     # used go first. Building a zoo model costs its weights once (up to max_zoo_parameters x 4 bytes).
     max_loaded_model_bytes: int = 1536 * 1024 * 1024

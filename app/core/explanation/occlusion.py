@@ -43,7 +43,7 @@ class OcclusionResult:
     drops: np.ndarray
     map: np.ndarray
     target: int
-    probability: float  # of the target on the unoccluded input
+    probability: float  # of the target on the unoccluded input (a logit when score is "logit")
     starts_y: list[int]
     starts_x: list[int]
     window: int
@@ -138,11 +138,19 @@ def drops_to_map(
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
+SCORES = ("logit", "probability")
+
+
 def _probabilities(
-    model: nn.Module, batch: Tensor, lock: AbstractContextManager[object] | None = None
+    model: nn.Module,
+    batch: Tensor,
+    lock: AbstractContextManager[object] | None = None,
+    score: str = "probability",
 ) -> Tensor:
+    """Class scores ``(N, K)``: softmax probabilities, or the logits (the scores before softmax)."""
     with evaluating(model, lock), torch.inference_mode():
-        return torch.softmax(model(batch).float(), dim=1)
+        logits = model(batch).float()
+        return logits if score == "logit" else torch.softmax(logits, dim=1)
 
 
 def _levels(ny: int, nx: int) -> list[int]:
@@ -188,8 +196,12 @@ def occlusion(
     progress: ProgressFn | None = None,
     check: CheckFn | None = None,
     lock: AbstractContextManager[object] | None = None,
+    score: str = "probability",
 ) -> OcclusionResult:
     """Occlusion map of ``x`` ``(1, C, H, W)`` for class ``target`` (top-1 when None).
+
+    ``score`` "probability" (default) measures drops of the softmax probability; "logit" drops of the
+    class's logit, which still move where a saturated probability (p = 1.000) does not.
 
     ``progress(fraction)`` and ``check()`` (which may raise to cancel) are called after every batch;
     in progressive mode ``on_partial`` gets the map after each coarse-to-fine level. ``lock`` (the
@@ -203,7 +215,7 @@ def occlusion(
     starts_x = window_starts(w, window, stride)
     base = make_baseline(x, baseline, window)
     ny, nx = len(starts_y), len(starts_x)
-    p0 = _probabilities(model, x, lock)[0]
+    p0 = _probabilities(model, x, lock, score)[0]
     if target is None:
         target = int(p0.argmax())
     if not 0 <= target < p0.numel():
@@ -226,7 +238,7 @@ def occlusion(
                 batch[b, :, y0 : y0 + window, x0 : x0 + window] = base[
                     0, :, y0 : y0 + window, x0 : x0 + window
                 ]
-            probs = _probabilities(model, batch, lock)[:, target].numpy()
+            probs = _probabilities(model, batch, lock, score)[:, target].numpy()
             for b, (i, j) in enumerate(chunk):
                 drops[i, j] = p_orig - probs[b]
                 done[i, j] = True
@@ -264,6 +276,8 @@ class PatchResult:
     before: np.ndarray
     after: np.ndarray
     box: tuple[int, int, int, int]
+    score_before: np.ndarray | None = None  # (K,) in the score asked for (probabilities or logits)
+    score_after: np.ndarray | None = None
 
 
 def hide_patch(
@@ -275,6 +289,7 @@ def hide_patch(
     window: int = 32,
     baseline: str = "zeros",
     lock: AbstractContextManager[object] | None = None,
+    score: str = "probability",
 ) -> PatchResult:
     """Hide the ``window``-sized square centred at pixel (cy, cx) of ``x`` ``(1, C, H, W)``.
 
@@ -289,8 +304,16 @@ def hide_patch(
     base = make_baseline(x, baseline, window)
     hidden = x.clone()
     hidden[:, :, y0 : y0 + window, x0 : x0 + window] = base[:, :, y0 : y0 + window, x0 : x0 + window]
-    probs = _probabilities(model, torch.cat([x, hidden]), lock).numpy()
-    return PatchResult(before=probs[0], after=probs[1], box=(y0, x0, y0 + window, x0 + window))
+    logits = _probabilities(model, torch.cat([x, hidden]), lock, "logit")
+    probs = torch.softmax(logits, dim=1).numpy()
+    scores = probs if score == "probability" else logits.numpy()
+    return PatchResult(
+        before=probs[0],
+        after=probs[1],
+        box=(y0, x0, y0 + window, x0 + window),
+        score_before=scores[0],
+        score_after=scores[1],
+    )
 
 
 def top_k(probs: np.ndarray, k: int = 5) -> list[tuple[int, float]]:

@@ -53,7 +53,7 @@ DEFAULT_STEPS = 16
 Score = Literal["logit", "probability"]
 # A top-1 probability at or above this is saturated: hiding a patch barely moves it (the nodule CNN sits at
 # p = 1.000, largest occlusion drop 0.015), so explanations follow the logit unless asked otherwise.
-SATURATED = 0.99
+SATURATED = occlusion.SATURATED
 SCORE_NOTES: dict[str, str] = {
     "logit": "the class's logit (its score before softmax)",
     "probability": "the class's softmax probability",
@@ -663,9 +663,6 @@ def submit_occlusion(
     def run(ctx: JobContext) -> dict[str, Any]:
         t0 = time.perf_counter()
         ctx.artifacts["shown"] = prepared.shown
-        probs = class_probabilities(loaded, prepared.tensor)
-        check_finite(loaded, "class probabilities", probs)
-        score = resolve_score(settings.score, float(probs.max()))
 
         def on_partial(part: occlusion.PartialMap) -> None:
             check_finite(loaded, "occlusion map", part.map)
@@ -694,13 +691,16 @@ def submit_occlusion(
             progress=ctx.report,
             check=ctx.check_cancelled,
             lock=loaded.lock,
-            score=score,
+            score=settings.score or "auto",
         )
         check_finite(loaded, "occlusion map", res.map, res.probability)
+        score = res.score
         ctx.artifacts["map"] = res.map
         ctx.artifacts["drops"] = res.drops
         ctx.artifacts.pop("partial", None)
         peak = np.unravel_index(int(res.map.argmax()), res.map.shape)
+        probs = class_probabilities(loaded, prepared.tensor)
+        check_finite(loaded, "class probabilities", probs)
         return {
             "model": loaded.name,
             "weights": loaded.weights_status,

@@ -50,6 +50,7 @@ class OcclusionResult:
     stride: int
     baseline: str
     evaluated: int  # windows evaluated (all of them once finished)
+    score: str = "probability"  # what ``drops`` measure: "probability" or "logit"
 
 
 @dataclass
@@ -139,6 +140,8 @@ def drops_to_map(
 
 
 SCORES = ("logit", "probability")
+# "auto" explains the logit when the top-1 probability is at least this (saturated: hiding barely moves it).
+SATURATED = 0.99
 
 
 def _probabilities(
@@ -201,7 +204,8 @@ def occlusion(
     """Occlusion map of ``x`` ``(1, C, H, W)`` for class ``target`` (top-1 when None).
 
     ``score`` "probability" (default) measures drops of the softmax probability; "logit" drops of the
-    class's logit, which still move where a saturated probability (p = 1.000) does not.
+    class's logit, which still move where a saturated probability (p = 1.000) does not; "auto" the logit when
+    the top-1 probability is at least :data:`SATURATED`, else the probability (the result says which).
 
     ``progress(fraction)`` and ``check()`` (which may raise to cancel) are called after every batch;
     in progressive mode ``on_partial`` gets the map after each coarse-to-fine level. ``lock`` (the
@@ -215,7 +219,13 @@ def occlusion(
     starts_x = window_starts(w, window, stride)
     base = make_baseline(x, baseline, window)
     ny, nx = len(starts_y), len(starts_x)
-    p0 = _probabilities(model, x, lock, score)[0]
+    logits0 = _probabilities(model, x, lock, "logit")[0]
+    probs0 = torch.softmax(logits0, dim=0)
+    if score == "auto":
+        score = "logit" if float(probs0.max()) >= SATURATED else "probability"
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES} or 'auto'")
+    p0 = logits0 if score == "logit" else probs0
     if target is None:
         target = int(p0.argmax())
     if not 0 <= target < p0.numel():
@@ -266,6 +276,7 @@ def occlusion(
         stride=stride,
         baseline=baseline,
         evaluated=evaluated,
+        score=score,
     )
 
 

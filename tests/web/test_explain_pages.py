@@ -502,7 +502,8 @@ def test_explain_controls_push_replace_and_debounce(client: TestClient, model_na
     slider = re.search(r'<input type="range"[^>]*>', html)
     assert method and slider
     for control in (method.group(0), slider.group(0)):
-        assert 'hx-push-url="false"' in control and 'hx-replace-url="true"' in control
+        # "unset", not "false": htmx reads hx-push-url first, and "false" there would also cancel the replace.
+        assert 'hx-push-url="unset"' in control and 'hx-replace-url="true"' in control
         assert "delay:" in control
     assert 'name="opacity"' in slider.group(0) and "alpha" not in html
     assert 'id="explain-opacity-value"' in html

@@ -120,7 +120,11 @@ def test_occlusion_run_keeps_the_page_url(page: Any, live_server: str) -> None:
     page.wait_for_function("() => location.search.includes('stride=32')")
     page.click("#occlusion-run")
     page.wait_for_selector("#occlusion-job .occlusion-result", timeout=180_000)
-    assert page.url.startswith(f"{live_server}/occlusion?") and "/run" not in page.url and "/job/" not in page.url
+    assert (
+        page.url.startswith(f"{live_server}/occlusion?")
+        and "/run" not in page.url
+        and "/job/" not in page.url
+    )
     assert page.locator("#occlusion-job img").first.get_attribute("src").startswith("/pictures/")
     page.reload()
     assert page.locator("#occlusion-form").is_visible()  # F5 gives the page, not 405

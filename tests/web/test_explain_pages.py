@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import time
@@ -40,18 +39,14 @@ def _poll_until_done(client: TestClient, html: str, timeout: float = 240.0) -> s
 
 
 def _shown_image(client: TestClient, html: str, css_class: str) -> np.ndarray:
-    """The (H, W, 3) picture an <img class="... css_class ..."> shows, inline (data: URI) or fetched."""
+    """The (H, W, 3) picture an <img class="... css_class ..."> shows, fetched from its /pictures/ URL."""
     found = re.search(rf'<img class="[^"]*\b{re.escape(css_class)}\b[^"]*" src="([^"]+)"', html)
     assert found, f"no <img> of class {css_class}"
     src = found.group(1).replace("&amp;", "&")
-    if src.startswith("data:"):
-        header, _, payload = src.partition(",")
-        data = base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
-    else:
-        response = client.get(src)
-        assert response.status_code == 200
-        data = response.content
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert src.startswith("/pictures/"), src[:40]  # by URL, never inlined (issue 10, item 2)
+    response = client.get(src)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
 def _matplotlib_table(name: str) -> np.ndarray:
@@ -323,7 +318,7 @@ def test_progressive_caption_reads_as_english() -> None:
             poll_url="/p",
             cancel_url="/c",
             job_page="occlusion",
-            partial_uri="data:,",
+            partial_uri="/pictures/0.png",
             vmin=-1.0,
             vmax=1.0,
         )

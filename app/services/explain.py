@@ -867,6 +867,16 @@ class CompareOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+# A comparison notes a map whose pixels are tied this much or more (Eigen-CAM can leave half of them equal).
+TIED_NOTE = 0.25
+
+
+def tied_share(values: NDArray[np.floating]) -> float:
+    """The share of pixels whose value another pixel has too: their deletion/insertion order is a tie-break."""
+    _, counts = np.unique(np.asarray(values).ravel(), return_counts=True)
+    return float(counts[counts > 1].sum() / max(1, np.asarray(values).size))
+
+
 def check_steps(steps: int) -> int:
     if not 4 <= steps <= 100:
         raise InvalidInput("steps must be between 4 and 100.", field="steps")
@@ -965,7 +975,14 @@ def compare_methods(
     if flat:
         notes.append(
             f"{', '.join(flat)}: the map is zero everywhere (nothing in this layer pushes the class score up), "
-            "so its pixel order is random."
+            "so its pixel order is the tie-break's."
+        )
+    shares = [(r.method.name, tied_share(r.normalised)) for r in rows if r.method.key != "random"]
+    tied = [f"{name} {share:.0%}" for name, share in shares if name not in flat and share >= TIED_NOTE]
+    if tied:
+        notes.append(
+            f"Pixels that share their value with another pixel (ReLU zeros, flat regions): {', '.join(tied)}. "
+            f"Their order, and so part of the scores, is the protocol's tie-break ({faithfulness.TIE_BREAKS[protocol]})."
         )
     return CompareOutcome(
         loaded=loaded,

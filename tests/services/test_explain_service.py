@@ -349,3 +349,27 @@ def test_occlusion_of_a_saturated_model_follows_the_logit() -> None:
     assert prob.score == "probability" and float(np.abs(prob.drops).max()) < 1e-6
     assert auto.score == "logit" and auto.probability == pytest.approx(50.0)
     assert float(auto.drops.max()) == pytest.approx(10.0, abs=1e-4)  # the window over the evidence
+
+
+def test_tied_share_counts_pixels_that_share_a_value() -> None:
+    assert explain.tied_share(np.arange(16.0)) == 0.0
+    half = np.concatenate([np.zeros(8), np.arange(1.0, 9.0)])
+    assert explain.tied_share(half) == 0.5
+    assert explain.tied_share(np.array([1.0, 1.0, 2.0, 2.0])) == 1.0
+
+
+def test_compare_notes_maps_whose_order_is_mostly_the_tie_break(
+    loaded: Any, image_store: Any, sample_image_id: str
+) -> None:
+    image = image_store.load(sample_image_id)
+    outcome = explain.compare_methods(loaded, image, ["gradcam", "eigencam"], protocol="convscope", steps=4)
+    tied = [n for n in outcome.notes if "share their value" in n]
+    expected = [
+        f"{r.method.name} {explain.tied_share(r.normalised):.0%}"
+        for r in outcome.rows[:-1]
+        if explain.tied_share(r.normalised) >= explain.TIED_NOTE and float(r.raw.max()) > 0
+    ]
+    assert bool(tied) == bool(expected)
+    for item in expected:
+        assert item in tied[0] and "seeded random order" in tied[0]
+    assert outcome.protocol == "convscope" and outcome.steps == 4

@@ -636,6 +636,9 @@ def test_compare_names_its_protocol_and_tie_break(
     body = {"image_id": sample_image_id, "model": model_name, "methods": ["gradcam"]}
     j = client.post("/api/v1/explain/compare", json=body).json()
     assert j["protocol"] == "rise" and "raster order" in j["tie_break"] and j["score"] == "probability"
+    # A map with many tied pixels (Grad-CAM's ReLU zeros) says that part of its order is the tie-break's.
+    tied = [n for n in j["notes"] if "share their value" in n]
+    assert all("raster order" in n for n in tied)
     assert j["steps"] == len(j["fractions"]) - 1 and j["step_pixels"] >= 1
     j2 = client.post("/api/v1/explain/compare", json={**body, "protocol": "convscope", "steps": 8}).json()
     assert j2["protocol"] == "convscope" and j2["steps"] == 8 and "seeded" in j2["tie_break"]

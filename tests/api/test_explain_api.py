@@ -285,6 +285,7 @@ def test_patch(client: TestClient, gray_image_id: str, model_name: str, registry
             "x": w // 2,
             "window": h // 4,
             "k": 2,
+            "score": "probability",
         },
     )
     assert r.status_code == 200, r.text
@@ -293,6 +294,7 @@ def test_patch(client: TestClient, gray_image_id: str, model_name: str, registry
     assert y1 - y0 == h // 4 and x1 - x0 == h // 4 and y0 <= h // 2 < y1
     assert len(body["before"]) == len(body["after"]) == 2
     assert body["target"] == body["before"][0]["index"]
+    assert body["score"] == "probability"
     assert body["target_before"] == pytest.approx(body["before"][0]["probability"], rel=1e-5)
     outside = client.post(
         "/api/v1/explain/occlusion/patch",
@@ -309,6 +311,7 @@ def test_compare(client: TestClient, sample_image_id: str, model_name: str) -> N
             "model": model_name,
             "methods": ["gradcam", "eigencam"],
             "steps": 4,
+            "protocol": "convscope",
             "images": True,
         },
     )
@@ -321,7 +324,11 @@ def test_compare(client: TestClient, sample_image_id: str, model_name: str) -> N
     for entry in [*body["methods"], body["random"]]:
         assert 0.0 <= entry["deletion_auc"] <= 1.0 and 0.0 <= entry["insertion_auc"] <= 1.0
         assert len(entry["deletion_curve"]) == 5
-        assert entry["overlay_png"].startswith("data:image/png;base64,")
+        assert (
+            entry["overlay_url"].startswith("/pictures/")
+            and client.get(entry["overlay_url"]).status_code == 200
+        )
+        assert "overlay_png" not in entry  # pictures by URL, never inlined
     bad = client.post(
         "/api/v1/explain/compare",
         json={"image_id": sample_image_id, "model": model_name, "methods": ["nope"]},

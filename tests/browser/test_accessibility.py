@@ -33,9 +33,9 @@ URLS: dict[str, list[str]] = {
     "network.html": ["/network?image_id={image}"],
     "receptive_fields.html": ["/receptive-fields?image_id={image}"],
     "milestones.html": ["/milestones"],
-    "explain.html": ["/explain?image_id={image}"],
-    "occlusion.html": ["/occlusion?image_id={image}"],
-    "compare.html": ["/compare?image_id={image}"],
+    "explain.html": ["/explain?image_id={image}", "/explain?image_id={image}&opacity=2"],
+    "occlusion.html": ["/occlusion?image_id={image}", "/occlusion?image_id={image}&window=0"],
+    "compare.html": ["/compare?image_id={image}", "/compare?image_id={image}&steps=2"],
     "login.html": ["/login"],
     "error.html": ["/no-such-page"],
 }

@@ -54,13 +54,17 @@ def test_pick_layer_channel_and_back(page: Any, live_server: str) -> None:
 
     page.select_option('#features-controls select[name="sort"]', "max")
     page.wait_for_function("() => location.search.includes('sort=max')")
-    page.wait_for_selector('#features-controls select[name="sort"] option[value="max"][selected]', state="attached")
+    page.wait_for_selector(
+        '#features-controls select[name="sort"] option[value="max"][selected]', state="attached"
+    )
     assert same_document(page)
 
     # Back: the view of the previous URL, its controls in step with it (rendered by the server from the URL).
     page.go_back()
     page.wait_for_function("() => !location.search.includes('sort=max')")
-    page.wait_for_selector('#features-controls select[name="sort"] option[value="index"][selected]', state="attached")
+    page.wait_for_selector(
+        '#features-controls select[name="sort"] option[value="index"][selected]', state="attached"
+    )
     assert page.locator('#features-controls select[name="sort"]').input_value() == "index"
     assert page.locator("#channel-view .channel-view").count() == 1
     assert state(page)["alpha"] == "0.25"
@@ -104,7 +108,9 @@ def test_receptive_field_click_swaps_the_probe_and_pushes_the_unit(page: Any, li
     page.goto(f"{live_server}/receptive-fields?model={MODEL}&weights=untrained&layer=layer2", timeout=120_000)
     page.wait_for_selector("#rf-probe .rf-probe")
     mark_document(page)
-    page.wait_for_function("() => { const i = document.getElementById('rf-clickable'); return i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.getElementById('rf-clickable'); return i.complete && i.naturalWidth > 0; }"
+    )
     page.locator("#rf-clickable").click(position={"x": 2, "y": 2})
     page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]', timeout=60_000)
     page.wait_for_function("() => location.search.includes('y=0') && location.search.includes('x=0')")

@@ -60,7 +60,9 @@
   function controlFor(field) {
     if (!field) { return null; }
     var name = field.split(".")[0];
-    var all = document.querySelectorAll('[name="' + CSS.escape(name) + '"]');
+    var sel = '[name="' + CSS.escape(name) + '"]';
+    // Form controls only: the layer tree's buttons also carry name="layer", but they are not where a value is typed.
+    var all = document.querySelectorAll("input" + sel + ", select" + sel + ", textarea" + sel);
     for (var i = 0; i < all.length; i++) {
       if (all[i].type !== "hidden") { return all[i]; }
     }

@@ -297,3 +297,16 @@ def test_early_late_and_bars_with_a_single_convolution(client: TestClient, sampl
         headers=hx("network-view"),
     )
     assert re.findall(r'class="bar-label" title="([^"]+)"', r.text) == ["a", "b"]
+
+
+def test_a_model_change_swaps_the_whole_body_of_each_page(client: TestClient, sample_image_id: str) -> None:
+    params = {"model": "squeezenet1_1", "weights": "untrained", "image_id": sample_image_id}
+    for path, target in (("/network", "network-body"), ("/receptive-fields", "rf-body")):
+        r = client.get(path, params=params, headers=hx(target))
+        assert r.status_code == 200, r.text
+        html = r.text
+        assert "<html" not in html and 'id="network-controls"' in html and "SqueezeNet" in html
+        # The pickers are rendered from the request, so they agree with the URL pushed.
+        assert re.search(r'<option value="squeezenet1_1" selected', html)
+        assert query(r.headers["HX-Push-Url"])["model"] == "squeezenet1_1"
+        assert "data:image" not in html and len(r.content) < 100_000

@@ -310,3 +310,16 @@ def test_a_model_change_swaps_the_whole_body_of_each_page(client: TestClient, sa
         assert re.search(r'<option value="squeezenet1_1" selected', html)
         assert query(r.headers["HX-Push-Url"])["model"] == "squeezenet1_1"
         assert "data:image" not in html and len(r.content) < 100_000
+
+
+def test_the_feature_view_says_when_a_field_outgrows_the_image(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id}
+    deep = client.get("/network", params={**params, "layer": "layer4"}, headers=hx("network-view")).text
+    shallow = client.get("/network", params={**params, "layer": "layer1"}, headers=hx("network-view")).text
+    assert "Each unit sees 435×435 input pixels <span" in deep and "(larger than the image)" in deep
+    assert (
+        "Each unit sees 43×43 input pixels (theoretical" in shallow
+        and "(larger than the image)" not in shallow
+    )

@@ -585,7 +585,7 @@ class NetworkService:
         acts, maps = self.layer_activation(loaded, image_id, layer)
         if not 0 <= channel < maps.shape[0]:
             raise InvalidInput(f"channel must be between 0 and {maps.shape[0] - 1}.", field="channel")
-        values = maps[channel]
+        values = maps[channel].copy()  # not a view: a pending picture must not keep the whole layer alive
         lo, hi = value_limits(values)
         lo = lo if vmin is None else vmin
         hi = hi if vmax is None else vmax

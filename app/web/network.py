@@ -31,7 +31,7 @@ from app.schemas.network import (
     layer_rows,
 )
 from app.services.images import ImageStore
-from app.services.network import FeaturePage, MeanMap, NetworkService, rf_larger_than_image
+from app.services.network import FeaturePage, MeanMap, NetworkService, Tile, rf_larger_than_image
 from app.services.pictures import PictureStore
 from app.web.templating import render
 
@@ -111,12 +111,24 @@ def _lazy(pictures: PictureStore, recipe: str, array: np.ndarray, make: Callable
     return pictures.lazy_url(recipe, array, lambda: encode_png(make()))
 
 
-def _tile_urls(pictures: PictureStore, fp: FeaturePage) -> list[tuple[Any, str]]:
+def _as_is(image: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: image
+
+
+def _tile_urls(pictures: PictureStore, fp: FeaturePage) -> list[tuple[Tile, str]]:
     recipe = fp.tile_recipe()
-    return [
-        (t, _lazy(pictures, recipe, t.values, lambda t=t: fp.tile_image(t)))  # type: ignore[misc]
-        for t in fp.tiles
-    ]
+    cmap, vmin, vmax = fp.cmap, fp.vmin, fp.vmax
+
+    def maker(values: np.ndarray) -> Callable[[], np.ndarray]:
+        return lambda: NetworkService.tile(values, cmap, vmin, vmax)
+
+    urls = []
+    for t in fp.tiles:
+        # A copy: a tile is a view into the whole layer's maps, which a pending picture must not keep alive
+        # (the picture store counts the bytes of the array it is given).
+        values = t.values.copy()
+        urls.append((t, _lazy(pictures, recipe, values, maker(values))))
+    return urls
 
 
 def _mean_url(pictures: PictureStore, mean: MeanMap) -> str:
@@ -199,7 +211,7 @@ def _filters_context(
     )
     return {
         "fv": view,
-        "filter_tiles": [(i, pictures.png_url(encode_png(img)), n) for i, img, n in view.tiles],
+        "filter_tiles": [(i, _lazy(pictures, "kernel", img, _as_is(img)), n) for i, img, n in view.tiles],
         "loaded": view.loaded,
     }
 
@@ -285,7 +297,9 @@ def network_filter_zoom(
     zoom = network.filter_zoom(model, weights, layer, index, filter)
     context = {
         "title": zoom.title,
-        "pictures": [(c, pictures.png_url(encode_png(img)), values) for c, img, values in zoom.pictures],
+        "pictures": [
+            (c, _lazy(pictures, "kernel", img, _as_is(img)), values) for c, img, values in zoom.pictures
+        ],
         "limit": zoom.limit,
         "loaded": zoom.loaded,
         "first": zoom.first,
@@ -348,7 +362,7 @@ def _rf_click_context(
         "map_shape": (probe.layer.output_shape or (0, 0, 0)),
         "map_vmin": mean.vmin,
         "map_vmax": mean.vmax,
-        "input_url": _lazy(pictures, "input", shown, lambda: shown),
+        "input_url": _lazy(pictures, "input", shown, _as_is(shown)),
         "erf_url": _lazy(pictures, probe.recipe(), probe.erf, probe.erf_image),
         "img_h": h,
         "img_w": w,

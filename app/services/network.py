@@ -423,6 +423,14 @@ class NetworkService:
             )
         return acts, feat.as_maps(acts.capture.activations[layer])
 
+    def tree_node(self, name: str | None, weights: str, image_id: str | None, node: str) -> LayerInfo:
+        """One module of the layer tree, with its children."""
+        loaded = self.model(name, weights)
+        try:
+            return self.structure(loaded, image_id).tree.find(node)
+        except LayerNotFound as exc:
+            raise NotFound(f"No layer {node!r} in {loaded.display_name}.", field="node") from exc
+
     # --- summary -----------------------------------------------------------------------------------------------
 
     def summary(

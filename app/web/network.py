@@ -307,6 +307,23 @@ def network_filter_zoom(
     return render(request, "pages/network.html", context, block="filter_zoom")
 
 
+@router.get("/network/tree", response_class=HTMLResponse)
+def network_subtree(
+    request: Request,
+    network: NetworkDep,
+    model: ModelNameDep,
+    node: Annotated[str, Query(min_length=1, max_length=300)],
+    weights: Annotated[str, Query(pattern="^(auto|pretrained|untrained)$")] = "auto",
+    image_id: str | None = None,
+) -> Response:
+    """The rows of one block of the layer tree (its direct children), fetched when the block is first opened."""
+    redirect = _fragment_or_page(request, model, weights, image_id)
+    if redirect is not None:
+        return redirect
+    info = network.tree_node(model, weights, image_id, node)
+    return render(request, "pages/network.html", {"nodes": info.children}, block="subtree")
+
+
 # --- /receptive-fields ------------------------------------------------------------------------------------------
 
 
@@ -370,6 +387,28 @@ def _rf_click_context(
     }
 
 
+@router.get("/receptive-fields/table", response_class=HTMLResponse)
+def rf_table(
+    request: Request,
+    network: NetworkDep,
+    model: ModelNameDep,
+    weights: Annotated[str, Query(pattern="^(auto|pretrained|untrained)$")] = "auto",
+    image_id: str | None = None,
+) -> Response:
+    """Every layer's field, jump and start: fetched when the table is first opened (hundreds of rows)."""
+    if not _flag(request, "HX-Request"):
+        query = {"model": model, "weights": weights, **({"image_id": image_id} if image_id else {})}
+        return RedirectResponse(f"/receptive-fields?{urlencode(query)}", status_code=303)
+    _, structure = network.rf_table(model, weights, image_id)
+    input_shape = structure.totals.input_shape
+    context = {
+        "rows": [r for r in layer_rows(structure) if r.rf is not None and r.leaf],
+        "input_h": input_shape[-2],
+        "input_w": input_shape[-1],
+    }
+    return render(request, "pages/receptive_fields.html", context, block="rf_table_rows")
+
+
 @router.get("/receptive-fields", response_class=HTMLResponse)
 def receptive_fields_page(
     request: Request,
@@ -395,9 +434,17 @@ def receptive_fields_page(
         input_shape = structure.totals.input_shape
         context.update(
             {
-                "rows": [r for r in layer_rows(structure) if r.rf is not None and r.leaf],
+                "row_count": sum(
+                    1 for i in structure.tree.walk() if i.name and i.is_leaf and i.name in structure.rf
+                ),
                 "plot": _rf_plot(structure, loaded.input_size),
-                "grid_layers": grid_layers,
+                # The picker lists convolutions and pooling (where the field grows); BatchNorm and ReLU after a
+                # convolution see what it sees. Any grid layer can still be probed by URL.
+                "grid_layers": [
+                    n
+                    for n in grid_layers
+                    if structure.rf[n].kind in ("conv", "pool") or n == context["layer"]
+                ],
                 "stack_rows": network.stack_comparison(4, 64),
                 "input_shape": input_shape,
                 "input_h": input_shape[-2],

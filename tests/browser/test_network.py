@@ -82,6 +82,17 @@ def test_pick_layer_channel_and_back(page: Any, live_server: str) -> None:
 
 
 @pytest.mark.browser
+def test_a_block_of_the_tree_opens_with_its_layers(page: Any, live_server: str) -> None:
+    page.goto(f"{live_server}/network?model={MODEL}&weights=untrained", timeout=120_000)
+    assert page.locator('.tree button[data-layer="layer3.1"]').count() == 0
+    page.locator('.tree button[data-layer="layer3"]').locator("xpath=../..").locator("summary").first.click()
+    page.wait_for_selector('.tree button[data-layer="layer3.1"]', timeout=60_000)
+    page.locator('.tree button[data-layer="layer3.1"]').click()
+    page.wait_for_selector('#features .features[data-layer="layer3.1"]', timeout=60_000)
+    page.wait_for_function("() => location.search.includes('layer=layer3.1')")
+
+
+@pytest.mark.browser
 def test_a_bad_value_is_shown_next_to_its_field_and_the_pictures_stay(page: Any, live_server: str) -> None:
     page.goto(
         f"{live_server}/network?model={MODEL}&weights=untrained&layer=layer1&channel=3", timeout=120_000
@@ -115,9 +126,9 @@ def test_receptive_field_click_swaps_the_probe_and_pushes_the_unit(page: Any, li
     page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]', timeout=60_000)
     page.wait_for_function("() => location.search.includes('y=0') && location.search.includes('x=0')")
     assert same_document(page)
-    page.select_option('#rf-layer-form select[name="layer"]', "layer3")
-    page.wait_for_selector('#rf-clickable[data-layer="layer3"]', timeout=60_000)
-    page.wait_for_function("() => location.search.includes('layer=layer3')")
+    page.select_option('#rf-layer-form select[name="layer"]', "layer3.0.conv1")
+    page.wait_for_selector('#rf-clickable[data-layer="layer3.0.conv1"]', timeout=60_000)
+    page.wait_for_function("() => location.search.includes('layer=layer3.0.conv1')")
     page.go_back()
     page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]')
     assert page.locator('#rf-layer-form select[name="layer"]').input_value() == "layer2"

@@ -74,7 +74,15 @@ def test_network_page_pictures_by_url_and_a_tree_without_nested_controls(
     assert len(r.content) < 100_000
     assert "layer4" in html and "Untrained: random weights" in html and "UNTRAINED" in html
     # Names and shapes are cut short in the narrow tree; the full ones are in the tooltips.
-    assert 'title="output shape 64×112×112"' in html and 'title="layer1.0.conv1"' in html
+    assert 'title="output shape 64×112×112"' in html and 'value="layer1"' in html
+    # A block's rows come when it is first opened.
+    assert 'data-layer="layer1.0.conv1"' not in html and 'hx-vals=\'{"node": "layer1"}\'' in html
+    rows = client.get(
+        "/network/tree", params={"model": MODEL, "weights": "untrained", "node": "layer1.0"}, headers=HX
+    )
+    assert rows.status_code == 200 and "<html" not in rows.text
+    assert 'title="layer1.0.conv1"' in rows.text and 'title="output shape 64×56×56"' in rows.text
+    assert client.get("/network/tree", params={"model": MODEL, "node": "nope"}, headers=HX).status_code == 404
     assert html.count('class="fmap"') == 32 and "Early" in html and "Late" in html
     urls = PICTURE.findall(html)
     assert len(urls) >= 32 + 64  # feature maps, early/late, learned filters
@@ -207,16 +215,16 @@ def test_receptive_fields_page_blocks_and_sizes(client: TestClient, sample_image
     params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id}
     r = client.get("/receptive-fields", params=params)
     assert r.status_code == 200 and "data:image" not in r.text and len(r.content) < 100_000
-    assert (
-        'id="rf-clickable"' in r.text and "<svg" in r.text and "rf-table" in r.text and "VGG point" in r.text
-    )
+    assert 'id="rf-clickable"' in r.text and "<svg" in r.text and "VGG point" in r.text
     # The page opens on the centre unit of a convolution half-way down, already probed.
     assert 'class="rf-box"' in r.text and "Effective" in r.text
     # layer4's field (435 px on a 224-px input) outgrows the image; conv1's (7 px) does not.
+    table = client.get("/receptive-fields/table", params=params, headers=HX)
+    assert table.status_code == 200 and "<html" not in table.text and "rf-table" not in r.text
     rows = dict(
         re.findall(
             r'<td class="mono">([^<]+)</td><td>[^<]*</td><td class="mono">[^<]*</td>\s*<td class="num">(.*?)</td>',
-            r.text,
+            table.text,
         )
     )
     assert "larger than the image" in rows["layer4.1.conv2"] and "larger than the image" not in rows["conv1"]
@@ -323,3 +331,19 @@ def test_the_feature_view_says_when_a_field_outgrows_the_image(
         "Each unit sees 43×43 input pixels (theoretical" in shallow
         and "(larger than the image)" not in shallow
     )
+
+
+def test_a_deep_network_stays_under_the_html_budget(client: TestClient, sample_image_id: str) -> None:
+    # DenseNet-121 has 433 modules: its tree and its receptive-field table are loaded a block at a time.
+    params = {"model": "densenet121", "weights": "untrained", "image_id": sample_image_id}
+    for url, headers in (
+        ("/network", {}),
+        ("/receptive-fields", {}),
+        ("/receptive-fields/table", HX),
+        ("/network/tree", {**HX, "X-Node": ""}),
+    ):
+        extra = {"node": "features.denseblock3"} if url == "/network/tree" else {}
+        r = client.get(url, params={**params, **extra}, headers=headers)
+        assert r.status_code == 200, (url, r.text[:300])
+        assert len(r.content) < 100_000, (url, len(r.content))
+        assert "data:image" not in r.text

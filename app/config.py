@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # bounded in bytes. A picture evicted before the browser asked for it answers 404 and the page says reload.
     picture_cache_bytes: int = 64 * 1024 * 1024
     picture_pending_bytes: int = 64 * 1024 * 1024
+    # Decoded images (float32 working copies) kept in memory, and their full-resolution statistics: LRUs in bytes.
+    image_cache_bytes: int = 256 * 1024 * 1024
+    image_stats_cache_bytes: int = 2 * 1024 * 1024
     # ... and at most this many bytes of their weights (VGG-19 is 548 MiB, ResNet-50 98 MiB); the least recently
     # used go first. Building a zoo model costs its weights once (up to max_zoo_parameters x 4 bytes).
     max_loaded_model_bytes: int = 1536 * 1024 * 1024

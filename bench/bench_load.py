@@ -171,7 +171,13 @@ def scenarios(server: ServerProcess) -> list[tuple[str, Send]]:
             "filter page 8 kernels x 3 ch",
             lambda c: c.post(
                 "/filters/run",
-                data={"image_id": big_id, "kernel": kernels, "mode": "per_channel", "max_side": "1024"},
+                # the page's field names are the API's: kernels.N.name (kernels.0 is the drawn kernel)
+                data={
+                    "image_id": big_id,
+                    **{f"kernels.{i + 1}.name": k for i, k in enumerate(kernels)},
+                    "mode": "per_channel",
+                    "max_side": "1024",
+                },
             ),
         ),
         (

@@ -12,11 +12,12 @@ from app.deps import ImageStoreDep
 from app.schemas.convolution import (
     ConvolveRequest,
     ConvolveResponse,
+    CostQuery,
     FilterRequest,
     FilterResponse,
     KernelOut,
     PresetOut,
-    QueryInt,
+    convolve_response,
 )
 from app.services import convolution as svc
 
@@ -26,20 +27,7 @@ router = APIRouter(prefix="/api/v1", tags=["convolution"], responses=COMMON)
 @router.post("/convolve", response_model=ConvolveResponse, responses=errors(413, 422))
 def convolve_route(body: ConvolveRequest) -> dict[str, Any]:
     """Convolve a matrix (<= 16x16) with a kernel (<= 7x7); every output cell's multiply-and-sum is written out."""
-    params = svc.validate_playground(
-        body.input,
-        body.kernel,
-        padding=body.padding,
-        amount=body.amount,
-        stride=body.stride,
-        dilation=body.dilation,
-        flip=body.flip,
-        relu=body.relu,
-        pool=body.pool,
-        pool_size=body.pool_size,
-        pool_stride=body.pool_stride,
-    )
-    return svc.playground_json(svc.run_playground(params, body.steps), body.steps)
+    return convolve_response(svc.run_playground(body.params(), body.steps), body.steps)
 
 
 @router.post(
@@ -54,23 +42,7 @@ def convolve_route(body: ConvolveRequest) -> dict[str, Any]:
 )
 def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
     """Filter an image with named or explicit kernels; feature maps as JSON numbers, a PNG grid, or .npy."""
-    params = svc.FilterParams(
-        image_id=body.image_id,
-        kernels=[svc.KernelRequest(k.name, k.weights, k.label, k.channel_weights) for k in body.kernels],
-        mode=body.mode,
-        padding=body.padding,
-        stride=body.stride,
-        flip=body.flip,
-        relu=body.relu,
-        pool=body.pool,
-        pool_size=body.pool_size,
-        pool_stride=body.pool_stride,
-        magnitude=body.magnitude,
-        scale=body.scale,
-        max_side=body.max_side,
-        format=body.format,
-        index=body.index,
-    )
+    params = body.params()
     # Sizes are checked from the plan before any work (OverLimit past max_filter_output_values,
     # max_json_values or max_filter_working_bytes); the answers below are then encoded without copies of
     # the maps: .npy streamed map by map, JSON written row by row.
@@ -85,22 +57,9 @@ def filter_route(body: FilterRequest, store: ImageStoreDep) -> Any:
 
 
 @router.get("/cost", responses=errors(422))
-def cost_route(
-    height: Annotated[QueryInt, Query(ge=1, le=100_000)] = 256,
-    width: Annotated[QueryInt, Query(ge=1, le=100_000)] = 256,
-    channels: Annotated[QueryInt, Query(ge=1, le=10_000)] = 1,
-    fc_outputs: Annotated[
-        QueryInt | None, Query(ge=1, le=10_000_000_000, description="Defaults to height x width.")
-    ] = None,
-    filters: Annotated[QueryInt, Query(ge=1, le=100_000)] = 1,
-    kernel: Annotated[QueryInt, Query(ge=1, le=1_000)] = 3,
-    stride: Annotated[QueryInt, Query(ge=1, le=1_000)] = 1,
-    padding: Annotated[
-        QueryInt | None, Query(ge=0, le=1_000, description="Defaults to kernel // 2 ('same').")
-    ] = None,
-) -> dict[str, object]:
+def cost_route(query: Annotated[CostQuery, Query()]) -> dict[str, object]:
     """Weights and multiplications of a fully-connected layer vs a convolution (the lecture's defaults)."""
-    return svc.cost(height, width, channels, fc_outputs, filters, kernel, stride, padding).as_dict()
+    return query.compare().as_dict()
 
 
 @router.get("/kernels", response_model=list[KernelOut])

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.imaging.preprocess import Fit
 from app.core.models.zoo import ModelSpec
 
 # Request bodies are strict: JSON false is not 0, 0 is not false, "2" is not 2, 2.0 is not 2 (floats still
@@ -97,13 +98,34 @@ class ModelInfo(BaseModel):
         )
 
 
-class PredictRequest(BaseModel):
+MAX_TOP_K = 20
+FIT_DESCRIPTION = (
+    "crop: the model's own transform (torchvision: shorter side resized, centre cropped, so a wide image "
+    "loses its sides); fit: the whole image resized to fit the input, aspect ratio kept, zero-padded"
+)
+
+
+class PredictFields(BaseModel):
+    """The fields of a prediction, defined once for the JSON route and the page (one name, default, check)."""
+
+    model: str | None = Field(default=None, description="zoo name; the default model when omitted")
+    weights: Literal["auto", "pretrained", "untrained"] = "auto"
+    k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="how many classes, most probable first")
+    fit: Fit = Field(default="crop", description=FIT_DESCRIPTION)
+
+
+class PredictRequest(PredictFields):
+    """POST /api/v1/predict: a strict JSON body."""
+
     model_config = STRICT_REQUEST
 
     image_id: str = Field(min_length=1, max_length=128)
-    model: str | None = Field(default=None, description="zoo name; the default model when omitted")
-    weights: Literal["auto", "pretrained", "untrained"] = "auto"
-    k: int = Field(default=5, ge=1, le=20)
+
+
+class PredictQuery(PredictFields):
+    """GET /predict: the same fields from the query string (the page's state in the URL); no image yet is fine."""
+
+    image_id: str | None = Field(default=None, max_length=128)
 
 
 class PredictionOut(BaseModel):
@@ -113,6 +135,7 @@ class PredictionOut(BaseModel):
 
 
 class PreprocessingOut(BaseModel):
+    fit: Fit = Field(description="which geometry made the tensor: " + FIT_DESCRIPTION)
     steps: list[str]
     input_shape: list[int]
     mean: list[float]

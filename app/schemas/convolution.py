@@ -5,8 +5,22 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationInfo,
+    WrapValidator,
+)
 from pydantic_core import PydanticCustomError
+
+from app.core.convolution.arithmetic import FLIP_SENTENCE
+from app.core.convolution.fc_cost import CostComparison
+from app.services import convolution as svc
 
 # strict: JSON true and "1" are not numbers (ints still are)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
@@ -63,18 +77,22 @@ FilterKernel3D = Annotated[
 ]
 
 
-def _weights_depth(value: Any) -> str | None:
-    """'3d' for a list of grids, '2d' for a grid of numbers; the union validates only the matching one,
-    so an error names one path (e.g. kernels.0.weights.2d.1.0) instead of two."""
-    if isinstance(value, list) and value and isinstance(value[0], list) and value[0]:
-        return "3d" if isinstance(value[0][0], list) else "2d"
-    return "2d"
+_KERNEL_2D = TypeAdapter(FilterKernel2D)
+_KERNEL_3D = TypeAdapter(FilterKernel3D)
+# Validation context of a page's form: its fields are text, validated laxly ("0.25" is a number there).
+FORM_CONTEXT = {"form": True}
 
 
-KernelWeights = Annotated[
-    Annotated[FilterKernel2D, Tag("2d")] | Annotated[FilterKernel3D, Tag("3d")],
-    Discriminator(_weights_depth),
-]
+def _kernel_weights(value: Any, handler: Any, info: ValidationInfo) -> Any:
+    """A grid of numbers (2-D) or a list of grids (3-D): only the matching shape is validated, so an error
+    names one path in the request's own terms (kernels.0.weights.1.0), never a union member's tag."""
+    deep = isinstance(value, list) and value and isinstance(value[0], list) and value[0]
+    adapter = _KERNEL_3D if deep and isinstance(value[0][0], list) else _KERNEL_2D
+    lax = bool(info.context and info.context.get("form"))
+    return adapter.validate_python(value, strict=False if lax else None)
+
+
+KernelWeights = Annotated[FilterKernel2D | FilterKernel3D, WrapValidator(_kernel_weights)]
 
 
 def _plain_integer(value: Any) -> Any:
@@ -87,6 +105,15 @@ def _plain_integer(value: Any) -> Any:
 
 # An integer query parameter, strictly written (see _plain_integer).
 QueryInt = Annotated[int, BeforeValidator(_plain_integer)]
+
+
+def _empty_is_none(value: Any) -> Any:
+    """An empty query or form field means "the default" (a form always sends its inputs, typed or not)."""
+    return None if isinstance(value, str) and value.strip() == "" else value
+
+
+# An optional integer query parameter: absent or empty means None.
+OptionalQueryInt = Annotated[QueryInt | None, BeforeValidator(_empty_is_none)]
 
 
 class ConvolveRequest(BaseModel):
@@ -116,6 +143,24 @@ class ConvolveRequest(BaseModel):
     pool: PoolName | None = Field(None, description="Pool the (ReLU'd) output with max or avg.")
     pool_size: StrictInt = Field(2, ge=1, le=8)
     pool_stride: StrictInt | None = Field(None, ge=1, le=8, description="Defaults to pool_size.")
+
+    def params(self) -> svc.PlaygroundParams:
+        """The service's parameters; the grids are checked there for equal row lengths (naming the row)."""
+        return svc.PlaygroundParams(
+            svc.to_matrix(self.input, "input", max_rows=MAX_GRID, max_cols=MAX_GRID),
+            svc.to_matrix(
+                self.kernel, "kernel", max_rows=MAX_PLAYGROUND_KERNEL, max_cols=MAX_PLAYGROUND_KERNEL
+            ),
+            self.padding,
+            self.amount,
+            self.stride,
+            self.dilation,
+            self.flip,
+            self.relu,
+            self.pool,
+            self.pool_size,
+            self.pool_stride,
+        )
 
 
 class SizeFormulaOut(BaseModel):
@@ -214,7 +259,11 @@ class FilterRequest(BaseModel):
         "grey", description="per_channel gives one map per kernel and channel (3 for colour images)."
     )
     padding: PaddingName = Field(
-        "zeros", description="'none' gives valid (smaller) maps; others keep the size."
+        "reflect",
+        description=(
+            "'none' gives valid (smaller) maps; others keep the size. reflect (the default) mirrors the image "
+            "at its edges: zeros would draw a bright frame wherever the image is not dark at its border."
+        ),
     )
     stride: StrictInt = Field(1, ge=1, le=8)
     flip: StrictBool = False
@@ -224,7 +273,15 @@ class FilterRequest(BaseModel):
     pool_stride: StrictInt | None = Field(None, ge=1, le=16)
     magnitude: StrictBool = Field(False, description="Show |value| on a sequential colour map.")
     scale: Literal["each", "shared"] = Field(
-        "each", description="Colour limits per map or shared by all maps."
+        "each",
+        description="Colour limits per map, or one scale shared by all maps (to compare their strength).",
+    )
+    limits: Literal["robust", "full"] = Field(
+        "robust",
+        description=(
+            "robust: colour limits at the 99th percentile of |value| (of value after ReLU or magnitude), so a "
+            "few extreme pixels do not wash out the rest; full: the map's whole range (min-max)."
+        ),
     )
     max_side: StrictInt | None = Field(
         None,
@@ -243,6 +300,58 @@ class FilterRequest(BaseModel):
         ),
     )
     index: StrictInt | None = Field(None, ge=0, description="Only this feature map (0-based).")
+
+    def params(self, answer: str | None = None) -> svc.FilterParams:
+        """The service's parameters; `answer` overrides the encoding the limits count ("page" for the lab)."""
+        return svc.FilterParams(
+            image_id=self.image_id,
+            kernels=[svc.KernelRequest(k.name, k.weights, k.label, k.channel_weights) for k in self.kernels],
+            mode=self.mode,
+            padding=self.padding,
+            stride=self.stride,
+            flip=self.flip,
+            relu=self.relu,
+            pool=self.pool,
+            pool_size=self.pool_size,
+            pool_stride=self.pool_stride,
+            magnitude=self.magnitude,
+            scale=self.scale,
+            limits=self.limits,
+            max_side=self.max_side,
+            format=answer or self.format,
+            index=self.index,
+        )
+
+
+def convolve_response(outcome: svc.PlaygroundOutcome, with_steps: bool = True) -> dict[str, Any]:
+    """The API twin's body (see ConvolveResponse)."""
+    res = outcome.result
+    pooled: dict[str, Any] | None = None
+    if outcome.pooled is not None:
+        pooled = {
+            "kind": outcome.pooled.kind,
+            "size": outcome.pooled.size,
+            "stride": outcome.pooled.stride,
+            "output": outcome.pooled.output.tolist(),
+            "windows": [w.as_dict() for w in outcome.windows],
+        }
+    return {
+        "output": res.output.tolist(),
+        "shape": list(res.output.shape),
+        "padded": res.padded.tolist(),
+        "kernel_applied": res.kernel.tolist(),
+        "padding": res.padding,
+        "amount": res.amount,
+        "stride": res.stride,
+        "dilation": res.dilation,
+        "flip": res.flip,
+        "flip_sentence": FLIP_SENTENCE,
+        "formulas": [f.as_dict() for f in res.formulas],
+        "steps": [s.as_dict() for s in outcome.steps] if with_steps else None,
+        "relu": outcome.relu_output.tolist() if outcome.relu_output is not None else None,
+        "pooled": pooled,
+        "flattened": outcome.flattened.tolist(),
+    }
 
 
 class FeatureMapOut(BaseModel):
@@ -263,11 +372,37 @@ class FeatureMapOut(BaseModel):
 class FilterResponse(BaseModel):
     image_id: str
     mode: str
+    padding: str = Field(description="The padding used (reflect unless asked otherwise).")
+    scale: str
+    limits: str
     input_shape: list[int]
     original_shape: list[int]
     kernels: list[dict[str, Any]]
     maps: list[FeatureMapOut]
     notes: list[str]
+
+
+class CostQuery(BaseModel):
+    """The FC-vs-conv calculator's inputs, as query parameters of GET /api/v1/cost and of the /cost page."""
+
+    height: QueryInt = Field(256, ge=1, le=100_000, description="Image height in pixels.")
+    width: QueryInt = Field(256, ge=1, le=100_000, description="Image width in pixels.")
+    channels: QueryInt = Field(1, ge=1, le=10_000)
+    fc_outputs: OptionalQueryInt = Field(
+        None, ge=1, le=10_000_000_000, description="Neurons of the FC layer; absent or empty: height x width."
+    )
+    filters: QueryInt = Field(1, ge=1, le=100_000, description="Convolution filters.")
+    kernel: QueryInt = Field(3, ge=1, le=1_000, description="Kernel size k (k x k).")
+    stride: QueryInt = Field(1, ge=1, le=1_000)
+    padding: OptionalQueryInt = Field(
+        None, ge=0, le=1_000, description="Absent or empty: kernel // 2 ('same')."
+    )
+
+    def compare(self) -> CostComparison:
+        return svc.cost(
+            self.height, self.width, self.channels, self.fc_outputs, self.filters, self.kernel, self.stride,
+            self.padding,
+        )  # fmt: skip
 
 
 class KernelOut(BaseModel):

@@ -13,7 +13,7 @@ import math
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,22 +83,23 @@ def to_matrix(
     square: bool = False,
     min_size: int = 1,
 ) -> NDArray[np.float64]:
-    """Rows of numbers -> ``(R, C)`` float64, checking shape limits; errors name ``field_name[r][c]``."""
+    """Rows of numbers -> ``(R, C)`` float64, checking shape limits; errors name ``field_name.r.c`` (pydantic's
+    dotted spelling, as every error of the API and the pages)."""
     if not isinstance(value, Sequence) or isinstance(value, str | bytes) or not value:
         raise InvalidInput(f"{field_name} must be a non-empty list of rows", field=field_name)
     rows: list[list[float]] = []
     for r, row in enumerate(value):
         if not isinstance(row, Sequence) or isinstance(row, str | bytes) or not row:
             raise InvalidInput(
-                f"{field_name}[{r}] must be a non-empty row of numbers", field=f"{field_name}[{r}]"
+                f"{field_name}.{r} must be a non-empty row of numbers", field=f"{field_name}.{r}"
             )
-        rows.append([parse_number(v, f"{field_name}[{r}][{c}]") for c, v in enumerate(row)])
+        rows.append([parse_number(v, f"{field_name}.{r}.{c}") for c, v in enumerate(row)])
     width = len(rows[0])
     for r, row in enumerate(rows):
         if len(row) != width:
             raise InvalidInput(
-                f"{field_name}: row {r} has {len(row)} numbers but row 0 has {width}; rows must be equally long",
-                field=f"{field_name}[{r}]",
+                f"{field_name}: row {r + 1} has {len(row)} numbers but row 1 has {width}; rows must be equally long",
+                field=f"{field_name}.{r}",
             )
     n_rows = len(rows)
     if n_rows > max_rows or width > max_cols:
@@ -117,18 +118,6 @@ def to_matrix(
             field=field_name,
         )
     return np.array(rows, dtype=np.float64)
-
-
-def parse_form_grid(form: Mapping[str, Any], prefix: str, rows: int, cols: int) -> list[list[float]]:
-    """Cells posted by the playground as ``{prefix}_{r}_{c}``; a bad cell's error names that input."""
-    out: list[list[float]] = []
-    for r in range(rows):
-        row: list[float] = []
-        for c in range(cols):
-            name = f"{prefix}_{r}_{c}"
-            row.append(parse_number(form.get(name, "0"), name))
-        out.append(row)
-    return out
 
 
 # ------------------------------------------------------------------------------------- playground
@@ -172,38 +161,6 @@ class PlaygroundOutcome:
         return self.pool_source
 
 
-def validate_playground(
-    input_grid: object,
-    kernel_grid: object,
-    *,
-    padding: str = "none",
-    amount: int = 0,
-    stride: int = 1,
-    dilation: int = 1,
-    flip: bool = False,
-    relu: bool = False,
-    pool: str | None = None,
-    pool_size: int = 2,
-    pool_stride: int | None = None,
-) -> PlaygroundParams:
-    """Check sizes and settings, naming the field: grids <= 16x16, kernels 1x1..7x7, stride >= 1."""
-    x = to_matrix(input_grid, "input", max_rows=MAX_GRID, max_cols=MAX_GRID)
-    k = to_matrix(kernel_grid, "kernel", max_rows=MAX_PLAYGROUND_KERNEL, max_cols=MAX_PLAYGROUND_KERNEL)
-    if padding not in convolution.PADDING_MODES:
-        raise InvalidInput(f"padding must be one of {', '.join(convolution.PADDING_MODES)}", field="padding")
-    if stride < 1:
-        raise InvalidInput(
-            "stride must be at least 1 (a stride of 0 would never move the kernel)", field="stride"
-        )
-    if dilation < 1:
-        raise InvalidInput("dilation must be at least 1", field="dilation")
-    if not 0 <= amount <= 8:
-        raise InvalidInput("padding amount must be between 0 and 8", field="amount")
-    if pool is not None and pool not in pooling.POOL_KINDS:
-        raise InvalidInput("pool must be max or avg", field="pool")
-    return PlaygroundParams(x, k, padding, amount, stride, dilation, flip, relu, pool, pool_size, pool_stride)
-
-
 def run_playground(params: PlaygroundParams, with_steps: bool = True) -> PlaygroundOutcome:
     """Convolve, write out every cell, then ReLU -> pool -> flatten as asked."""
     with domain_errors():
@@ -235,37 +192,6 @@ def run_playground(params: PlaygroundParams, with_steps: bool = True) -> Playgro
         windows=windows,
         flattened=np.asarray(pooling.flatten(final), dtype=np.float64),
     )
-
-
-def playground_json(outcome: PlaygroundOutcome, with_steps: bool = True) -> dict[str, Any]:
-    """The API twin's body (see ConvolveResponse)."""
-    res = outcome.result
-    pooled: dict[str, Any] | None = None
-    if outcome.pooled is not None:
-        pooled = {
-            "kind": outcome.pooled.kind,
-            "size": outcome.pooled.size,
-            "stride": outcome.pooled.stride,
-            "output": outcome.pooled.output.tolist(),
-            "windows": [w.as_dict() for w in outcome.windows],
-        }
-    return {
-        "output": res.output.tolist(),
-        "shape": list(res.output.shape),
-        "padded": res.padded.tolist(),
-        "kernel_applied": res.kernel.tolist(),
-        "padding": res.padding,
-        "amount": res.amount,
-        "stride": res.stride,
-        "dilation": res.dilation,
-        "flip": res.flip,
-        "flip_sentence": convolution.FLIP_SENTENCE,
-        "formulas": [f.as_dict() for f in res.formulas],
-        "steps": [s.as_dict() for s in outcome.steps] if with_steps else None,
-        "relu": outcome.relu_output.tolist() if outcome.relu_output is not None else None,
-        "pooled": pooled,
-        "flattened": outcome.flattened.tolist(),
-    }
 
 
 def list_presets() -> list[lecture_presets.LecturePreset]:
@@ -310,7 +236,7 @@ class KernelRequest:
 
 def resolve_kernel(req: KernelRequest, index: int, channels: int, mode: str) -> KernelInput:
     """Library name or explicit odd-sized weights (1..11) -> a core KernelInput, errors name the field."""
-    fld = f"kernels[{index}]"
+    fld = f"kernels.{index}"
     if req.weights is not None and req.name:
         raise InvalidInput(
             "give a kernel name or its weights, not both (use label to name your own weights)",
@@ -343,7 +269,7 @@ def resolve_kernel(req: KernelRequest, index: int, channels: int, mode: str) -> 
                 )
             grids = [
                 to_matrix(
-                    g, f"{fld}.weights[{d}]", max_rows=MAX_FILTER_KERNEL, max_cols=MAX_FILTER_KERNEL, odd=True
+                    g, f"{fld}.weights.{d}", max_rows=MAX_FILTER_KERNEL, max_cols=MAX_FILTER_KERNEL, odd=True
                 )
                 for d, g in enumerate(data)
             ]
@@ -362,7 +288,7 @@ def resolve_kernel(req: KernelRequest, index: int, channels: int, mode: str) -> 
             raise InvalidInput(
                 "channel_weights apply to a 2-D kernel in mode '3d'", field=f"{fld}.channel_weights"
             )
-        cw = [parse_number(v, f"{fld}.channel_weights[{i}]") for i, v in enumerate(req.channel_weights)]
+        cw = [parse_number(v, f"{fld}.channel_weights.{i}") for i, v in enumerate(req.channel_weights)]
         if len(cw) != channels:
             raise InvalidInput(
                 f"channel_weights needs {channels} numbers (one per channel)", field=f"{fld}.channel_weights"
@@ -380,7 +306,7 @@ class FilterParams:
     image_id: str
     kernels: list[KernelRequest]
     mode: str = "grey"
-    padding: str = "zeros"
+    padding: str = "reflect"
     stride: int = 1
     flip: bool = False
     relu: bool = False
@@ -389,6 +315,7 @@ class FilterParams:
     pool_stride: int | None = None
     magnitude: bool = False
     scale: str = "each"
+    limits: str = "robust"
     max_side: int | None = None
     # How the answer is encoded ("json", "png", "npy", or "page" for the HTML lab) and which map it holds:
     # the limits count what that answer costs.
@@ -705,10 +632,13 @@ def run_filter(store: ImageStore, params: FilterParams) -> FilterOutcome:
         result.maps.clear()
     signed = not params.magnitude and not params.relu
     cmap = SIGNED_CMAP if signed else MAGNITUDE_CMAP
-    limits = [_limits(a, signed) for a in arrays]
+    robust = params.limits == "robust"
+    limits = [_limits(a, signed, robust) for a in arrays]
     if params.scale == "shared":
         shared = (min(lo for lo, _ in limits), max(hi for _, hi in limits))
         limits = [shared] * len(arrays)
+    notes.append(_padding_note(params.padding))
+    notes.append(_scale_note(params.scale, robust, signed))
     maps = [
         FeatureMap(
             index=i,
@@ -727,16 +657,53 @@ def run_filter(store: ImageStore, params: FilterParams) -> FilterOutcome:
     return FilterOutcome(params.image_id, image, original_shape, params.mode, resolved, maps, notes, params)
 
 
-def _limits(values: NDArray[np.floating], signed: bool) -> tuple[float, float]:
+# Robust colour limits: this percentile of |value| (of value for maps that are never negative).
+ROBUST_PERCENTILE = 99.0
+
+
+def _limits(values: NDArray[np.floating], signed: bool, robust: bool = False) -> tuple[float, float]:
+    """Colour limits of one map: symmetric around 0 for signed maps, from 0 otherwise.
+
+    Full: the largest |value|. Robust: its 99th percentile, so that a thin frame or a few extreme pixels (a
+    Laplacian's response to a zero-padded border) do not push everything else to the middle colour; values
+    past the limit are drawn at the end colour. A percentile of 0 (a map that is mostly zero) falls back to the
+    full range.
+    """
     # The maps are finite (apply_kernels refuses overflow), so plain reductions need no masked copy.
     if not values.size:
         return (-1.0, 1.0) if signed else (0.0, 1.0)
-    if signed:
-        bound = max(abs(float(values.min())), abs(float(values.max())))
-        bound = bound if bound > 0 else 1.0
-        return -bound, bound
-    hi = float(values.max())
-    return 0.0, hi if hi > 0 else 1.0
+    peak = max(abs(float(values.min())), abs(float(values.max()))) if signed else float(values.max())
+    bound = peak
+    if robust:
+        # |value| only for signed maps: the others are >= 0 already (ReLU, magnitude), no copy needed
+        sample = np.abs(values) if signed else values
+        bound = float(np.percentile(sample, ROBUST_PERCENTILE))
+        if not bound > 0:
+            bound = peak
+    bound = bound if bound > 0 else 1.0
+    return (-bound, bound) if signed else (0.0, bound)
+
+
+def _padding_note(padding: str) -> str:
+    what = convolution.PADDING_DESCRIPTIONS.get(padding, "")
+    return f"Padding: {padding}" + (f": {what}." if what else ".")
+
+
+def _scale_note(scale: str, robust: bool, signed: bool) -> str:
+    which = "one scale shared by all maps" if scale == "shared" else "each map on its own scale"
+    if robust:
+        of = "|value|" if signed else "value"
+        how = (
+            f"colour limits at the {ROBUST_PERCENTILE:g}th percentile of {of}, so the most extreme 1 % of "
+            "pixels are drawn at the end colour"
+        )
+    else:
+        how = (
+            "colour limits at the full range (the largest |value|)"
+            if signed
+            else "colour limits at the maximum"
+        )
+    return f"Colours: {which}, {how}."
 
 
 def select_maps(outcome: FilterOutcome, index: int | None) -> list[FeatureMap]:
@@ -834,9 +801,13 @@ def _values_json(values: NDArray[np.floating], digits: int = 5) -> str:
 def maps_json(outcome: FilterOutcome, index: int | None = None, with_values: bool = True) -> dict[str, Any]:
     """The API twin's JSON body (see FilterResponse)."""
     chosen = select_maps(outcome, index)
+    params = outcome.params or FilterParams(outcome.image_id, [])
     return {
         "image_id": outcome.image_id,
         "mode": outcome.mode,
+        "padding": params.padding,
+        "scale": params.scale,
+        "limits": params.limits,
         "input_shape": list(outcome.image.shape),
         "original_shape": list(outcome.original_shape),
         "kernels": [

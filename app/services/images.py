@@ -39,7 +39,6 @@ import sqlite3
 import tempfile
 import threading
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -60,12 +60,8 @@ log = logging.getLogger(__name__)
 DB_NAME = "convscope.sqlite3"
 THUMB_SIZE = 192
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
-# How many decoded arrays stay in memory, and how many bytes they may use together.
-CACHE_ITEMS = 32
-CACHE_BYTES = 256 * 1024 * 1024
-# Full-resolution pixel statistics kept in memory (a few hundred bytes each), and the side of the throwaway
-# copy decoded when they must be computed again (after a restart).
-STATS_ITEMS = 4096
+# The side of the throwaway copy decoded when full-resolution statistics must be computed again (after a
+# restart, or once they have left their cache).
 STATS_DECODE_SIDE = 64
 # Samples are the project's own files: they bypass the upload limits but still have a sane bound.
 SAMPLE_MAX_PIXELS = 4_000_000
@@ -196,48 +192,42 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class _ArrayCache:
-    """A small thread-safe LRU of decoded arrays, bounded by item count and total bytes."""
+    """A thread-safe LRU of decoded arrays bounded by their total bytes (cachetools, sized by nbytes)."""
 
-    def __init__(self, max_items: int, max_bytes: int) -> None:
-        self._items: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+    def __init__(self, max_bytes: int) -> None:
+        self._items: LRUCache[str, NDArray[np.float32]] = LRUCache(
+            maxsize=max(1, max_bytes), getsizeof=lambda arr: int(arr.nbytes)
+        )
         self._lock = threading.Lock()
-        self._max_items = max_items
-        self._max_bytes = max_bytes
-        self._bytes = 0
 
     def get(self, key: str) -> NDArray[np.float32] | None:
         with self._lock:
-            arr = self._items.get(key)
-            if arr is not None:
-                self._items.move_to_end(key)
-            return arr
+            return self._items.get(key)  # a hit makes it the most recently used
 
     def put(self, key: str, arr: NDArray[np.float32]) -> None:
-        if arr.nbytes > self._max_bytes:
-            return
+        if arr.nbytes > self._items.maxsize:
+            return  # larger than the whole cache: decoded again when needed, never kept
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
             self._items[key] = arr
-            self._bytes += arr.nbytes
-            while len(self._items) > self._max_items or self._bytes > self._max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self._bytes -= dropped.nbytes
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return int(self._items.currsize)
 
     def __len__(self) -> int:
         return len(self._items)
 
 
+def _stats_nbytes(stats: dict[str, Any]) -> int:
+    """What one statistics entry costs, counted as its JSON text (a few hundred bytes)."""
+    return len(json.dumps(stats))
+
+
 class ImageStore:
     """Content-addressed image store with SQLite metadata; safe to share between request threads."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        cache_items: int = CACHE_ITEMS,
-        cache_bytes: int = CACHE_BYTES,
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = Path(settings.data_dir)
         self.images_dir = self.root / "images"
@@ -257,8 +247,12 @@ class ImageStore:
         # guard (an error at twice MAX_IMAGE_PIXELS) must never be stricter than the configured limit.
         if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
             Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
-        self._cache = _ArrayCache(cache_items, cache_bytes)
-        self._stats: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Decoded working copies (settings.image_cache_bytes) and full-resolution statistics
+        # (settings.image_stats_cache_bytes), each an LRU bounded in bytes.
+        self._cache = _ArrayCache(settings.image_cache_bytes)
+        self._stats: LRUCache[str, dict[str, Any]] = LRUCache(
+            maxsize=max(1, settings.image_stats_cache_bytes), getsizeof=_stats_nbytes
+        )
         self._stats_lock = threading.Lock()
         # Two workers: one slow decode never blocks every other upload, and runaways stay bounded.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
@@ -631,11 +625,10 @@ class ImageStore:
         )
 
     def _remember_stats(self, image_id: str, stats: dict[str, Any]) -> None:
+        if _stats_nbytes(stats) > self._stats.maxsize:
+            return
         with self._stats_lock:
             self._stats[image_id] = stats
-            self._stats.move_to_end(image_id)
-            while len(self._stats) > STATS_ITEMS:
-                self._stats.popitem(last=False)
 
     def pixel_stats(self, image_id: str) -> dict[str, Any]:
         """Shape and simple statistics of the full-resolution decoded pixels (what format=json returns).

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from app.config import Settings
-from app.core.imaging.preprocess import PreparedInput, preprocess
+from app.core.imaging.preprocess import Fit, PreparedInput, preprocess
 from app.core.models import zoo
 from app.errors import Conflict, ConvScopeError, InvalidInput, NotFound, OverLimit, WeightsUnavailable
 from app.services.custom_models import CUSTOM_PREFIX, CustomModelStore
@@ -68,13 +68,15 @@ class LoadedModel:
             return "weights uploaded by a user"
         return "pretrained on ImageNet"
 
-    def prepare(self, image: NDArray[np.floating]) -> PreparedInput:
+    def prepare(self, image: NDArray[np.floating], fit: Fit = "crop") -> PreparedInput:
         """(H, W) or (H, W, C) [0, 1] image -> this model's input tensor (1, C, h, w) and its story.
 
         Every view prepares its input here, so every view is bounded by max_preprocess_elements (OverLimit).
+        fit: "crop" (the model's own transform) or "fit" (the whole image, aspect kept, zero-padded); the
+        result's `fit` says which one made the tensor.
         """
         assert self.spec.preprocessing is not None
-        return preprocess(image, self.spec.preprocessing, self.preprocess_limit)
+        return preprocess(image, self.spec.preprocessing, self.preprocess_limit, fit)
 
 
 class ModelRegistry:

@@ -8,11 +8,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from app.core.imaging.preprocess import PreparedInput, topk
+from app.core.imaging.preprocess import Fit, PreparedInput, topk
 from app.errors import InvalidInput
 from app.services.models import LoadedModel
-
-MAX_TOP_K = 20
 
 
 @dataclass
@@ -29,11 +27,15 @@ class PredictionResult:
     prepared: PreparedInput
 
 
-def predict(loaded: LoadedModel, image: NDArray[np.floating], k: int = 5) -> PredictionResult:
-    """Run one image through one model; (H, W[, C]) [0, 1] image -> top-k classes with probabilities."""
-    if not 1 <= k <= MAX_TOP_K:
-        raise InvalidInput(f"k must be between 1 and {MAX_TOP_K}.", field="k")
-    prepared = loaded.prepare(image)
+def predict(
+    loaded: LoadedModel, image: NDArray[np.floating], k: int = 5, fit: Fit = "crop"
+) -> PredictionResult:
+    """Run one image through one model; (H, W[, C]) [0, 1] image -> top-k classes with probabilities.
+
+    k is validated where the request is read (schemas.common.PredictFields); here it is only clamped to the
+    number of classes. fit: see LoadedModel.prepare.
+    """
+    prepared = loaded.prepare(image, fit)
     # The lock keeps this forward pass out of another request's hooks on the same cached module.
     with loaded.lock, torch.inference_mode():
         logits = loaded.module(prepared.tensor)

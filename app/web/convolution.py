@@ -1,27 +1,203 @@
-"""HTML pages of the convolution lab: /conv (matrix playground), /filters (images), /cost (FC vs conv)."""
+"""HTML pages of the convolution lab: /conv (matrix playground), /filters (images), /cost (FC vs conv).
+
+Each page is one template with named blocks (the workspace, the result, the field errors); an HTMX request gets
+only the block it swaps. Each form is validated by the same pydantic model as its JSON twin (ConvolveRequest,
+FilterRequest, CostQuery): the page's inputs carry the API's dotted field names (`input.1.2`,
+`kernels.0.weights.0.1`, `stride`), so an error names the same field on both, and the page says it in words
+("Input row 2, column 3: ...") beside that field while the last good result stays in place.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import replace
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from numpy.typing import NDArray
+from pydantic import BaseModel, ValidationError
 
 from app.core.convolution.arithmetic import FLIP_SENTENCE, PADDING_DESCRIPTIONS, PADDING_MODES, format_number
-from app.core.imaging.rendering import colormap_lut, encode_png, png_data_uri, signed_limits, to_uint8_image
-from app.deps import FormDep, ImageStoreDep, IsHtmx
-from app.errors import InvalidInput
+from app.core.imaging.rendering import colormap_lut, encode_png, signed_limits, to_uint8_image
+from app.deps import FormDep, ImageStoreDep, PicturesDep
+from app.errors import ConvScopeError, InvalidInput, NotFound, OverLimit
+from app.schemas.convolution import FORM_CONTEXT, ConvolveRequest, CostQuery, FilterRequest
 from app.services import convolution as svc
-from app.web.templating import render
+from app.services.pictures import PictureStore
+from app.web.templating import render, render_page_or_block
 
 router = APIRouter()
 
 DEFAULT_PRESET = "vertical_edge"
+
+# ------------------------------------------------------------------------------- forms and their errors
+
+
+# The deepest field a lab form has is a 3-D kernel cell, kernels.N.weights.D.R.C (6 parts).
+MAX_FIELD_DEPTH = 6
+
+
+def unflatten(items: Iterable[tuple[str, object]], ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """Form fields with dotted names -> the nested request a JSON client would send.
+
+    `input.0.1=5` becomes `{"input": [[..., "5"]]}`: numeric keys become lists in index order (so ticked
+    checkboxes `kernels.3.name`, `kernels.5.name` become `kernels[0]`, `kernels[1]`). Values stay text (the
+    model validates them, laxly); an empty top-level field is left out, so it takes the model's default.
+    """
+    skip = set(ignore)
+    root: dict[str, Any] = {}
+    for key, raw in items:
+        if key in skip:
+            continue
+        value = str(raw).strip().replace("\u2212", "-")  # a typed or pasted minus sign
+        parts = key.split(".", MAX_FIELD_DEPTH)
+        if (len(parts) == 1 and value == "") or len(parts) > MAX_FIELD_DEPTH:
+            continue  # empty setting: the default; deeper than any field (kernels.0.weights.2.10.10): not ours
+        node = root
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    # the top level stays a mapping (a stray field named "0" must not turn the whole request into a list)
+    return {k: _lists(v) for k, v in root.items()}
+
+
+def _lists(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out = {k: _lists(v) for k, v in node.items()}
+    if out and all(k.isdigit() for k in out):
+        return [out[k] for k in sorted(out, key=int)]
+    return out
+
+
+_SETTING_LABELS = {
+    "image_id": "Image",
+    "max_side": "Work at",
+    "kernels": "Kernels",
+    "mode": "Colour images",
+    "padding": "Padding",
+    "amount": "Padding amount",
+    "stride": "Stride",
+    "dilation": "Dilation",
+    "pool": "Pooling",
+    "pool_size": "Pool size",
+    "pool_stride": "Pool stride",
+    "scale": "Colour scale",
+    "limits": "Colour limits",
+    "fc_outputs": "FC outputs",
+    "filters": "Conv filters",
+    "kernel": "Kernel",
+    "input": "Input",
+    "height": "Image height",
+    "width": "Image width",
+    "channels": "Channels",
+    "ck_size": "Kernel size",
+}
+_CHANNELS = ("R", "G", "B")
+
+
+def field_label(
+    field: str | None, drawn_kernel: int | None = None, labels: Mapping[str, str] | None = None
+) -> str:
+    """A dotted field as the user sees it: `input.1.2` -> "Input row 2, column 3", `stride` -> "Stride"."""
+    if not field:
+        return "Request"
+    if labels and field in labels:
+        return labels[field]
+    parts = field.split(".")
+    if parts[0] in ("input", "kernel") and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return f"{parts[0].capitalize()} row {int(parts[1]) + 1}, column {int(parts[2]) + 1}"
+    if parts[0] in ("input", "kernel") and len(parts) == 2 and parts[1].isdigit():
+        return f"{parts[0].capitalize()} row {int(parts[1]) + 1}"
+    if parts[0] == "channel_weights" and len(parts) == 2 and parts[1] in ("0", "1", "2"):
+        return f"3-D weight for {_CHANNELS[int(parts[1])]}"
+    if parts[0] == "kernels" and len(parts) >= 2 and parts[1].isdigit():
+        index = int(parts[1])
+        name = "Your kernel" if index == drawn_kernel else f"Kernel {index + 1}"
+        cells = parts[3:]
+        if len(parts) > 2 and parts[2] == "weights" and len(cells) == 2 and all(c.isdigit() for c in cells):
+            return f"{name} row {int(cells[0]) + 1}, column {int(cells[1]) + 1}"
+        return name
+    return _SETTING_LABELS.get(parts[0], parts[0].replace("_", " ").capitalize())
+
+
+def _pydantic_message(err: Mapping[str, Any]) -> str:
+    """A pydantic error in words a student reads at a glance (the API keeps pydantic's own message)."""
+    kind = str(err.get("type", ""))
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
+    if kind in ("float_parsing", "float_type", "int_parsing", "int_type", "int_from_float"):
+        whole = kind.startswith("int")
+        if isinstance(given, str) and not given.strip():
+            return "is empty: type a " + ("whole number" if whole else "number")
+        shown = str(given)[:20]
+        return f"{shown!r} is not a {'whole ' if whole else ''}number"
+    if kind == "finite_number":
+        return "must be a finite number (not infinity or NaN)"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    if kind == "missing":
+        return "is missing"
+    if kind in ("too_short", "too_long"):
+        return str(err.get("msg", "has the wrong length"))
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    return str(err.get("msg", "is not valid"))
+
+
+# Errors a lab form can cause that belong to one of its fields: shown beside it, the last result kept.
+FIELD_ERRORS = (ValidationError, InvalidInput, NotFound, OverLimit)
+
+
+def field_errors(
+    exc: ValidationError | ConvScopeError,
+    rename: Mapping[str, str] | None = None,
+    drawn_kernel: int | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> list[dict[str, str]]:
+    """A pydantic or domain error -> `[{field, label, message}]`, fields dotted as in the API's errors.
+
+    A domain error's message is already in words (it names what it refers to), so it is kept as written."""
+    out: list[dict[str, str]] = []
+    if isinstance(exc, ConvScopeError):
+        raw = [(exc.field or "", exc.message)]
+    else:
+        raw = [(".".join(str(p) for p in e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+    seen: set[str] = set()
+    for field, message in raw:
+        for pattern, repl in (rename or {}).items():
+            field = re.sub(pattern, repl, field)
+        if field in seen:  # e.g. the same channel weight refused for every kernel
+            continue
+        seen.add(field)
+        out.append({"field": field, "label": field_label(field, drawn_kernel, labels), "message": message})
+    return out
+
+
+def _errors_response(
+    request: Request, template: str, errors: list[dict[str, str]], box: str, status_code: int = 422
+) -> HTMLResponse:
+    """The page's field_errors block (422, or the domain error's status), swapped into the error box instead of
+    the result, which stays as it was."""
+    ctx = {"errors": errors, "kept": True}
+    response = render(request, template, ctx, status_code, block="field_errors")
+    response.headers["HX-Retarget"] = f"#{box}"
+    response.headers["HX-Reswap"] = "innerHTML"
+    return response
+
+
+def _validate(model: type[BaseModel], data: Mapping[str, Any]) -> Any:
+    """The form through the API's model: the same checks and names, laxly (form fields are text)."""
+    return model.model_validate(data, strict=False, context=FORM_CONTEXT)
 
 
 # ------------------------------------------------------------------------------------ view helpers
@@ -56,22 +232,29 @@ def _grid_text(values: NDArray[np.floating]) -> list[list[str]]:
     return [[format_number(v) for v in row] for row in np.atleast_2d(values)]
 
 
+# ------------------------------------------------------------------------------------ /conv
+
+
+CONV_PAGE = "pages/conv.html"
+# Form fields that are the page's own state, not the request's: the cell the step view shows, the grid sizes.
+CONV_VIEW_STATE = ("focus_row", "focus_col", "in_rows", "in_cols", "k_rows", "k_cols")
+
+
 def _controls_context(
-    input_grid: NDArray[np.floating], kernel_grid: NDArray[np.floating], settings: Mapping[str, Any]
+    input_cells: list[list[str]], kernel_cells: list[list[str]], settings: Mapping[str, Any]
 ) -> dict[str, Any]:
     return {
-        "in_cells": _grid_text(input_grid),
-        "k_cells": _grid_text(kernel_grid),
-        "in_rows": input_grid.shape[0],
-        "in_cols": input_grid.shape[1],
-        "k_rows": kernel_grid.shape[0],
-        "k_cols": kernel_grid.shape[1],
+        "in_cells": input_cells,
+        "k_cells": kernel_cells,
+        "in_rows": len(input_cells),
+        "in_cols": len(input_cells[0]),
+        "k_rows": len(kernel_cells),
+        "k_cols": len(kernel_cells[0]),
         "s": settings,
         "padding_modes": PADDING_MODES,
         "padding_descriptions": PADDING_DESCRIPTIONS,
         "max_grid": svc.MAX_GRID,
         "max_kernel": svc.MAX_PLAYGROUND_KERNEL,
-        "presets": svc.list_presets(),
     }
 
 
@@ -129,92 +312,34 @@ def _result_context(outcome: svc.PlaygroundOutcome, focus: tuple[int, int] = (0,
     }
 
 
-def _settings_from(p: svc.PlaygroundParams) -> dict[str, Any]:
-    return {
-        "padding": p.padding,
-        "amount": p.amount,
-        "stride": p.stride,
-        "dilation": p.dilation,
-        "flip": p.flip,
-        "relu": p.relu,
-        "pool": p.pool or "",
-        "pool_size": p.pool_size,
-        "pool_stride": p.pool_stride or "",
-    }
-
-
-def _int_field(form: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    raw = form.get(name, default)
-    if raw in ("", None):
-        return default
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number", field=name) from None
-    if not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}", field=name)
-    return value
-
-
-def _params_from_form(form: Mapping[str, Any]) -> svc.PlaygroundParams:
-    """The playground form -> validated parameters (cells are named in_r_c and k_r_c)."""
-    in_rows = _int_field(form, "in_rows", 6, 1, svc.MAX_GRID)
-    in_cols = _int_field(form, "in_cols", 6, 1, svc.MAX_GRID)
-    k_rows = _int_field(form, "k_rows", 3, 1, svc.MAX_PLAYGROUND_KERNEL)
-    k_cols = _int_field(form, "k_cols", 3, 1, svc.MAX_PLAYGROUND_KERNEL)
-    stride = _int_field(form, "stride", 1, 0, 8)
-    pool = str(form.get("pool") or "") or None
-    pool_stride_raw = form.get("pool_stride")
-    return svc.validate_playground(
-        svc.parse_form_grid(form, "in", in_rows, in_cols),
-        svc.parse_form_grid(form, "k", k_rows, k_cols),
-        padding=str(form.get("padding", "none")),
-        amount=_int_field(form, "amount", 0, 0, 8),
-        stride=stride,
-        dilation=_int_field(form, "dilation", 1, 1, 4),
-        flip=form.get("flip") in ("on", "true", "1"),
-        relu=form.get("relu") in ("on", "true", "1"),
-        pool=pool,
-        pool_size=_int_field(form, "pool_size", 2, 1, 8),
-        pool_stride=_int_field(form, "pool_stride", 2, 1, 8) if pool_stride_raw not in (None, "") else None,
-    )
-
-
-def _resize(grid: list[list[float]], rows: int, cols: int) -> NDArray[np.float64]:
-    """Keep the top-left of the old grid, fill new cells with 0."""
-    out = np.zeros((rows, cols), dtype=np.float64)
-    old = np.array(grid, dtype=np.float64)
-    r, c = min(rows, old.shape[0]), min(cols, old.shape[1])
-    out[:r, :c] = old[:r, :c]
+def _settings_of(req: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings controls' values: what was sent, else the model's defaults (one default, the API's)."""
+    fields = ConvolveRequest.model_fields
+    names = ("padding", "amount", "stride", "dilation", "flip", "relu", "pool", "pool_size", "pool_stride")
+    out = {n: req.get(n, fields[n].default) for n in names}
+    out["pool"] = out["pool"] or ""
+    out["pool_stride"] = "" if out["pool_stride"] is None else out["pool_stride"]
+    out["flip"] = out["flip"] in (True, "on", "true", "1")
+    out["relu"] = out["relu"] in (True, "on", "true", "1")
+    if out["padding"] not in PADDING_DESCRIPTIONS:
+        out["padding"] = fields["padding"].default
     return out
 
 
-def _workspace(
-    request: Request, params: svc.PlaygroundParams, focus: tuple[int, int], extra: dict[str, Any]
-) -> dict[str, Any]:
-    ctx = _controls_context(params.input, params.kernel, _settings_from(params))
-    ctx.update(extra)
-    try:
-        ctx.update(_result_context(svc.run_playground(params), focus))
-    except InvalidInput as exc:
-        ctx["result_error"] = exc.to_dict()["error"]
-    return ctx
+def _focus(form: Mapping[str, Any]) -> tuple[int, int]:
+    def one(name: str) -> int:
+        text = str(form.get(name) or "0")
+        return int(text) if text.isdigit() and len(text) < 4 else 0
+
+    return one("focus_row"), one("focus_col")
 
 
-def _preset_workspace(request: Request, name: str) -> dict[str, Any]:
+def _preset_context(name: str) -> dict[str, Any]:
     p = svc.get_preset(name)
-    params = svc.validate_playground(
-        p.input.tolist(),
-        p.kernel.tolist(),
-        padding=p.padding,
-        amount=p.amount,
-        stride=p.stride,
-        dilation=p.dilation,
-        flip=p.flip,
-        relu=p.relu,
-        pool=p.pool,
-        pool_size=p.pool_size,
-    )
+    params = svc.PlaygroundParams(
+        p.input.astype(np.float64), p.kernel.astype(np.float64), p.padding, p.amount, p.stride, p.dilation,
+        p.flip, p.relu, p.pool, p.pool_size,
+    )  # fmt: skip
     wrong = {(d.row, d.col) for d in p.differences}
     slide_cells = (
         [[{"text": format_number(v), "wrong": (r, c) in wrong} for c, v in enumerate(row)]
@@ -222,136 +347,122 @@ def _preset_workspace(request: Request, name: str) -> dict[str, Any]:
         if p.slide_grid is not None
         else None
     )  # fmt: skip
-    return _workspace(
-        request, params, p.focus, {"preset": p, "preset_name": p.name, "slide_cells": slide_cells}
-    )
-
-
-# ------------------------------------------------------------------------------------ /conv routes
+    settings = {"padding": p.padding, "amount": p.amount, "stride": p.stride, "dilation": p.dilation,
+                "flip": p.flip, "relu": p.relu, "pool": p.pool, "pool_size": p.pool_size}  # fmt: skip
+    ctx = _controls_context(_grid_text(params.input), _grid_text(params.kernel), _settings_of(settings))
+    ctx.update({"preset": p, "preset_name": p.name, "slide_cells": slide_cells})
+    ctx.update(_result_context(svc.run_playground(params), p.focus))
+    return ctx
 
 
 @router.get("/conv", response_class=HTMLResponse)
-def conv_page(request: Request, htmx: IsHtmx, preset: str = DEFAULT_PRESET) -> HTMLResponse:
-    """The matrix playground, opened on a lecture preset (the vertical edge by default)."""
-    ctx = _preset_workspace(request, preset)
-    if htmx:
-        return render(request, "partials/conv_workspace.html", ctx)
-    return render(request, "pages/conv.html", ctx)
-
-
-@router.get("/conv/preset", response_class=HTMLResponse)
-def conv_preset(request: Request, name: str = Query(DEFAULT_PRESET)) -> HTMLResponse:
-    """Load a lecture preset into the editor and compute it."""
-    return render(request, "partials/conv_workspace.html", _preset_workspace(request, name))
-
-
-@router.post("/conv/resize", response_class=HTMLResponse)
-def conv_resize(request: Request, form: FormDep) -> HTMLResponse:
-    """New grid sizes: keep the cells that still fit, fill the rest with 0, recompute."""
-    rows = _int_field(form, "in_rows", 6, 1, svc.MAX_GRID)
-    cols = _int_field(form, "in_cols", 6, 1, svc.MAX_GRID)
-    k_rows = _int_field(form, "k_rows", 3, 1, svc.MAX_PLAYGROUND_KERNEL)
-    k_cols = _int_field(form, "k_cols", 3, 1, svc.MAX_PLAYGROUND_KERNEL)
-    old_in = svc.parse_form_grid(form, "in", rows, cols)
-    old_k = svc.parse_form_grid(form, "k", k_rows, k_cols)
-    base = _params_from_form(form)
-    params = svc.PlaygroundParams(
-        _resize(old_in, rows, cols),
-        _resize(old_k, k_rows, k_cols),
-        base.padding,
-        base.amount,
-        base.stride,
-        base.dilation,
-        base.flip,
-        base.relu,
-        base.pool,
-        base.pool_size,
-        base.pool_stride,
-    )
-    return render(request, "partials/conv_workspace.html", _workspace(request, params, (0, 0), {}))
+def conv_page(request: Request, preset: str = DEFAULT_PRESET) -> HTMLResponse:
+    """The matrix playground, opened on a lecture preset (the vertical edge by default); HTMX gets the workspace."""
+    ctx = _preset_context(preset)
+    ctx["presets"] = svc.list_presets()
+    return render_page_or_block(request, CONV_PAGE, "workspace", ctx)
 
 
 @router.post("/conv/result", response_class=HTMLResponse)
 def conv_result(request: Request, form: FormDep) -> HTMLResponse:
-    """Recompute the output as the grids or settings change (errors name the cell or setting)."""
-    params = _params_from_form(form)
-    focus = (_int_field(form, "focus_row", 0, 0, 64), _int_field(form, "focus_col", 0, 0, 64))
-    return render(request, "partials/conv_result.html", _result_context(svc.run_playground(params), focus))
+    """Recompute the output as the grids or settings change; an error goes beside its field, not over the result."""
+    data = unflatten(form.multi_items(), CONV_VIEW_STATE)
+    try:
+        body = _validate(ConvolveRequest, data)
+        outcome = svc.run_playground(body.params())
+    except FIELD_ERRORS as exc:
+        return _errors_response(request, CONV_PAGE, field_errors(exc), "conv-errors")
+    return render(request, CONV_PAGE, _result_context(outcome, _focus(form)), block="result")
 
 
-# --------------------------------------------------------------------------------- /filters routes
+def _resized(grid: Any, rows: int, cols: int) -> list[list[str]]:
+    """The top-left of the old grid (as typed, valid or not), new cells 0."""
+    old = grid if isinstance(grid, list) else []
+    out = [["0"] * cols for _ in range(rows)]
+    for r, row in enumerate(old[:rows]):
+        if isinstance(row, list):
+            for c, v in enumerate(row[:cols]):
+                out[r][c] = str(v)
+    return out
 
 
-def _filter_params_from_form(form: Any) -> tuple[svc.FilterParams, dict[str, Any]]:
-    """The filter lab form -> FilterParams, plus the same request as API JSON (for hover values)."""
-    image_id = str(form.get("image_id") or "")
-    if not image_id:
-        raise InvalidInput("pick an image", field="image_id")
-    names = [str(n) for n in form.getlist("kernel") if str(n)]
-    kernels_in: list[svc.KernelRequest] = [svc.KernelRequest(name=n) for n in names]
-    api_kernels: list[dict[str, Any]] = [{"name": n} for n in names]
-    mode = str(form.get("mode") or "grey")
-    if form.get("custom") in ("on", "true", "1"):
-        size = _int_field(form, "ck_size", 3, 1, svc.MAX_FILTER_KERNEL)
-        if size % 2 == 0:
-            raise InvalidInput("the drawn kernel's size must be odd (1, 3, 5, 7, 9, 11)", field="ck_size")
-        grid = svc.parse_form_grid(form, "ck", size, size)
-        kernels_in.append(svc.KernelRequest(weights=grid, label="your kernel"))
-        api_kernels.append({"weights": grid, "label": "your kernel"})
-    if mode == "3d":
-        cw = [svc.parse_number(form.get(f"cw_{i}", "1"), f"cw_{i}") for i in range(3)]
-        if cw != [1.0, 1.0, 1.0]:
-            kernels_in = [svc.KernelRequest(k.name, k.weights, k.label, cw) for k in kernels_in]
-            api_kernels = [{**k, "channel_weights": cw} for k in api_kernels]
-    if not kernels_in:
-        raise InvalidInput("tick at least one kernel (or draw your own)", field="kernel")
-    if len(kernels_in) > svc.MAX_KERNELS:
-        raise InvalidInput(f"at most {svc.MAX_KERNELS} kernels at once", field="kernel")
-    pool = str(form.get("pool") or "") or None
-    params = svc.FilterParams(
-        image_id=image_id,
-        kernels=kernels_in,
-        mode=mode if mode in ("grey", "per_channel", "3d") else "grey",
-        padding=str(form.get("padding") or "zeros"),
-        stride=_int_field(form, "stride", 1, 1, 8),
-        flip=form.get("flip") in ("on", "true", "1"),
-        relu=form.get("relu") in ("on", "true", "1"),
-        pool=pool,
-        pool_size=_int_field(form, "pool_size", 2, 1, 16),
-        magnitude=form.get("magnitude") in ("on", "true", "1"),
-        scale="shared" if form.get("scale") == "shared" else "each",
-        max_side=_int_field(form, "max_side", 256, 16, 1024),
-        # the page inlines one PNG per map: its limits count that, not a JSON answer
-        format="page",
+def _size(form: Mapping[str, Any], name: str, largest: int, default: int) -> int:
+    text = str(form.get(name) or "")
+    return min(max(int(text), 1), largest) if text.isdigit() and len(text) < 4 else default
+
+
+@router.post("/conv/resize", response_class=HTMLResponse)
+def conv_resize(request: Request, form: FormDep) -> HTMLResponse:
+    """New grid sizes (the size menus): keep the cells that still fit, fill the rest with 0, recompute."""
+    data = unflatten(form.multi_items(), CONV_VIEW_STATE)
+    data["input"] = _resized(
+        data.get("input"), _size(form, "in_rows", svc.MAX_GRID, 6), _size(form, "in_cols", svc.MAX_GRID, 6)
     )
-    api = {
-        "image_id": image_id,
-        "kernels": api_kernels,
-        "mode": params.mode,
-        "padding": params.padding,
-        "stride": params.stride,
-        "flip": params.flip,
-        "relu": params.relu,
-        "pool": params.pool,
-        "pool_size": params.pool_size,
-        "magnitude": params.magnitude,
-        "scale": params.scale,
-        "max_side": params.max_side,
-        "format": "json",
-    }
-    return params, api
+    data["kernel"] = _resized(
+        data.get("kernel"),
+        _size(form, "k_rows", svc.MAX_PLAYGROUND_KERNEL, 3),
+        _size(form, "k_cols", svc.MAX_PLAYGROUND_KERNEL, 3),
+    )
+    ctx = _controls_context(data["input"], data["kernel"], _settings_of(data))
+    ctx["presets"] = svc.list_presets()
+    try:
+        body = _validate(ConvolveRequest, data)
+        ctx.update(_result_context(svc.run_playground(body.params())))
+    except FIELD_ERRORS as exc:
+        ctx["errors"] = field_errors(exc)
+    return render(request, CONV_PAGE, ctx, status_code=422 if "errors" in ctx else 200, block="workspace")
 
 
-def _filters_result_context(outcome: svc.FilterOutcome, api: dict[str, Any]) -> dict[str, Any]:
+# --------------------------------------------------------------------------------- /filters
+
+
+FILTERS_PAGE = "pages/filters.html"
+# The drawn kernel is kernels.0 of the form (used only while "use it" is ticked); library kernels follow it.
+DRAWN_KERNEL = 0
+DRAWN_LABEL = "your kernel"
+FILTERS_VIEW_STATE = ("custom", "ck_size", "channel_weights.0", "channel_weights.1", "channel_weights.2")
+# An error about one kernel's channel weights is an error about the page's one set of R, G, B weights.
+FILTERS_RENAME = {r"^kernels\.\d+\.channel_weights\.(\d+)$": r"channel_weights.\1"}
+
+
+def _filters_request(form: Any, channels: int | None) -> dict[str, Any]:
+    """The lab's form -> a FilterRequest body (the API's), with the drawn kernel and R, G, B weights folded in."""
+    use_drawn = form.get("custom") in ("on", "true", "1")
+    items = [
+        (k, v) for k, v in form.multi_items() if use_drawn or not k.startswith(f"kernels.{DRAWN_KERNEL}.")
+    ]
+    data = unflatten(items, FILTERS_VIEW_STATE)
+    kernels = data.get("kernels")
+    if isinstance(kernels, list):
+        for k in kernels:
+            if isinstance(k, dict) and "weights" in k and "name" not in k:
+                k.setdefault("label", DRAWN_LABEL)
+        weights = [str(form.get(f"channel_weights.{i}") or "1").strip() for i in range(3)]
+        # R, G, B weights mean something only for a 3-D kernel on a colour image (greyscale: 3-D equals grey).
+        if data.get("mode") == "3d" and channels != 1 and weights != ["1", "1", "1"]:
+            for k in kernels:
+                if isinstance(k, dict):
+                    k["channel_weights"] = weights
+    data["format"] = "json"
+    return data
+
+
+def _filters_result_context(
+    outcome: svc.FilterOutcome, body: FilterRequest, pictures: PictureStore
+) -> dict[str, Any]:
     maps = []
     for m in outcome.maps:
-        pic = svc.map_picture(m)
-        maps.append({"map": m, "uri": png_data_uri(encode_png(pic)), "stats": m.stats()})
+        recipe = f"filter-map:{m.cmap}:{m.vmin!r}:{m.vmax!r}"
+        url = pictures.lazy_url(recipe, m.values, lambda m=m: encode_png(svc.map_picture(m)))  # type: ignore[misc]
+        maps.append({"map": m, "url": url, "stats": m.stats()})
+    image = outcome.image
+    source_url = pictures.lazy_url("filter-source", image, lambda: encode_png(to_uint8_image(image)))
     return {
         "outcome": outcome,
         "maps": maps,
-        "source_uri": png_data_uri(encode_png(to_uint8_image(outcome.image))),
-        "api_json": json.dumps(api),
+        "source_url": source_url,
+        # the same request for /api/v1/filter: filters.js fetches one map's numbers for the hover readout
+        "api_json": json.dumps(body.model_dump(mode="json", exclude_defaults=True) | {"format": "json"}),
         "flat_length": sum(int(m.values.size) for m in outcome.maps),
         "kernels_used": [{"name": k.name, "shape": list(k.weights.shape), "cells": _kernel_text(k.weights)}
                          for k in outcome.kernels],
@@ -363,104 +474,106 @@ def _kernel_text(w: NDArray[np.floating]) -> list[list[list[str]]]:
     return [_grid_text(g) for g in grids]
 
 
+def _drawn_cells(size: int) -> list[list[str]]:
+    """A drawn-kernel grid of odd size with 1 in the centre (the identity)."""
+    return [["1" if (r, c) == (size // 2, size // 2) else "0" for c in range(size)] for r in range(size)]
+
+
 @router.get("/filters", response_class=HTMLResponse)
-def filters_page(request: Request, store: ImageStoreDep, image_id: str | None = None) -> HTMLResponse:
-    """The filter lab: library and drawn kernels on an uploaded or sample image."""
+def filters_page(
+    request: Request, store: ImageStoreDep, pictures: PicturesDep, image_id: str | None = None
+) -> HTMLResponse:
+    """The filter lab: library and drawn kernels on an uploaded or sample image (Sobel x and y to start)."""
     images = store.list_images()
     chosen = image_id or (images[0].id if images else None)
+    first = FilterRequest.model_validate(
+        {"image_id": chosen or "", "kernels": [{"name": "sobel_x"}, {"name": "sobel_y"}], "max_side": 256}
+    )
     ctx: dict[str, Any] = {
         "images": images,
         "image_id": chosen,
         "kernels": svc.list_kernels(),
+        "req": first,
+        "ticked": [k.name for k in first.kernels],
         "padding_modes": PADDING_MODES,
         "ck_size": 3,
-        "ck_cells": [["0", "0", "0"], ["0", "1", "0"], ["0", "0", "0"]],
+        "ck_cells": _drawn_cells(3),
+        "drawn": DRAWN_KERNEL,
         "max_filter_kernel": svc.MAX_FILTER_KERNEL,
     }
     if chosen:
-        req = svc.FilterParams(image_id=chosen, kernels=[svc.KernelRequest("sobel_x"), svc.KernelRequest("sobel_y")],
-                               max_side=256, format="page")  # fmt: skip
-        api = {"image_id": chosen, "kernels": [{"name": "sobel_x"}, {"name": "sobel_y"}], "mode": "grey",
-               "padding": "zeros", "max_side": 256, "format": "json"}  # fmt: skip
-        ctx.update(_filters_result_context(svc.run_filter(store, req), api))
-    return render(request, "pages/filters.html", ctx)
+        ctx.update(_filters_result_context(svc.run_filter(store, first.params("page")), first, pictures))
+    return render(request, FILTERS_PAGE, ctx)
 
 
 @router.post("/filters/run", response_class=HTMLResponse)
-def filters_run(request: Request, store: ImageStoreDep, form: FormDep) -> HTMLResponse:
-    """Apply the chosen kernels and show the feature maps side by side."""
-    params, api = _filter_params_from_form(form)
-    if params.mode == "3d" and store.get(params.image_id).channels == 1:
-        # The page's R, G, B weights mean nothing for a one-channel image (3-D equals grey there, as the
-        # result says); passing them on gave an error naming a field the page does not have.
-        params = replace(params, kernels=[replace(k, channel_weights=None) for k in params.kernels])
-        api["kernels"] = [
-            {k: v for k, v in kern.items() if k != "channel_weights"} for kern in api["kernels"]
-        ]
-    # A plain def: FastAPI runs it in a worker thread, so decoding, filtering and encoding stay off the loop.
-    ctx = _filters_result_context(svc.run_filter(store, params), api)
-    return render(request, "partials/filters_result.html", ctx)
+def filters_run(request: Request, store: ImageStoreDep, pictures: PicturesDep, form: FormDep) -> HTMLResponse:
+    """Apply the chosen kernels and show the feature maps side by side; errors go beside their fields."""
+    image_id = str(form.get("image_id") or "")
+    try:
+        channels = store.get(image_id).channels if image_id else None
+        body = _validate(FilterRequest, _filters_request(form, channels))
+        # A plain def: FastAPI runs it in a worker thread, so decoding, filtering and encoding stay off the loop.
+        outcome = svc.run_filter(store, body.params("page"))
+    except FIELD_ERRORS as exc:
+        errors = field_errors(exc, FILTERS_RENAME, DRAWN_KERNEL if form.get("custom") else None)
+        for e in errors:
+            if e["field"] == "kernels" and not any(k.startswith("kernels.") for k in form):
+                e["message"] = "tick at least one kernel (or draw your own and tick “use it”)"
+        status = exc.status_code if isinstance(exc, ConvScopeError) else 422
+        return _errors_response(request, FILTERS_PAGE, errors, "filters-errors", status)
+    return render(request, FILTERS_PAGE, _filters_result_context(outcome, body, pictures), block="result")
 
 
 @router.get("/filters/kernel-editor", response_class=HTMLResponse)
-def filters_kernel_editor(request: Request, ck_size: int = Query(3)) -> HTMLResponse:
-    """A blank drawn-kernel grid of an odd size 1..11 (centre 1, so it starts as the identity)."""
-    if ck_size < 1 or ck_size > svc.MAX_FILTER_KERNEL or ck_size % 2 == 0:
+def filters_kernel_editor(
+    request: Request, ck_size: int = Query(3, ge=1, le=svc.MAX_FILTER_KERNEL)
+) -> HTMLResponse:
+    """A drawn-kernel grid of an odd size 1..11 (centre 1, so it starts as the identity)."""
+    if ck_size % 2 == 0:
         raise InvalidInput("the drawn kernel's size must be odd, 1 to 11", field="ck_size")
-    cells = [
-        ["1" if (r, c) == (ck_size // 2, ck_size // 2) else "0" for c in range(ck_size)]
-        for r in range(ck_size)
-    ]
-    return render(request, "partials/filters_kernel_editor.html", {"ck_size": ck_size, "ck_cells": cells})
+    ctx = {"ck_size": ck_size, "ck_cells": _drawn_cells(ck_size), "drawn": DRAWN_KERNEL}
+    return render(request, FILTERS_PAGE, ctx, block="kernel_editor")
 
 
-# ------------------------------------------------------------------------------------ /cost routes
+# ------------------------------------------------------------------------------------ /cost
 
 
-def _cost_context(
-    height: int, width: int, channels: int, fc_outputs: int | None, filters: int, kernel: int, stride: int
-) -> dict[str, Any]:
-    cmp = svc.cost(height, width, channels, fc_outputs, filters, kernel, stride)
+COST_PAGE = "pages/cost.html"
+# The calculator's words for its fields (the playground's `kernel` is a grid, this one is a size).
+COST_LABELS = {"kernel": "Kernel size", "filters": "Conv filters", "fc_outputs": "FC outputs"}
+
+
+def _cost_context(query: CostQuery) -> dict[str, Any]:
+    cmp = query.compare()
+    longest = max(cmp.fc_multiplications, cmp.conv_multiplications)
     return {
         "cmp": cmp,
         "lines": cmp.lines(),
-        "presets": svc.cost_presets(),
-        # fc_outputs echoes what the user typed: left empty it follows the image size (one output per pixel).
-        "q": {"height": height, "width": width, "channels": channels, "fc_outputs": fc_outputs or "",
-              "filters": filters, "kernel": kernel, "stride": stride},
-        # bar lengths on a log scale so both fit on one screen
-        "bar_fc": 100.0,
-        "bar_conv": max(1.0, 100.0 * np.log10(cmp.conv_multiplications) / np.log10(cmp.fc_multiplications))
-        if cmp.fc_multiplications > 1 else 100.0,
-    }  # fmt: skip
-
-
-def _optional_count(text: str, field: str) -> int | None:
-    """An empty form field means "the default"; anything else must be a whole number from 1 to 10^10."""
-    text = text.strip()
-    if not text:
-        return None
-    if not text.isdigit() or not 1 <= int(text) <= 10_000_000_000:
-        raise InvalidInput(f"{field} must be a whole number from 1 to 10,000,000,000, or empty.", field=field)
-    return int(text)
+        # Linear bars, to scale: the convolution's bar is a hairline beside the FC layer's, which is the point.
+        "bar_fc": 100.0 * cmp.fc_multiplications / longest,
+        "bar_conv": 100.0 * cmp.conv_multiplications / longest,
+    }
 
 
 @router.get("/cost", response_class=HTMLResponse)
-def cost_page(
-    request: Request,
-    htmx: IsHtmx,
-    height: int = Query(256, ge=1, le=100_000),
-    width: int = Query(256, ge=1, le=100_000),
-    channels: int = Query(1, ge=1, le=10_000),
-    fc_outputs: str = Query("", max_length=12, description="empty: one output per input pixel"),
-    filters: int = Query(1, ge=1, le=100_000),
-    kernel: int = Query(3, ge=1, le=1_000),
-    stride: int = Query(1, ge=1, le=1_000),
-) -> HTMLResponse:
-    """The FC-vs-conv calculator, defaulting to the lecture's 256x256 example."""
-    ctx = _cost_context(
-        height, width, channels, _optional_count(fc_outputs, "fc_outputs"), filters, kernel, stride
-    )
-    if htmx:
-        return render(request, "partials/cost_result.html", ctx)
-    return render(request, "pages/cost.html", ctx)
+def cost_page(request: Request) -> HTMLResponse:
+    """The FC-vs-conv calculator (GET /api/v1/cost's query, validated by the same CostQuery), defaulting to the
+    lecture's 256x256 example. HTMX gets the result block; an error goes beside its field."""
+    raw = dict(request.query_params)
+    ctx: dict[str, Any] = {
+        "presets": svc.cost_presets(),
+        "q": {**CostQuery.model_validate({}).model_dump(), **raw},
+    }
+    ctx["q"]["fc_outputs"] = raw.get("fc_outputs", "")
+    try:
+        query = CostQuery.model_validate(raw)
+        ctx.update(_cost_context(query))
+    except FIELD_ERRORS as exc:
+        errors = field_errors(exc, labels=COST_LABELS)
+        if request.headers.get("HX-Request", "").lower() == "true":
+            return _errors_response(request, COST_PAGE, errors, "cost-errors")
+        ctx["errors"] = errors
+        return render(request, COST_PAGE, ctx, status_code=422)
+    ctx["placeholder_outputs"] = query.height * query.width
+    return render_page_or_block(request, COST_PAGE, "result", ctx)

@@ -12,10 +12,11 @@ from app.deps import ImageStoreDep, IsHtmx
 from app.errors import ConvScopeError
 from app.http.uploads import IMMUTABLE_CACHE, read_upload
 from app.services.images import ImageStore
-from app.web.templating import render
+from app.web.templating import render, render_page_or_block
 
 router = APIRouter()
 
+TEMPLATE = "pages/images.html"
 # Largest side of the picture shown on a page (the browser scales it down further).
 DISPLAY_MAX_SIDE = 1024
 
@@ -37,14 +38,11 @@ def _page_context(store: ImageStore, **extra: Any) -> dict[str, Any]:
 def images_page(
     request: Request, store: ImageStoreDep, htmx: IsHtmx, image_id: str | None = None
 ) -> HTMLResponse:
-    """The gallery and upload form; with image_id, that image's card on top (HTMX: the card alone)."""
+    """The gallery and upload form; with image_id, that image's card on top (HTMX: the card's region alone,
+    or the gallery when no image is named)."""
     selected = store.get(image_id) if image_id else None
-    if htmx and selected is not None:
-        return render(request, "partials/image_card.html", {"image": selected})
     context = _page_context(store, selected=selected)
-    if htmx:
-        return render(request, "partials/gallery.html", context)
-    return render(request, "pages/images.html", context)
+    return render_page_or_block(request, TEMPLATE, "upload_result" if selected else "gallery", context)
 
 
 @router.post("/images", response_class=HTMLResponse, response_model=None)
@@ -67,16 +65,19 @@ def _store_upload(
     except ConvScopeError as exc:
         return _upload_failed(request, store, htmx, exc)
     if htmx:
-        context = _page_context(store, image=record, oob_gallery=True)
-        return render(request, "partials/image_card.html", context)
+        context = _page_context(store, selected=record, oob_gallery=True)
+        return render(request, TEMPLATE, context, block="upload_result")
     return RedirectResponse(f"/images?image_id={record.id}", status_code=303)
 
 
 def _upload_failed(request: Request, store: ImageStore, htmx: bool, exc: ConvScopeError) -> Response:
-    if htmx:
-        raise exc  # the global handler renders the error partial into the form's result area
+    """The error in the upload form's result region (HTMX: that region alone), with the error's status."""
     context = _page_context(store, upload_error=exc.to_dict()["error"], upload_status=exc.status_code)
-    return render(request, "pages/images.html", context, status_code=exc.status_code)
+    response = render(
+        request, TEMPLATE, context, status_code=exc.status_code, block="upload_result" if htmx else None
+    )
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def _png_response(png: bytes, etag: str) -> Response:

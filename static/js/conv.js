@@ -1,5 +1,5 @@
 // Matrix playground: painting 0/1 cells, stepping through output cells (click, Next/Previous, Play),
-// and marking the field named by a 422 error. Everything else is HTMX.
+// and putting a 422's messages beside the fields they name (on /conv, /filters and /cost). Everything else is HTMX.
 (function () {
   "use strict";
   let playTimer = null;
@@ -31,7 +31,7 @@
       const td = document.querySelector(`#conv-padded td[data-r="${r}"][data-c="${c}"]`);
       if (td) { td.classList.add("in-window"); if (k === 0) td.classList.add("win-first"); }
       // the same cell in the editable grid, when it is not padding
-      const input = document.querySelector(`#conv-input-grid input[name="in_${r - pad}_${c - pad}"]`);
+      const input = document.querySelector(`#conv-input-grid input[name="input.${r - pad}.${c - pad}"]`);
       if (input && input.parentElement) input.parentElement.classList.add("in-window");
     });
     document.querySelectorAll("#conv-output td.active").forEach((td) => td.classList.remove("active"));
@@ -139,39 +139,57 @@
   document.addEventListener("input", forward("input"));
   document.addEventListener("change", forward("change"));
 
-  // Put the error next to its field: outline the input the 422 names.
-  // A setting also gets the message beside it (the output column may be scrolled out of view); grid cells
-  // only get the outline, a message inside the table would break it.
-  function markError(target) {
-    document.querySelectorAll("#conv-form .invalid").forEach((el) => el.classList.remove("invalid"));
-    document.querySelectorAll("#conv-form .field-message").forEach((el) => el.remove());
-    const box = target.querySelector ? target.querySelector(".error-box code") : null;
-    if (!box) return;
-    const name = box.textContent.trim();
-    const el = document.querySelector(`#conv-form [name="${CSS.escape(name)}"]`);
-    if (el) { el.classList.add("invalid"); el.setAttribute("aria-invalid", "true"); }
-    const text = target.querySelector(".error-box p");
-    if (el && text && !el.classList.contains("cell-input")) {
+  // A 422 from a lab form lands in the page's error box (HX-Retarget), not over the result: the last good
+  // result stays. Each message names a field the way the API does (input.1.2, kernels.0.weights.0.1, stride);
+  // the control with that name (or the grid with that data-field) is outlined and the message, in words, is put
+  // right after it (after the whole grid for a cell: a message inside the table would break it).
+  function clearMarks(form) {
+    if (!form) return;
+    form.querySelectorAll(".invalid").forEach((el) => { el.classList.remove("invalid"); el.removeAttribute("aria-invalid"); });
+    form.querySelectorAll(".field-message").forEach((el) => el.remove());
+  }
+
+  function markFields(box) {
+    const form = document.getElementById(box.dataset.form || "");
+    if (!form) return;
+    clearMarks(form);
+    box.querySelectorAll("li[data-field]").forEach((li, i) => {
+      const name = li.dataset.field;
+      const sel = `[name="${CSS.escape(name)}"], [data-field="${CSS.escape(name)}"]`;
+      const els = Array.from(form.querySelectorAll(sel)).filter((el) => el !== li);
+      if (!els.length) return;
+      li.id = li.id || `${box.id}-${i}`;
+      els.forEach((el) => {
+        el.classList.add("invalid");
+        el.setAttribute("aria-invalid", "true");
+        el.setAttribute("aria-describedby", li.id);
+      });
+      const first = els[0];
+      const anchor = first.closest("table") || first.closest("label") || first;
       const msg = document.createElement("span");
       msg.className = "field-message";
-      msg.setAttribute("role", "alert");
-      msg.textContent = text.textContent;
-      (el.closest("label") || el).insertAdjacentElement("afterend", msg);
-    }
+      msg.textContent = li.textContent;
+      anchor.insertAdjacentElement("afterend", msg);
+    });
   }
+
+  const RESULTS = { "conv-result": "conv-errors", "conv-workspace": "conv-errors", "filters-result": "filters-errors", "cost-result": "cost-errors" };
 
   document.addEventListener("htmx:afterSwap", (ev) => {
     const target = ev.detail && ev.detail.target;
     if (!target) return;
-    if (target.id === "conv-result" || target.id === "conv-workspace") {
-      stopPlay();
-      init();
-      markError(target);
-      if (!target.querySelector(".error-box")) {
-        document.querySelectorAll("#conv-form .invalid").forEach((el) => { el.classList.remove("invalid"); el.removeAttribute("aria-invalid"); });
-        document.querySelectorAll("#conv-form .field-message").forEach((el) => el.remove());
-      }
+    if (target.classList.contains("field-errors-box")) { markFields(target); return; }
+    const boxId = RESULTS[target.id];
+    if (!boxId) return;
+    const box = document.getElementById(boxId);
+    if (box && target.id !== "conv-workspace") {
+      // a good result: the errors are fixed
+      box.innerHTML = "";
+      clearMarks(document.getElementById(box.dataset.form || ""));
+    } else if (box) {
+      markFields(box);
     }
+    if (target.id === "conv-result" || target.id === "conv-workspace") { stopPlay(); init(); }
   });
   document.addEventListener("DOMContentLoaded", init);
 })();

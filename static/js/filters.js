@@ -47,30 +47,10 @@
     });
   });
 
-  // Put the error next to its field: outline the control(s) the 422 names, clear them once it is fixed.
-  // The message is repeated beside the control: the result column may be scrolled far away from it.
-  function markError(form, target) {
-    form.querySelectorAll(".invalid").forEach((el) => { el.classList.remove("invalid"); el.removeAttribute("aria-invalid"); });
-    form.querySelectorAll(".field-message").forEach((el) => el.remove());
-    const code = target.querySelector(".error-box code");
-    if (!code) return;
-    const fields = form.querySelectorAll(`[name="${CSS.escape(code.textContent.trim())}"]`);
-    fields.forEach((el) => { el.classList.add("invalid"); el.setAttribute("aria-invalid", "true"); });
-    const text = target.querySelector(".error-box p");
-    if (fields.length && text) {
-      const msg = document.createElement("span");
-      msg.className = "field-message";
-      msg.setAttribute("role", "alert");
-      msg.textContent = text.textContent;
-      (fields[0].closest("label") || fields[0]).insertAdjacentElement("afterend", msg);
-    }
-  }
-
   // A new drawn-kernel grid (size changed): recompute with it once it is in the form.
   document.addEventListener("htmx:afterSwap", (ev) => {
     const target = ev.detail && ev.detail.target;
     const form = document.getElementById("filters-form");
-    if (target && target.id === "filters-result" && form) markError(form, target);
     if (target && target.id === "filters-kernel-editor" && form && window.htmx) window.htmx.trigger(form, "filters-change");
   });
 

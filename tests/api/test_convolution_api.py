@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_convolve_relu_pool(client: TestClient) -> None:
         ({"input": [[1] * 3] * 17, "kernel": [[1]]}, "input"),
         ({"input": [[1] * 8] * 8, "kernel": [[1] * 8] * 8}, "kernel"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1, 1, 1]] * 3}, "kernel"),
-        ({"input": [[1, 1], [1]], "kernel": [[1]]}, "input[1]"),
+        ({"input": [[1, 1], [1]], "kernel": [[1]]}, "input.1"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "mirror"}, "padding"),
         ({"input": [[1, 1], [1, 1]], "kernel": [[1]], "padding": "reflect", "amount": 3}, "amount"),
         ({"input": [[1e308, 1e308]], "kernel": [[10, 10]]}, "kernel"),
@@ -135,15 +136,16 @@ def test_filter_modes_and_options(client: TestClient, sample_image_id: str) -> N
 @pytest.mark.parametrize(
     ("kernel", "field"),
     [
-        ({"weights": [[1, 1], [1, 1]]}, "kernels[0].weights"),
-        # the schema's limits (and types) name the path, with the form of weights it read (2d or 3d)
-        ({"weights": [[1] * 13] * 13}, "kernels.0.weights.2d"),
-        ({"weights": [[1, "a", 1]] * 3}, "kernels.0.weights.2d.0.1"),
-        ({"weights": [[[1] * 3] * 3] * 4}, "kernels.0.weights.3d"),
-        ({"name": "nope"}, "kernels[0].name"),
-        ({}, "kernels[0].name"),
+        ({"weights": [[1, 1], [1, 1]]}, "kernels.0.weights"),
+        # the schema's limits (and types) name the path in the request's own terms: no union tag (2d, 3d)
+        ({"weights": [[1] * 13] * 13}, "kernels.0.weights"),
+        ({"weights": [[1, "a", 1]] * 3}, "kernels.0.weights.0.1"),
+        ({"weights": [[[1] * 3] * 3] * 4}, "kernels.0.weights"),
+        ({"weights": [[[1] * 3] * 3, [[1, 1, 1], [1, 1, "x"], [1, 1, 1]]]}, "kernels.0.weights.1.1.2"),
+        ({"name": "nope"}, "kernels.0.name"),
+        ({}, "kernels.0.name"),
         # Both a library name and weights: ambiguous, so neither is silently dropped.
-        ({"name": "sobel_x", "weights": [[1]]}, "kernels[0].name"),
+        ({"name": "sobel_x", "weights": [[1]]}, "kernels.0.name"),
     ],
 )
 def test_filter_422(client: TestClient, gray_image_id: str, kernel: dict[str, object], field: str) -> None:
@@ -162,7 +164,7 @@ def test_filter_kernel_larger_than_image_and_unknown_image(client: TestClient) -
         json={"image_id": up.json()["id"], "kernels": [{"weights": [[1] * 7] * 7}], "padding": "none"},
     )
     assert r.status_code == 422
-    assert r.json()["error"]["field"] == "kernels[0]"
+    assert r.json()["error"]["field"] == "kernels.0"
     r = client.post("/api/v1/filter", json={"image_id": "0" * 64, "kernels": [{"name": "sobel_x"}]})
     assert r.status_code == 404
 
@@ -342,3 +344,58 @@ def test_large_files_are_shrunk_while_decoding(client: TestClient, monkeypatch: 
     shrunk = svc.load_filter_image(store, record, (60, 45))
     assert shrunk.shape == whole.shape == (60, 45, 3)
     np.testing.assert_allclose(shrunk, whole, atol=0.02)
+
+
+def _dicom_ct_id(client: TestClient) -> str:
+    samples = client.get("/api/v1/samples").json()["images"]
+    return next(s["id"] for s in samples if s["name"].startswith("CT slice (DICOM)"))
+
+
+def _edges_and_spread(body: dict[str, Any]) -> tuple[float, float, float]:
+    """(largest |value| on the map's outer ring, largest inside it, share of inside pixels past 10 % of vmax)."""
+    m = body["maps"][0]
+    v = np.abs(np.array(m["values"]))
+    inner = v[2:-2, 2:-2]
+    ring = np.concatenate([v[0], v[-1], v[:, 0], v[:, -1]])
+    return float(ring.max()), float(inner.max()), float((inner > 0.1 * m["vmax"]).mean())
+
+
+def test_laplacian_on_the_ct_is_not_swamped_by_a_padding_frame(client: TestClient) -> None:
+    # Issue 10: CT_small's edges are bright, so zero padding draws a frame 2.6x the strongest response inside,
+    # and min-max colours then leave 95 % of the slice at the middle colour.
+    ct = _dicom_ct_id(client)
+    request: dict[str, Any] = {"image_id": ct, "kernels": [{"name": "laplacian"}]}
+    old = client.post("/api/v1/filter", json={**request, "padding": "zeros", "limits": "full"}).json()
+    ring, inside, spread = _edges_and_spread(old)
+    assert ring > 2 * inside and spread < 0.1
+    assert old["maps"][0]["vmax"] == pytest.approx(ring, rel=1e-3)
+    # the defaults: reflect padding (said in the answer) and robust limits (the 99th percentile of |value|)
+    new = client.post("/api/v1/filter", json=request).json()
+    assert (new["padding"], new["limits"], new["scale"]) == ("reflect", "robust", "each")
+    assert any(n.startswith("Padding: reflect") for n in new["notes"])
+    assert any("99th percentile" in n for n in new["notes"])
+    ring, inside, spread = _edges_and_spread(new)
+    assert ring < inside and spread > 0.5
+    values = np.abs(np.array(new["maps"][0]["values"]))
+    assert new["maps"][0]["vmax"] == pytest.approx(float(np.percentile(values, 99)), rel=1e-3)
+    # robust limits alone already help; full limits with reflect padding are the old min-max
+    full = client.post("/api/v1/filter", json={**request, "limits": "full"}).json()
+    assert full["maps"][0]["vmax"] == pytest.approx(float(values.max()), rel=1e-3)
+
+
+def test_shared_scale_puts_every_map_on_one_scale(client: TestClient, sample_image_id: str) -> None:
+    request = {"image_id": sample_image_id, "kernels": [{"name": "sobel_x"}, {"name": "gaussian_3"}]}
+    each = client.post("/api/v1/filter", json=request).json()["maps"]
+    shared = client.post("/api/v1/filter", json={**request, "scale": "shared"}).json()["maps"]
+    assert each[0]["vmax"] != each[1]["vmax"]
+    assert shared[0]["vmax"] == shared[1]["vmax"] == max(m["vmax"] for m in each)
+    assert shared[0]["vmin"] == shared[1]["vmin"] == min(m["vmin"] for m in each)
+
+
+def test_cost_query_model_takes_empty_as_default_and_says_the_ratio(client: TestClient) -> None:
+    body = client.get("/api/v1/cost", params={"fc_outputs": "", "padding": ""}).json()
+    assert body["fully_connected"]["multiplications"] == 4_294_967_296
+    assert body["convolution"]["multiplications"] == 589_824
+    assert body["fc_to_conv_multiplications"] == pytest.approx(4_294_967_296 / 589_824)
+    r = client.get("/api/v1/cost", params={"stride": 0})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "stride"

@@ -136,3 +136,43 @@ def test_the_steps_say_when_the_stored_image_was_downsampled_first(tmp_path: Pat
         assert "downsampled from 160 × 200 to 40 × 50 pixels" in steps[0], steps
         assert "working_image_side = 64" in steps[0]
         assert steps[1].startswith("input: 40 x 50 px")
+
+
+def _two_halves_png() -> bytes:
+    """448 x 224: a red picture and a blue one side by side, each with a white bar near its outer edge."""
+    image = np.zeros((224, 448, 3), dtype=np.uint8)
+    image[:, :224, 0] = 200
+    image[:, 224:, 2] = 200
+    image[:, 8:24] = 255
+    image[:, 424:440] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_predict_fit_keeps_both_halves_of_a_wide_image(client: TestClient) -> None:
+    image_id = client.post("/api/v1/images", files={"file": ("pair.png", _two_halves_png())}).json()["id"]
+    body = {"image_id": image_id, "model": "resnet18", "weights": "untrained", "k": 1}
+    crop = client.post("/api/v1/predict", json=body).json()
+    fit = client.post("/api/v1/predict", json={**body, "fit": "fit"}).json()
+    assert crop["preprocessing"]["fit"] == "crop"  # the default: the model's own transform
+    assert fit["preprocessing"]["fit"] == "fit"
+    assert any(s.startswith("fit (not the model's own crop)") for s in fit["preprocessing"]["steps"])
+    params = {"image_id": image_id, "model": "resnet18", "weights": "untrained", "format": "npy"}
+    crop_x = np.load(io.BytesIO(client.get("/api/v1/predict/input", params=params).content))[0]
+    fit_x = np.load(io.BytesIO(client.get("/api/v1/predict/input", params={**params, "fit": "fit"}).content))[
+        0
+    ]
+    # White is the largest normalised value in every channel: the bars survive only with fit.
+    white = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+
+    def bar_columns(x: np.ndarray) -> int:
+        """Columns white from top to bottom of the picture (rows 60..163 are picture in both inputs)."""
+        return int(np.all(np.abs(x[:, 60:164] - white[:, None, None]) < 0.05, axis=(0, 1)).sum())
+
+    assert bar_columns(crop_x) == 0 and bar_columns(fit_x) >= 2
+    # Both halves are in the fitted input: red on the left, blue on the right.
+    assert fit_x[0, 112, 30:100].mean() > fit_x[2, 112, 30:100].mean()
+    assert fit_x[2, 112, 124:200].mean() > fit_x[0, 112, 124:200].mean()
+    bad = client.post("/api/v1/predict", json={**body, "fit": "stretch"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "fit"

@@ -94,7 +94,7 @@ def test_htmx_swaps_run_under_the_csp_and_styles_are_applied(page: Any, live_ser
 
     # The matrix playground: an edit swaps in a coloured result (cell colours come from data-style).
     page.goto(f"{live_server}/conv?preset=vertical_edge")
-    page.locator('input[name="in_0_0"]').fill("20")
+    page.locator('input[name="input.0.0"]').fill("20")
     expect(page.locator('#conv-output td[data-row="0"][data-col="0"]')).to_have_text("10")
     background = page.eval_on_selector(
         '#conv-output td[data-row="0"][data-col="1"]', "el => getComputedStyle(el).backgroundColor"
@@ -127,7 +127,7 @@ def test_htmx_swaps_run_under_the_csp_and_styles_are_applied(page: Any, live_ser
     page.goto(f"{live_server}/filters")
     page.wait_for_selector("#filters-result .fmap-img")
     before = page.locator("#filters-result .fmap-img").count()
-    page.locator('input[name="kernel"]').nth(3).check()
+    page.locator('.kernel-library input[type="checkbox"]').nth(3).check()
     expect(page.locator("#filters-result .fmap-img")).not_to_have_count(before, timeout=60_000)
     ramp = page.eval_on_selector(
         "#filters-result .colorbar-ramp", "el => getComputedStyle(el).backgroundImage"

@@ -140,7 +140,8 @@ def test_the_same_upload_from_the_page(server: ServerProcess) -> None:
 def test_the_filter_lab_page_on_a_big_image(server: ServerProcess, big_image_id: str) -> None:
     form = {
         "image_id": big_image_id,
-        "kernel": ["sobel_x", "sobel_y", "laplacian", "box_blur"],
+        # library kernels as the page names them (kernels.N.name, the API's field; the drawn kernel is kernels.0)
+        **{f"kernels.{i + 1}.name": k for i, k in enumerate(["sobel_x", "sobel_y", "laplacian", "box_blur"])},
         "mode": "per_channel",  # 3 channels x 4 kernels
         # The heaviest size the filter lab allows for 12 maps (1024 px would pass max_filter_working_bytes).
         "max_side": "768",

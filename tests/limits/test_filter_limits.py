@@ -137,7 +137,8 @@ def test_the_filter_page_downsamples_a_large_image(server: ServerProcess, big_im
     assert measured.peak_increase_mib < RSS_BOUND_MIB, measured
     form = {
         "image_id": big_image_id,
-        "kernel": ["sobel_x", "sobel_y"],
+        "kernels.1.name": "sobel_x",  # the page's (and the API's) field names
+        "kernels.2.name": "sobel_y",
         "mode": "per_channel",
         "max_side": "1024",
     }

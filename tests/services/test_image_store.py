@@ -521,3 +521,62 @@ def test_npy_pixels_are_bounded_by_max_npy_values(small_working_store):
     assert small_working_store.npy_pixels(record.id, max_side=16).shape == (10, 15, 3)
     with pytest.raises(OverLimit, match="max_npy_values"):
         small_working_store.npy_pixels(record.id, max_side=30)  # 20 x 30 x 3 = 1800 numbers
+
+
+def test_decoded_images_are_kept_within_image_cache_bytes(tmp_path: Path) -> None:
+    # Each 64 x 64 RGB working copy is 64 * 64 * 3 * 4 = 49,152 bytes; room for two, not three.
+    settings = Settings(data_dir=tmp_path / "data", image_cache_bytes=100_000)
+    store = ImageStore(settings)
+    try:
+        rng = np.random.default_rng(5)
+        ids = [
+            store.put(png_bytes(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), f"{i}.png").id
+            for i in range(3)
+        ]
+        assert len(store._cache) == 2 and store._cache.nbytes == 2 * 49_152
+        decodes: list[str] = []
+        real = store._decode_stored
+
+        def counting(record: Any, *args: Any, **kwargs: Any) -> Any:
+            decodes.append(record.id)
+            return real(record, *args, **kwargs)
+
+        store._decode_stored = counting  # type: ignore[method-assign]
+        store.load(ids[2])  # the most recent upload is cached
+        assert decodes == []
+        store.load(ids[0])  # the oldest was evicted: decoded again, and now the second oldest goes
+        assert decodes == [ids[0]]
+        store.load(ids[2])
+        store.load(ids[1])
+        assert decodes == [ids[0], ids[1]]
+        assert store._cache.nbytes <= settings.image_cache_bytes
+    finally:
+        store.close()
+
+
+def test_an_image_larger_than_the_cache_is_decoded_each_time_not_kept(tmp_path: Path) -> None:
+    store = ImageStore(Settings(data_dir=tmp_path / "data", image_cache_bytes=10_000))
+    try:
+        image_id = store.put(png_bytes(np.zeros((64, 64), dtype=np.uint8)), "big.png").id  # 16 KB as float32
+        assert store.load(image_id).shape == (64, 64)
+        assert len(store._cache) == 0 and store._cache.nbytes == 0
+    finally:
+        store.close()
+
+
+def test_pixel_statistics_are_kept_within_their_byte_budget(tmp_path: Path) -> None:
+    store = ImageStore(Settings(data_dir=tmp_path / "data", image_stats_cache_bytes=600))
+    try:
+        rng = np.random.default_rng(6)
+        ids = [
+            store.put(png_bytes(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)), f"{i}.png").id
+            for i in range(4)
+        ]
+        one = images_module._stats_nbytes(store._stats[ids[-1]])
+        assert 150 < one < 600
+        assert store._stats.currsize <= 600 and len(store._stats) < 4  # the oldest made room
+        # An evicted entry is computed again from the stored file, with the same numbers.
+        first = store.pixel_stats(ids[0])
+        assert first["shape"] == [8, 8, 3] and ids[0] in store._stats
+    finally:
+        store.close()

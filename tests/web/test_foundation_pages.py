@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import io
+import re
+
+import numpy as np
 from fastapi.testclient import TestClient
+from PIL import Image
 
 
 def test_home_links_every_feature(client: TestClient) -> None:
@@ -33,12 +38,73 @@ def test_untrained_model_is_labelled_in_the_page(client: TestClient, sample_imag
     assert "UNTRAINED" in html and "resnet18-f37072fd.pth" in html
 
 
-def test_htmx_errors_come_back_as_a_partial(client: TestClient) -> None:
+def test_htmx_errors_come_back_next_to_their_field(client: TestClient) -> None:
     response = client.get("/predict", params={"image_id": "f" * 64}, headers={"HX-Request": "true"})
     assert response.status_code == 404
-    assert 'class="error-box"' in response.text and "<html" not in response.text
+    assert "<html" not in response.text
+    # The message fills the image picker's slot out of band; the last good result is not replaced.
+    slot = re.search(r'<p id="error-image_id"[^>]*>(.*?)</p>', response.text)
+    assert slot and "no image with id" in slot.group(1) and 'hx-swap-oob="true"' in slot.group(0)
+    assert response.headers["HX-Reswap"] == "none" and response.headers["HX-Push-Url"] == "false"
+    assert 'id="prediction"' not in response.text and 'id="predictions"' not in response.text
     page = client.get("/predict", params={"image_id": "f" * 64})
     assert page.status_code == 404 and "<html" in page.text
+    assert re.search(r'<p id="error-image_id"[^>]*role="alert">[^<]*no image with id', page.text)
+
+
+def test_a_bad_k_is_shown_next_to_k_with_the_api_s_message(client: TestClient, gray_image_id: str) -> None:
+    api = client.post("/api/v1/predict", json={"image_id": gray_image_id, "k": 0}).json()["error"]
+    partial = client.get(
+        "/predict", params={"image_id": gray_image_id, "k": 0}, headers={"HX-Request": "true"}
+    )
+    assert partial.status_code == 422 and partial.headers["HX-Reswap"] == "none"
+    slot = re.search(r'<p id="error-k"[^>]*>(.*?)</p>', partial.text)
+    assert slot and slot.group(1) == api["message"] and api["field"] == "k"
+    assert 'id="predictions"' not in partial.text
+    # A whole page (reload, bookmark) keeps what was typed, marks the field, and shows no stale result.
+    page = client.get("/predict", params={"image_id": gray_image_id, "k": "lots"})
+    assert page.status_code == 422 and "<html" in page.text
+    assert re.search(r'<input id="predict-k"[^>]*value="lots"[^>]*aria-invalid="true"', page.text)
+    assert "k: Input should be a valid integer" in page.text
+    # k = 21 is refused by both, with the same bound (one definition of the field).
+    assert client.post("/api/v1/predict", json={"image_id": gray_image_id, "k": 21}).status_code == 422
+    assert client.get("/predict", params={"image_id": gray_image_id, "k": 21}).status_code == 422
+    assert client.get("/predict", params={"image_id": gray_image_id, "k": 20}).status_code == 200
+
+
+def test_a_good_answer_clears_the_error_slots(client: TestClient, gray_image_id: str) -> None:
+    partial = client.get(
+        "/predict", params={"image_id": gray_image_id, "k": 2}, headers={"HX-Request": "true"}
+    )
+    assert partial.status_code == 200 and 'id="predictions"' in partial.text
+    for name in ("image_id", "model", "weights", "k", "fit"):
+        assert f'<p id="error-{name}" class="field-error" hx-swap-oob="true"></p>' in partial.text
+
+
+def test_predict_pictures_are_urls_not_data_uris(client: TestClient, sample_image_id: str) -> None:
+    params = {"image_id": sample_image_id, "model": "resnet18", "weights": "untrained"}
+    page = client.get("/predict", params=params)
+    assert page.status_code == 200
+    assert "data:image" not in page.text and len(page.content) < 100_000
+    urls = re.findall(r'<img[^>]+src="(/pictures/[0-9a-f]+\.png)"', page.text)
+    assert len(urls) == 4  # the shown input and 3 normalised channels
+    for url in urls:
+        png = client.get(url)
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert "immutable" in png.headers["cache-control"]
+    shown = np.asarray(Image.open(io.BytesIO(client.get(urls[0]).content)))
+    api = client.get("/api/v1/predict/input", params=params)
+    np.testing.assert_array_equal(shown, np.asarray(Image.open(io.BytesIO(api.content))))
+
+
+def test_the_page_says_which_shape_was_used(client: TestClient, sample_image_id: str) -> None:
+    params = {"image_id": sample_image_id, "model": "resnet18", "weights": "untrained"}
+    crop = client.get("/predict", params=params, headers={"HX-Request": "true"}).text
+    assert 'data-fit="crop"' in crop and "the model's own transform" in crop
+    fit = client.get("/predict", params={**params, "fit": "fit"}, headers={"HX-Request": "true"}).text
+    assert 'data-fit="fit"' in fit and "resized to fit and padded" in fit
+    bad = client.get("/predict", params={**params, "fit": "stretch"}, headers={"HX-Request": "true"})
+    assert bad.status_code == 422 and re.search(r'<p id="error-fit"[^>]*>fit: Input should be', bad.text)
 
 
 def test_user_text_is_escaped(client: TestClient) -> None:

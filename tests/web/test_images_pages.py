@@ -154,3 +154,21 @@ def test_display_png_is_capped_but_the_api_png_is_full_size(client):
     assert shown.size == (1024, 41)  # 60 * 1024 / 1500 = 40.96, rounded by PIL
     full = Image.open(io.BytesIO(client.get(f"/api/v1/images/{image_id}/pixels?format=png").content))
     np.testing.assert_array_equal(np.asarray(full), wide)
+
+
+def test_one_template_answers_page_card_and_gallery(client, gray_image_id):
+    # The same URL: a whole page for the address bar, one region of the same template for HTMX.
+    page = client.get("/images", params={"image_id": gray_image_id})
+    card = client.get("/images", params={"image_id": gray_image_id}, headers=HX)
+    gallery = client.get("/images", headers=HX)
+    assert "<html" in page.text and 'id="upload-form"' in page.text and 'id="gallery"' in page.text
+    assert (
+        "<html" not in card.text and 'id="gallery"' not in card.text and 'id="upload-form"' not in card.text
+    )
+    assert "<html" not in gallery.text and gallery.text.lstrip().startswith('<section id="gallery"')
+    assert 'id="image-card"' not in gallery.text
+    # The card in the page is the card HTMX gets.
+    card_html = re.search(r'<article class="card image-card".*?</article>', card.text, re.S).group(0)
+    assert card_html in page.text
+    for response in (page, card, gallery):
+        assert response.headers["vary"] == "HX-Request"

@@ -218,7 +218,7 @@ def _as_float_array(a: object, name: str) -> NDArray[np.float64]:
         raise ConvolutionError(f"{name} must be a grid of numbers", name) from exc
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
-        where = "".join(f"[{int(i)}]" for i in bad)
+        where = "".join(f".{int(i)}" for i in bad)
         raise ConvolutionError(f"{name}{where} is not a finite number", f"{name}{where}")
     return arr
 
@@ -473,7 +473,7 @@ def apply_kernels(
     chans: list[str | None] = []
     for i, kin in enumerate(kernels):
         kw = np.asarray(kin.weights, dtype=np.float32)
-        fld = f"kernels[{i}]"
+        fld = f"kernels.{i}"
         if kw.ndim == 3 and mode != "3d":
             raise ConvolutionError(f"kernel {kin.name!r} is 3-D; use mode '3d' for kernels with depth", fld)
         if kw.ndim == 3 and kw.shape[0] != c:
@@ -523,7 +523,7 @@ def apply_kernels(
     for i, m in enumerate(maps):
         if not np.all(np.isfinite(m)):
             raise ConvolutionError(
-                "the kernel's weights are too large: the feature map overflows", f"kernels[{kidx[i]}]"
+                "the kernel's weights are too large: the feature map overflows", f"kernels.{kidx[i]}"
             )
     return FilterResult(maps=maps, labels=labels, kernel_index=kidx, channel=chans, mode=mode)
 

@@ -65,6 +65,20 @@ class CostComparison:
         p = self.percent
         return f"{p:.2f} %" if p >= 0.01 else f"{p:.2g} %"
 
+    @property
+    def times_text(self) -> str:
+        """How many times more multiplications the larger of the two layers needs, said plainly (``7,282 times
+        as many``): a percentage like 0.014 % is hard to picture, and a log-scaled bar misleads."""
+        big, small = (
+            max(self.fc_multiplications, self.conv_multiplications),
+            min(self.fc_multiplications, self.conv_multiplications),
+        )
+        times = big / small
+        number = f"{times:,.0f}" if times >= 10 else f"{times:.2g}"
+        if self.fc_multiplications == self.conv_multiplications:
+            return "the same number of multiplications as"
+        return f"{number} times as many multiplications as"
+
     def lines(self) -> dict[str, str]:
         """The arithmetic written out with the current numbers."""
         k2c = self.kernel * self.kernel * self.channels
@@ -127,6 +141,7 @@ class CostComparison:
             "weight_ratio": self.weight_ratio,
             "percent": self.percent,
             "percent_text": self.percent_text,
+            "fc_to_conv_multiplications": self.fc_multiplications / self.conv_multiplications,
             "lines": self.lines(),
         }
 

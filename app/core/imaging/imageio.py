@@ -862,26 +862,28 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> DecodedImage:
         )
 
     steps: list[str] = [f"DICOM {modality}"]
-    values = np.asarray(raw, dtype=np.float64)
     slope = _ds_float(ds.get("RescaleSlope"))
     intercept = _ds_float(ds.get("RescaleIntercept"))
-    has_rescale = slope is not None or intercept is not None or "ModalityLUTSequence" in ds
+    has_rescale = slope is not None or intercept is not None or bool(ds.get("ModalityLUTSequence"))
+    # The standard's pipeline (PS3.3 C.11): stored values -> modality LUT (rescale or LUT) -> VOI LUT or
+    # window -> display. Both steps are pydicom's own functions, so the numbers are the standard's.
+    values = np.asarray(apply_modality_lut(raw, ds) if has_rescale else raw, dtype=np.float64)
     if has_rescale:
-        values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
-        unit = " (HU)" if modality == "CT" else ""
-        steps.append(f"rescale slope/intercept applied{unit}")
-        metadata["rescale_slope"] = slope if slope is not None else 1.0
-        metadata["rescale_intercept"] = intercept if intercept is not None else 0.0
-    if modality == "CT" and has_rescale:
-        metadata["units"] = "HU"
+        if ds.get("ModalityLUTSequence"):
+            steps.append("modality LUT from the file applied")
+        else:
+            unit = " (HU)" if modality == "CT" else ""
+            steps.append(f"rescale slope/intercept applied{unit}")
+            metadata["rescale_slope"] = slope if slope is not None else 1.0
+            metadata["rescale_intercept"] = intercept if intercept is not None else 0.0
+        if modality == "CT" and not ds.get("ModalityLUTSequence"):
+            metadata["units"] = "HU"
 
-    centre = _ds_float(ds.get("WindowCenter"))
-    width = _ds_float(ds.get("WindowWidth"))
-    if centre is not None and width is not None and width > 0:
-        lo, hi = centre - width / 2.0, centre + width / 2.0
-        pixels = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-        steps.append(f"window centre {_num(centre)} / width {_num(width)} from the file")
-        metadata["window"] = {"centre": centre, "width": width, "source": "file"}
+    voi = _apply_voi(raw if not has_rescale else values, ds)
+    if voi is not None:
+        pixels, how, window = voi
+        steps.append(how)
+        metadata["window"] = window
     else:
         pixels, lo, hi = _stretch(values)
         steps.append(f"no window in the file, so the value range {_range_text(lo, hi)} was scaled to [0, 1]")
@@ -893,6 +895,114 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> DecodedImage:
         steps.append("MONOCHROME1 inverted so that white means high")
     sentence = steps[0] + ": " + ", ".join(steps[1:]) + "."
     return DecodedImage(np.ascontiguousarray(pixels), "dicom", photometric, bit_depth, sentence, metadata)
+
+
+def _windows(ds: Any) -> list[tuple[float, float, str | None]]:
+    """Every (centre, width, explanation) the file offers (Window Center/Width are multi-valued, VM 1-n)."""
+    centres, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centres is None or widths is None:
+        return []
+
+    def listed(value: Any) -> list[Any]:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            return [value]
+        return list(value)
+
+    explanations = listed(ds.get("WindowCenterWidthExplanation", "") or "")
+    out = []
+    for i, (c, w) in enumerate(zip(listed(centres), listed(widths), strict=False)):
+        try:
+            note = str(explanations[i]).strip() if i < len(explanations) else ""
+            out.append((float(c), float(w), note or None))
+        except (TypeError, ValueError):
+            break
+    return out
+
+
+def _apply_voi(values: NDArray[Any], ds: Any) -> tuple[FloatImage, str, dict[str, Any]] | None:
+    """The file's first VOI LUT or window applied by pydicom (`apply_voi_lut`), scaled to [0, 1].
+
+    values: the modality LUT's output (stored values when the file has none), (H, W).
+    Returns (pixels, what was done, metadata["window"]) or None when the file has no usable VOI
+    (then the caller stretches the value range). A window the standard forbids (width < 1 for LINEAR,
+    <= 0 otherwise, an unknown VOI LUT Function) is reported and skipped, never guessed at.
+    """
+    from pydicom.pixels import apply_voi_lut
+
+    lut_seq = ds.get("VOILUTSequence")
+    if lut_seq and lut_seq[0].get("LUTDescriptor") is not None and lut_seq[0].get("LUTData") is not None:
+        descriptor = [int(v) for v in lut_seq[0].LUTDescriptor]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns when a LUT is applied to floats (after a rescale)
+            table_input = np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values
+            out = np.asarray(apply_voi_lut(table_input, ds, index=0, prefer_lut=True), dtype=np.float64)
+        # PS3.3 C.11.2.1.1: the VOI LUT's output range is 0 .. 2^n - 1, n = the descriptor's third value.
+        top = float(2 ** descriptor[2] - 1)
+        lut_note = str(lut_seq[0].get("LUTExplanation", "") or "").strip()
+        named = f" ({lut_note})" if lut_note else ""
+        lut_how = (
+            f"VOI LUT from the file applied{named}: {descriptor[0] or 65536} entries from value "
+            f"{descriptor[1]}, output 0 .. {int(top)} scaled to [0, 1]"
+        )
+        if len(lut_seq) > 1:
+            lut_how += f" (the first of {len(lut_seq)} VOI LUTs in the file)"
+        lut_window: dict[str, Any] = {
+            "source": "file",
+            "function": "LUT",
+            "explanation": lut_note or None,
+            "lut_count": len(lut_seq),
+        }
+        return np.clip(out / top, 0.0, 1.0).astype(np.float32), lut_how, lut_window
+
+    windows = _windows(ds)
+    if not windows:
+        return None
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    centre, width, explanation = windows[0]
+    try:
+        out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=False), dtype=np.float64)
+        # The window's output range [y_min, y_max] is whatever it gives for -inf and +inf (pydicom derives
+        # it from Bits Stored, Pixel Representation and the rescale, as PS3.3 C.11.2.1.2 says).
+        y_min, y_max = (
+            float(v)
+            for v in np.asarray(
+                apply_voi_lut(np.array([-np.inf, np.inf]), ds, index=0, prefer_lut=False), dtype=np.float64
+            )
+        )
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        # e.g. width 0 with LINEAR, an unknown VOI LUT Function, or a file without Bits Stored.
+        note = f"the window in the file (centre {_num(centre)} / width {_num(width)}, {function}) cannot be applied ({exc})"
+        return _stretched_with_note(values, note, centre, width, function)
+    span = y_max - y_min
+    pixels = (out - y_min) / span if span > 0 else np.zeros_like(out)
+    how = f"window centre {_num(centre)} / width {_num(width)} from the file"
+    if function != "LINEAR":
+        how += f" ({function})"
+    if explanation:
+        how += f" “{explanation}”"
+    if len(windows) > 1:
+        others = "; ".join(f"{_num(c)} / {_num(w)}" + (f" “{e}”" if e else "") for c, w, e in windows[1:])
+        how += f" (the first of {len(windows)} windows in the file; the others: {others})"
+    window: dict[str, Any] = {"centre": centre, "width": width, "source": "file", "function": function}
+    if explanation:
+        window["explanation"] = explanation
+    if len(windows) > 1:
+        window["alternatives"] = [{"centre": c, "width": w, "explanation": e} for c, w, e in windows[1:]]
+    return np.clip(np.nan_to_num(pixels), 0.0, 1.0).astype(np.float32), how, window
+
+
+def _stretched_with_note(
+    values: NDArray[Any], note: str, centre: float, width: float, function: str
+) -> tuple[FloatImage, str, dict[str, Any]]:
+    pixels, lo, hi = _stretch(values)
+    how = f"{note}, so the value range {_range_text(lo, hi)} was scaled to [0, 1]"
+    window = {
+        "centre": (lo + hi) / 2.0,
+        "width": hi - lo,
+        "source": "data range",
+        "rejected": {"centre": centre, "width": width, "function": function},
+    }
+    return pixels, how, window
 
 
 class NotedImage(np.ndarray):  # type: ignore[type-arg]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -28,6 +29,12 @@ from app.errors import OverLimit
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 LIMIT_SETTING = "max_preprocess_elements"
 
+# How an image that is not the model's shape becomes its input: "crop" is the model's own transform (for
+# torchvision models: shorter side resized, centre kept, so a wide image loses its sides); "fit" resizes the
+# longer side to the input size, keeping the aspect ratio, and pads the rest with zeros (nothing is lost).
+Fit = Literal["crop", "fit"]
+FITS: tuple[str, ...] = get_args(Fit)
+
 
 @dataclass
 class PreparedInput:
@@ -36,6 +43,7 @@ class PreparedInput:
     tensor: torch.Tensor  # (1, C, H, W) float32, normalised
     shown: NDArray[np.uint8]  # (H, W, 3): the tensor de-normalised back to [0, 255] for display
     steps: list[str]
+    fit: Fit = "crop"  # which geometry made the tensor (see Fit)
 
 
 def match_channels(tensor: torch.Tensor, channels: int) -> tuple[torch.Tensor, str | None]:
@@ -166,8 +174,16 @@ def plan_axis(in_size: int, resized: int, crop: int, offset: int, mode: str) -> 
     return AxisPlan(in_size, resized, crop, offset, first, start, stop, lo - start, count, weight)
 
 
-def resized_size(height: int, width: int, prep: Preprocessing) -> tuple[int, int]:
-    """(H, W) after the resize step, as torchvision computes it (shorter side to an int, or a fixed size)."""
+def resized_size(height: int, width: int, prep: Preprocessing, fit: Fit = "crop") -> tuple[int, int]:
+    """(H, W) after the resize step, as torchvision computes it (shorter side to an int, or a fixed size).
+
+    fit="fit": the largest size with the image's aspect ratio that fits inside the model input (the longer
+    side, relative to the input, becomes the input's; at least 1 px each way).
+    """
+    if fit == "fit":
+        crop_h, crop_w = prep.crop_size
+        scale = min(crop_h / height, crop_w / width)
+        return max(1, min(crop_h, round(height * scale))), max(1, min(crop_w, round(width * scale)))
     if prep.direct_resize:
         return prep.crop_size
     if isinstance(prep.resize_size, int):
@@ -217,6 +233,7 @@ def plan(
     prep: Preprocessing,
     limit: int | None = None,
     convert: bool = False,
+    fit: Fit = "crop",
 ) -> Plan:
     """Everything preprocessing will do to an (H, W, C) image, sized before anything is allocated.
 
@@ -224,7 +241,7 @@ def plan(
     """
     mode = prep.interpolation
     crop_h, crop_w = prep.crop_size
-    new_h, new_w = resized_size(height, width, prep)
+    new_h, new_w = resized_size(height, width, prep, fit)
     # The weight tables are (kept x taps): size them before building them (a 36 M-px row has long filters).
     _check(
         [
@@ -281,13 +298,19 @@ def _as_tensor(span: NDArray[np.generic]) -> torch.Tensor:
         return torch.from_numpy(span)
 
 
-def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | None = None) -> PreparedInput:
+def preprocess(
+    image: NDArray[np.floating], prep: Preprocessing, limit: int | None = None, fit: Fit = "crop"
+) -> PreparedInput:
     """Apply a model's preprocessing to an (H, W) or (H, W, C) [0, 1] image -> PreparedInput.
 
-    For torchvision models this equals `weights.transforms()` applied to the float tensor (a test checks it),
-    but only the part of the image that survives the centre crop is ever resized. `limit` bounds the elements
-    of every tensor built on the way (OverLimit naming max_preprocess_elements, before anything is allocated).
+    fit="crop" (default): for torchvision models this equals `weights.transforms()` applied to the float
+    tensor (a test checks it), but only the part of the image that survives the centre crop is ever resized.
+    fit="fit": the whole image resized (same interpolation, aspect ratio kept) so that it fits the input,
+    centred, the rest zero before normalisation. `limit` bounds the elements of every tensor built on the way
+    (OverLimit naming max_preprocess_elements, before anything is allocated).
     """
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, not {fit!r}")
     working_note = getattr(image, "working_note", None)
     arr = np.asarray(image)
     if arr.ndim == 2:
@@ -303,10 +326,10 @@ def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | No
     ]
     if working_note:
         steps.insert(0, f"the stored image, {working_note}")
-    the_plan = plan(height, width, channels, prep, limit, convert)
+    the_plan = plan(height, width, channels, prep, limit, convert, fit)
     rows, cols = the_plan.rows, the_plan.cols
     crop_h, crop_w = prep.crop_size
-    new_h, new_w = resized_size(height, width, prep)
+    new_h, new_w = resized_size(height, width, prep, fit)
     trimmed = rows.trimmed or cols.trimmed
     if trimmed:
         steps.append(
@@ -322,7 +345,14 @@ def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | No
     canvas = torch.zeros((crop_h, crop_w, channels), dtype=torch.float32)
     canvas[rows.first : rows.first + rows.kept, cols.first : cols.first + cols.kept] = x
     out = canvas.permute(2, 0, 1)
-    if prep.direct_resize:
+    if fit == "fit":
+        around = new_h < crop_h or new_w < crop_w
+        steps.append(
+            f"fit (not the model's own crop): resized to {new_w} x {new_h} ({prep.interpolation}, aspect ratio "
+            f"kept, nothing cut off)"
+            + (f", centred on a {crop_w} x {crop_h} input with zero padding around it" if around else "")
+        )
+    elif prep.direct_resize:
         steps.append(f"resized to {crop_w} x {crop_h} ({prep.interpolation}, aspect ratio not kept)")
     else:
         if isinstance(prep.resize_size, int):
@@ -357,7 +387,7 @@ def preprocess(image: NDArray[np.floating], prep: Preprocessing, limit: int | No
     shown = np.round(shown_tensor.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     if shown.shape[2] == 1:
         shown = np.repeat(shown, 3, axis=2)
-    return PreparedInput(tensor=out.unsqueeze(0).contiguous(), shown=shown, steps=steps)
+    return PreparedInput(tensor=out.unsqueeze(0).contiguous(), shown=shown, steps=steps, fit=fit)
 
 
 def topk(logits: torch.Tensor, categories: list[str], k: int) -> list[tuple[int, str, float]]:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from app.core.imaging import imageio as imageio_module
@@ -338,12 +338,22 @@ def test_dicom_ct_window_from_the_file():
     buffer = io.BytesIO()
     ds.save_as(buffer)
     decoded = decode(buffer.getvalue(), "ct.dcm")
-    hu = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
-    np.testing.assert_allclose(decoded.pixels, np.clip((hu - (40 - 200)) / 400, 0, 1), atol=1e-6)
+    # The oracle is pydicom: modality LUT, then the VOI window, scaled by the window's output range
+    # (PS3.3 C.11.2.1.2: signed 16-bit stored values, rescaled like the pixels).
+    hu = apply_modality_lut(ds.pixel_array, ds)
+    shown = apply_voi_lut(hu, ds)
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    y_min, y_max = -32768 * slope + intercept, 32767 * slope + intercept
+    np.testing.assert_allclose(decoded.pixels, (shown - y_min) / (y_max - y_min), atol=1e-6)
     assert decoded.conversion == (
         "DICOM CT: rescale slope/intercept applied (HU), window centre 40 / width 400 from the file."
     )
-    assert decoded.metadata["window"] == {"centre": 40.0, "width": 400.0, "source": "file"}
+    assert decoded.metadata["window"] == {
+        "centre": 40.0,
+        "width": 400.0,
+        "source": "file",
+        "function": "LINEAR",
+    }
 
 
 def test_dicom_mr_small_uses_its_window():
@@ -351,8 +361,9 @@ def test_dicom_mr_small_uses_its_window():
     decoded = decode(Path(path).read_bytes(), "MR_small.dcm")
     ds = pydicom.dcmread(path)
     centre, width = float(ds.WindowCenter), float(ds.WindowWidth)
-    raw = ds.pixel_array.astype(np.float64)
-    expected = np.clip((raw - (centre - width / 2)) / width, 0, 1)
+    # MR_small: signed 16-bit, no rescale, so the window's output range is [-32768, 32767].
+    assert ds.PixelRepresentation == 1 and ds.BitsStored == 16 and "RescaleSlope" not in ds
+    expected = (apply_voi_lut(ds.pixel_array, ds) + 32768) / 65535
     np.testing.assert_allclose(decoded.pixels, expected, atol=1e-6)
     assert decoded.pixels.shape == (64, 64)
     assert decoded.metadata["modality"] == "MR"

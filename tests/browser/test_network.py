@@ -1,6 +1,6 @@
 """The inside-the-network pages in a browser: regions swap without reloading, the URL follows the view,
-Back/Forward bring the view and its controls back together, errors sit next to their field, and axe finds no
-serious or critical violation."""
+Back/Forward bring the view and its controls back together, errors sit next to their field. (axe runs on these
+pages, in several states, in tests/browser/test_accessibility.py.)"""
 
 from __future__ import annotations
 
@@ -132,27 +132,3 @@ def test_receptive_field_click_swaps_the_probe_and_pushes_the_unit(page: Any, li
     page.go_back()
     page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]')
     assert page.locator('#rf-layer-form select[name="layer"]').input_value() == "layer2"
-
-
-@pytest.mark.browser
-@pytest.mark.parametrize(
-    "path",
-    [
-        f"/network?model={MODEL}&weights=untrained&layer=layer1&channel=2",
-        f"/network?model={MODEL}&weights=untrained&layer=fc",
-        f"/receptive-fields?model={MODEL}&weights=untrained",
-        f"/milestones?model_a=squeezenet1_1&model_b={MODEL}&weights=untrained",
-    ],
-)
-def test_axe_finds_no_serious_or_critical_violation(page: Any, live_server: str, path: str) -> None:
-    from axe_playwright_python.sync_playwright import Axe
-
-    page.goto(f"{live_server}{path}", timeout=120_000)
-    page.wait_for_load_state("networkidle")
-    results = Axe().run(page)
-    bad = [
-        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-        for v in results.response["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert bad == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -16,6 +16,7 @@ from app.schemas.network import (
     ChannelStatOut,
     FeaturesRequest,
     FeaturesResponse,
+    FiltersParams,
     FiltersResponse,
     LayerNode,
     LayersResponse,
@@ -117,7 +118,11 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
     """Feature maps of one layer: PNG grid, PNG of one channel (?channel), JSON statistics or raw .npy."""
     if body.channel is not None and body.format in ("png", "npy"):
         layer = (
-            body.layer or network.features(body.model, body.weights, body.image_id, None, per_page=1).layer
+            body.layer
+            if body.depth is None and body.layer
+            else network.features(
+                body.model, body.weights, body.image_id, None, per_page=1, depth=body.depth
+            ).layer
         )
         view = network.channel(
             body.model,
@@ -133,7 +138,7 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
         )
         if body.format == "npy":
             return Response(encode_npy(view.values), media_type=NPY)
-        return Response(view.overlay_png if body.overlay else view.map_png, media_type=PNG)
+        return Response(view.overlay_png() if body.overlay else view.map_png(), media_type=PNG)
     result = network.features(
         body.model,
         body.weights,
@@ -147,6 +152,7 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
         cmap=body.cmap,
         with_grid=body.format == "png",
         call=body.call,
+        depth=body.depth,
     )
     if body.format == "png":
         return Response(
@@ -196,22 +202,16 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
     ),
 )
 def filters(
-    name: str,
-    network: NetworkDep,
-    weights: Weights = "auto",
-    layer: str | None = None,
-    sort: Literal["index", "norm"] = "index",
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=256)] = 64,
-    filter: Annotated[int | None, Query(ge=0, description="later convs: which output filter")] = None,
-    format: Literal["png", "json", "npy"] = "json",
+    name: str, network: NetworkDep, params: Annotated[FiltersParams, Query()]
 ) -> Response | FiltersResponse:
     """Learned kernels: first conv as colour tiles; later convs one filter's kernels per input channel."""
-    if format == "npy":
-        _, _, weight = network.filter_weights(name, weights, layer)
+    if params.format == "npy":
+        _, _, weight = network.filter_weights(name, params.weights, params.layer)
         return Response(encode_npy(weight), media_type=NPY)
-    view = network.filters(name, weights, layer, sort, page, per_page, filter)
-    if format == "png":
+    view = network.filters(
+        name, params.weights, params.layer, params.sort, params.page, params.per_page, params.filter
+    )
+    if params.format == "png":
         tiles = view.images
         grid = tile_grid(tiles, ncols=max(1, min(8, len(tiles)))) if tiles else np.zeros((1, 1, 3), np.uint8)
         return Response(encode_png(grid), media_type=PNG)
@@ -254,12 +254,13 @@ def receptive_field(body: ReceptiveFieldRequest, network: NetworkDep) -> Respons
     if body.format == "npy":
         return Response(encode_npy(probe.erf), media_type=NPY)
     if body.format == "png":
-        return Response(probe.erf_png, media_type=PNG)
+        return Response(probe.erf_png(), media_type=PNG)
     return ReceptiveFieldResponse(
         **_header(probe.loaded, body.image_id),
-        layer=body.layer,
-        y=body.y,
-        x=body.x,
+        layer=probe.layer.name,
+        y=probe.y,
+        x=probe.x,
+        larger_than_image=probe.larger_than_image,
         channel=body.channel,
         receptive_field=probe.layer.to_dict(),
         box=probe.box,

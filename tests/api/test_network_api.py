@@ -216,3 +216,47 @@ def test_other_ops_are_apart_from_macs(client: TestClient) -> None:
     rows = client.get(f"/api/v1/models/{MODEL}/layers", params={"weights": "untrained"}).json()["layers"]
     relu = next(r for r in rows if r["name"] == "layer1.0.relu")
     assert relu["calls"] == 2 and relu["macs"] == 0 and relu["other_ops"] == 2 * 64 * 56 * 56
+
+
+def test_receptive_field_defaults_to_the_centre_unit_and_says_when_it_outgrows_the_image(
+    client: TestClient, sample_image_id: str
+) -> None:
+    base = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id}
+    r = client.post("/api/v1/receptive-field", json={**base, "layer": "layer4"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["y"], out["x"]) == (3, 3)  # layer4 is 7x7 on a 224-px input
+    assert out["receptive_field"]["rf"] > 224 and out["larger_than_image"] is True
+    r = client.post("/api/v1/receptive-field", json={**base, "layer": "conv1", "y": 0, "x": 0})
+    assert r.json()["larger_than_image"] is False
+    # No layer: the same layer the page opens on.
+    r = client.post("/api/v1/receptive-field", json=base)
+    page = client.get("/receptive-fields", params=base).text
+    assert f'data-layer="{r.json()["layer"]}"' in page
+    # Strict JSON: "3" is not 3; the field is named with the dotted spelling.
+    r = client.post("/api/v1/receptive-field", json={**base, "layer": "layer4", "y": "3"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "y"
+
+
+def test_features_by_depth_and_the_same_names_as_the_page(client: TestClient, sample_image_id: str) -> None:
+    base = {"image_id": sample_image_id, "model": MODEL, "weights": "untrained"}
+    r = client.post("/api/v1/features", json={**base, "depth": 1})
+    assert r.status_code == 200 and r.json()["layer"] == "layer1.0.conv1"
+    r = client.post("/api/v1/features", json={**base, "depth": 999})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "depth"
+    # The page takes the same fields under the same names (its URL is the request model as a query).
+    page = client.get(
+        "/network", params={**base, "depth": 1}, headers={"HX-Request": "true", "HX-Target": "network-view"}
+    )
+    assert 'data-layer="layer1.0.conv1"' in page.text
+    r = client.post("/api/v1/features", json={**base, "channels": [0, "1"]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "channels.1"
+
+
+def test_filters_query_model(client: TestClient) -> None:
+    r = client.get(f"/api/v1/models/{MODEL}/filters", params={"weights": "untrained", "sort": "loudest"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "sort"
+    r = client.get(f"/api/v1/models/{MODEL}/filters", params={"weights": "untrained", "per_page": 0})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "per_page"
+    r = client.get(f"/api/v1/models/{MODEL}/filters", params={"weights": "untrained", "per_page": 3})
+    assert r.status_code == 200 and len(r.json()["items"]) == 3

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.explanation import faithfulness
-from app.schemas.common import STRICT_REQUEST
+from app.schemas.common import DEFAULT_TOP_K, STRICT_REQUEST, TopK
 from app.services import explain as svc
 
 WeightsField = Literal["auto", "pretrained", "untrained"]
@@ -38,7 +38,7 @@ class ExplainBase(BaseModel):
     model: str | None = Field(default=None, description="zoo name; the default model when omitted")
     weights: WeightsField = "auto"
     target: int | None = Field(default=None, ge=0, description="class index; the top-1 class when omitted")
-    k: int = Field(default=5, ge=1, le=20, description="how many top predictions to return")
+    k: TopK = DEFAULT_TOP_K
 
 
 class PageBase(BaseModel):
@@ -52,7 +52,7 @@ class PageBase(BaseModel):
     target: str | None = Field(
         default=None, max_length=200, description='"285", "285 · Egyptian cat" or a label'
     )
-    k: int = Field(default=5, ge=1, le=20)
+    k: TopK = DEFAULT_TOP_K
 
 
 # --- CAM ------------------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # bounded in bytes. A picture evicted before the browser asked for it answers 404 and the page says reload.
     picture_cache_bytes: int = 64 * 1024 * 1024
     picture_pending_bytes: int = 64 * 1024 * 1024
+    # Explanations: traced layer lists (one per model, weights and input shape) and forward MACs per model, in LRUs
+    # of at most this many entries (a layer list is a few kB; a MACs figure a few bytes).
+    explain_layer_cache_entries: int = 16
+    explain_macs_cache_entries: int = 512
     # Decoded images (float32 working copies) kept in memory, and their full-resolution statistics: LRUs in bytes.
     image_cache_bytes: int = 256 * 1024 * 1024
     image_stats_cache_bytes: int = 2 * 1024 * 1024

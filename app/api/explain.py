@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from app.api.responses import COMMON, NPY, PNG, content, errors
 from app.core.explanation import cam
 from app.core.imaging.rendering import encode_npy, encode_png
-from app.deps import ClientDep, ImageStoreDep, JobsDep, RegistryDep
+from app.deps import ClientDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep
 from app.schemas.common import JobAccepted
 from app.schemas.explain import (
     CamFormat,
@@ -23,8 +24,10 @@ from app.schemas.explain import (
     OcclusionRequest,
     PatchOut,
     PatchRequest,
-    PredictionOut,
     WeightsField,
+    cam_summary,
+    compare_summary,
+    patch_out,
 )
 from app.services import explain
 from app.services.jobs import Job
@@ -62,14 +65,17 @@ def layers(
     weights: WeightsField = "auto",
 ) -> LayersOut:
     """Layers with a spatial map (CAM targets) and the default one."""
-    loaded = registry.get(model or registry.default_model(), weights)
+    loaded = registry.get(model, weights)
     explain.check_cam_supported(loaded)
     infos, default = explain.layer_choices(loaded, loaded.prepare(store.load(image_id)).tensor)
     return LayersOut(
         model=loaded.name,
         default=default,
         why=cam.WHY_LAST_CONV,
-        layers=[{"name": i.name, "type": i.type, "shape": list(i.shape)} for i in infos],
+        layers=[
+            {"name": i.name, "type": i.type, "shape": list(i.shape), "calls": i.calls, "label": i.label}
+            for i in infos
+        ],
     )
 
 
@@ -101,7 +107,7 @@ def cam_route(
     format: CamFormat | None = Query(default=None, description="overrides the body's format"),
 ) -> Response:
     """One CAM. Score-CAM and Ablation-CAM answer 202 with a job (artifacts `map`, `values`)."""
-    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    loaded = registry.get(body.model, body.weights)
     image = store.load(body.image_id)
     picture: dict[str, Any] = {
         "opacity": body.opacity,
@@ -111,10 +117,20 @@ def cam_route(
     }
     if explain.needs_job([explain.check_method(body.method).key]):
         job = explain.submit_cam_job(
-            jobs, loaded, image, body.method, body.target, body.layer, body.k, picture, client
+            jobs,
+            loaded,
+            image,
+            body.method,
+            body.target,
+            body.layer,
+            body.k,
+            picture,
+            cam_summary,
+            client,
+            call=body.call,
         )
         return _accepted(request, job)
-    outcome = explain.explain_cam(loaded, image, body.method, body.target, body.layer, body.k)
+    outcome = explain.explain_cam(loaded, image, body.method, body.target, body.layer, body.k, call=body.call)
     pic = explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture)
     fmt = format or body.format
     if fmt == "png":
@@ -123,7 +139,7 @@ def cam_route(
         return Response(encode_png(pic.heatmap), media_type="image/png")
     if fmt == "npy":
         return Response(encode_npy(pic.values), media_type="application/octet-stream")
-    return JSONResponse(CamOut(**explain.cam_summary(outcome, pic)).model_dump())
+    return JSONResponse(CamOut(**cam_summary(outcome, pic)).model_dump())
 
 
 @router.post(
@@ -145,7 +161,7 @@ def occlusion_route(
     The cost (windows x forward MACs) is estimated first, before the model is loaded: past
     max_job_seconds the answer is 422 over_limit with the estimate and a window/stride that fits.
     """
-    model = body.model or registry.default_model()
+    model = body.model or registry.default_model()  # named before loading: the estimate comes first
     settings = explain.OcclusionSettings(
         target=body.target,
         window=body.window,
@@ -153,6 +169,7 @@ def occlusion_route(
         baseline=body.baseline,
         progressive=body.progressive,
         k=body.k,
+        score=body.score,
     )
     # The same request resent while its job runs gets that job (202 with the same id), not a second one.
     key = explain.occlusion_key(model, body.weights, body.image_id, settings)
@@ -165,20 +182,19 @@ def occlusion_route(
 @router.post("/explain/occlusion/patch", response_model=PatchOut, responses=errors(404, 409, 413, 422))
 def patch_route(body: PatchRequest, store: ImageStoreDep, registry: RegistryDep) -> PatchOut:
     """Hide one square at (y, x) of the network's input: the top-k before and after, at once."""
-    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    loaded = registry.get(body.model, body.weights)
     res = explain.hide_patch(
-        loaded, store.load(body.image_id), body.y, body.x, body.window, body.baseline, body.target, body.k
+        loaded,
+        store.load(body.image_id),
+        body.y,
+        body.x,
+        body.window,
+        body.baseline,
+        body.target,
+        body.k,
+        body.score,
     )
-    return PatchOut(
-        model=loaded.name,
-        box=list(res.box),
-        target=res.target,
-        label=res.target_label,
-        target_before=res.target_before,
-        target_after=res.target_after,
-        before=[PredictionOut(**p.__dict__) for p in res.before],
-        after=[PredictionOut(**p.__dict__) for p in res.after],
-    )
+    return patch_out(res)
 
 
 @router.post(
@@ -203,18 +219,44 @@ def compare_route(
     registry: RegistryDep,
     jobs: JobsDep,
     client: ClientDep,
+    pictures: PicturesDep,
 ) -> Response:
-    """Several methods on one image, one shared [0, 1] scale, deletion/insertion AUC each and the random map's."""
-    loaded = registry.get(body.model or registry.default_model(), body.weights)
+    """Several methods on one image, one shared [0, 1] scale, deletion/insertion AUC each and the random map's.
+
+    The curves follow the named `protocol` (RISE by default); the answer names it and its tie-break."""
+    loaded = registry.get(body.model, body.weights)
     image = store.load(body.image_id)
     chosen = explain.check_compare_methods(body.methods)
-    if explain.compare_needs_job(jobs, loaded, image, chosen, body.layer, body.steps):
+    if explain.compare_needs_job(jobs, loaded, image, chosen, body.layer, body.steps, body.protocol):
         job = explain.submit_compare_job(
-            jobs, loaded, image, chosen, body.target, body.layer, body.steps, body.k, body.cmap, client
+            jobs,
+            loaded,
+            image,
+            chosen,
+            body.target,
+            body.layer,
+            body.steps,
+            body.k,
+            partial(compare_summary, cmap=body.cmap),
+            client,
+            body.protocol,
         )
         return _accepted(request, job)
     outcome = explain.compare_methods(
-        loaded, image, chosen, body.target, body.layer, body.steps, body.k, limits=jobs
+        loaded,
+        image,
+        chosen,
+        body.target,
+        body.layer,
+        body.steps,
+        body.k,
+        limits=jobs,
+        protocol=body.protocol,
     )
-    summary = explain.compare_summary(outcome, body.cmap, images=body.images)
+    summary = compare_summary(outcome, body.cmap)
+    if body.images:
+        for entry, row in zip([*summary["methods"], summary["random"]], outcome.rows, strict=True):
+            pic = explain.cam_picture(row.raw, outcome.prepared.shown, 0.5, body.cmap, "normalised", "input")
+            entry["heatmap_url"] = pictures.png_url(encode_png(pic.heatmap))
+            entry["overlay_url"] = pictures.png_url(encode_png(pic.overlay))
     return JSONResponse(CompareOut(**summary).model_dump())

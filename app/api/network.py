@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -16,6 +16,7 @@ from app.schemas.network import (
     ChannelStatOut,
     FeaturesRequest,
     FeaturesResponse,
+    FiltersParams,
     FiltersResponse,
     LayerNode,
     LayersResponse,
@@ -54,6 +55,7 @@ def _node(info: LayerInfo) -> LayerNode:
         output_shape=list(info.output_shape) if info.output_shape is not None else None,
         params=info.params,
         macs=info.macs,
+        other_ops=info.other_ops,
         order=info.order,
         calls=info.calls,
         children=[_node(c) for c in info.children],
@@ -74,6 +76,7 @@ def summary(
             params=t.params,
             trainable_params=t.trainable_params,
             macs=t.macs,
+            other_ops=t.other_ops,
             layers=t.layers,
             leaf_layers=t.leaf_layers,
             param_bytes=t.param_bytes,
@@ -115,7 +118,11 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
     """Feature maps of one layer: PNG grid, PNG of one channel (?channel), JSON statistics or raw .npy."""
     if body.channel is not None and body.format in ("png", "npy"):
         layer = (
-            body.layer or network.features(body.model, body.weights, body.image_id, None, per_page=1).layer
+            body.layer
+            if body.depth is None and body.layer
+            else network.features(
+                body.model, body.weights, body.image_id, None, per_page=1, depth=body.depth
+            ).layer
         )
         view = network.channel(
             body.model,
@@ -127,10 +134,11 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
             body.alpha,
             body.vmin,
             body.vmax,
+            call=body.call,
         )
         if body.format == "npy":
             return Response(encode_npy(view.values), media_type=NPY)
-        return Response(view.overlay_png if body.overlay else view.map_png, media_type=PNG)
+        return Response(view.overlay_png() if body.overlay else view.map_png(), media_type=PNG)
     result = network.features(
         body.model,
         body.weights,
@@ -143,6 +151,8 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
         scale=body.scale,
         cmap=body.cmap,
         with_grid=body.format == "png",
+        call=body.call,
+        depth=body.depth,
     )
     if body.format == "png":
         return Response(
@@ -151,7 +161,7 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
             headers={"X-Channels": ",".join(str(t.channel) for t in result.tiles)},
         )
     if body.format == "npy":
-        _, maps = network.layer_activation(result.loaded, body.image_id, result.layer)
+        _, maps = network.layer_activation(result.loaded, body.image_id, result.layer, body.call)
         selected = maps[np.asarray(body.channels, dtype=np.int64)] if body.channels else maps
         return Response(encode_npy(selected), media_type=NPY)
     s = result.stats
@@ -159,6 +169,8 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
         **_header(result.loaded, body.image_id),
         layer=result.layer,
         layer_type=result.layer_type,
+        call=result.call,
+        calls=result.calls,
         shape=list(result.shape),
         sort=result.sort,
         page=result.page.page,
@@ -190,22 +202,16 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
     ),
 )
 def filters(
-    name: str,
-    network: NetworkDep,
-    weights: Weights = "auto",
-    layer: str | None = None,
-    sort: Literal["index", "norm"] = "index",
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=256)] = 64,
-    filter: Annotated[int | None, Query(ge=0, description="later convs: which output filter")] = None,
-    format: Literal["png", "json", "npy"] = "json",
+    name: str, network: NetworkDep, params: Annotated[FiltersParams, Query()]
 ) -> Response | FiltersResponse:
     """Learned kernels: first conv as colour tiles; later convs one filter's kernels per input channel."""
-    if format == "npy":
-        _, _, weight = network.filter_weights(name, weights, layer)
+    if params.format == "npy":
+        _, _, weight = network.filter_weights(name, params.weights, params.layer)
         return Response(encode_npy(weight), media_type=NPY)
-    view = network.filters(name, weights, layer, sort, page, per_page, filter)
-    if format == "png":
+    view = network.filters(
+        name, params.weights, params.layer, params.sort, params.page, params.per_page, params.filter
+    )
+    if params.format == "png":
         tiles = view.images
         grid = tile_grid(tiles, ncols=max(1, min(8, len(tiles)))) if tiles else np.zeros((1, 1, 3), np.uint8)
         return Response(encode_png(grid), media_type=PNG)
@@ -243,17 +249,18 @@ def filters(
 def receptive_field(body: ReceptiveFieldRequest, network: NetworkDep) -> Response | ReceptiveFieldResponse:
     """Theoretical input box of unit (y, x) of a layer, and its effective RF by gradient (json/png/npy)."""
     probe = network.rf_probe(
-        body.model, body.weights, body.image_id, body.layer, body.y, body.x, body.channel
+        body.model, body.weights, body.image_id, body.layer, body.y, body.x, body.channel, call=body.call
     )
     if body.format == "npy":
         return Response(encode_npy(probe.erf), media_type=NPY)
     if body.format == "png":
-        return Response(probe.erf_png, media_type=PNG)
+        return Response(probe.erf_png(), media_type=PNG)
     return ReceptiveFieldResponse(
         **_header(probe.loaded, body.image_id),
-        layer=body.layer,
-        y=body.y,
-        x=body.x,
+        layer=probe.layer.name,
+        y=probe.y,
+        x=probe.x,
+        larger_than_image=probe.larger_than_image,
         channel=body.channel,
         receptive_field=probe.layer.to_dict(),
         box=probe.box,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,7 +59,11 @@ class ModelInfo(BaseModel):
         description="ImageNet-1k top-1 % from the weights' metadata (held-out accuracy % for built-ins)"
     )
     top5: float | None
-    gflops: float | None
+    gflops: float | None = Field(
+        description="GMACs of one forward (torchvision's published figure; for uploaded models our count): "
+        "convolutions, linear layers and attention's matrix products, without normalisation, pooling or "
+        "activations"
+    )
     milestone: bool
     builtin: bool
     weights_file: str | None
@@ -99,6 +103,9 @@ class ModelInfo(BaseModel):
 
 
 MAX_TOP_K = 20
+# `k` everywhere (predict, every explanation): one name, one default, one range.
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="how many classes, most probable first")]
+DEFAULT_TOP_K = 5
 FIT_DESCRIPTION = (
     "crop: the model's own transform (torchvision: shorter side resized, centre cropped, so a wide image "
     "loses its sides); fit: the whole image resized to fit the input, aspect ratio kept, zero-padded"
@@ -110,7 +117,7 @@ class PredictFields(BaseModel):
 
     model: str | None = Field(default=None, description="zoo name; the default model when omitted")
     weights: Literal["auto", "pretrained", "untrained"] = "auto"
-    k: int = Field(default=5, ge=1, le=MAX_TOP_K, description="how many classes, most probable first")
+    k: TopK = DEFAULT_TOP_K
     fit: Fit = Field(default="crop", description=FIT_DESCRIPTION)
 
 

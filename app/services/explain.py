@@ -11,28 +11,29 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 from numpy.typing import NDArray
 
+from app.config import get_settings
 from app.core.explanation import cam, faithfulness, occlusion
 from app.core.imaging.preprocess import PreparedInput, topk
 from app.core.imaging.rendering import (
     SEQUENTIAL_COLORMAPS,
     colorize,
-    encode_png,
     overlay,
-    png_data_uri,
     resize_to,
     signed_limits,
 )
 from app.core.models import work_cost as job_cost
 from app.core.models import zoo
+from app.core.models.hooks import CallNotFound, resolve_call
 from app.errors import InvalidInput
 from app.services.jobs import Job, JobContext, JobEstimate, JobManager, array_digest, job_key
 from app.services.models import LoadedModel, ModelRegistry
@@ -46,6 +47,32 @@ FAST_METHODS: tuple[str, ...] = tuple(k for k, m in cam.METHODS.items() if not m
 SLOW_METHODS: tuple[str, ...] = tuple(k for k, m in cam.METHODS.items() if m.slow)
 DEFAULT_COMPARE: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
 MAX_K = 20
+# One default for the ConvScope protocol's curve steps, page and API alike: 16 slices cost 2 x 17 forwards per map
+# (7 maps: 238), against 350 at 24, and the curves of a 224-px image change by a sixteenth of the pixels a step.
+# The default protocol (RISE) fixes its own steps (224 px a step at 224x224) and ignores this.
+DEFAULT_STEPS = 16
+Score = Literal["logit", "probability"]
+# A top-1 probability at or above this is saturated: hiding a patch barely moves it (the nodule CNN sits at
+# p = 1.000, largest occlusion drop 0.015), so explanations follow the logit unless asked otherwise.
+SATURATED = occlusion.SATURATED
+SCORE_NOTES: dict[str, str] = {
+    "logit": "the class's logit (its score before softmax)",
+    "probability": "the class's softmax probability",
+}
+Summarise = Callable[..., dict[str, Any]]
+
+
+def resolve_score(score: str | None, top_probability: float) -> Score:
+    """The score to explain: as asked, or (None/"auto") the logit when the top-1 probability is saturated."""
+    if score in ("logit", "probability"):
+        return score  # type: ignore[return-value]
+    if score not in (None, "", "auto"):
+        raise InvalidInput(
+            f"Unknown score {score!r}. Choose one of: auto, logit, probability.",
+            field="score",
+            choices=["auto", "logit", "probability"],
+        )
+    return "logit" if top_probability >= SATURATED else "probability"
 
 
 @dataclass
@@ -65,12 +92,15 @@ class CamOutcome:
     target: int
     target_label: str
     target_probability: float
+    target_logit: float
     layer: str
     default_layer: str
     activation_shape: tuple[int, int, int]
     predictions: list[Predicted]
     prepared: PreparedInput
     seconds: float
+    call: int = 0  # the 0-based call of ``layer`` the map is of (the last unless asked otherwise)
+    calls: int = 1  # how many times ``layer`` runs in one forward pass
 
 
 @dataclass
@@ -133,31 +163,65 @@ def _check_k(k: int) -> int:
 
 
 _layer_cache_lock = threading.Lock()
-# (model name, weights, input shape) -> (a weak reference to the module traced, its layers, default layer).
-# The weak reference makes sure a cached answer is only used for the very module it was traced on.
-_layer_cache: OrderedDict[
-    tuple[str, str, tuple[int, ...]], tuple[weakref.ref[torch.nn.Module], list[cam.LayerInfo], str]
-] = OrderedDict()
+_LayerKey = tuple[str, str, tuple[int, ...]]
+_LayerHit = tuple[weakref.ref[torch.nn.Module], list[cam.LayerInfo], list[cam.LayerInfo], str]
 
 
-def layer_choices(loaded: LoadedModel, x: torch.Tensor) -> tuple[list[cam.LayerInfo], str]:
-    """Every layer with a spatial ``(C, h, w)`` output (execution order) and the default CAM layer, cached."""
+@cache
+def _layer_cache() -> LRUCache[_LayerKey, _LayerHit]:
+    """(model name, weights, input shape) -> (a weak reference to the module traced, its spatial layers, every
+    layer, default layer); at most Settings.explain_layer_cache_entries. The weak reference makes sure a cached
+    answer is only used for the very module it was traced on."""
+    return LRUCache(maxsize=max(1, get_settings().explain_layer_cache_entries))
+
+
+def _traced(loaded: LoadedModel, x: torch.Tensor) -> tuple[list[cam.LayerInfo], list[cam.LayerInfo], str]:
     key = (loaded.name, loaded.weights_status, tuple(x.shape))
+    cache_ = _layer_cache()
     with _layer_cache_lock:
-        hit = _layer_cache.get(key)
+        hit = cache_.get(key)
         if hit is not None and hit[0]() is loaded.module:
-            _layer_cache.move_to_end(key)
-            return hit[1], hit[2]
+            return hit[1], hit[2], hit[3]
     with loaded.lock:
         layers = cam.trace_layers(loaded.module, x)
         default = cam.default_layer(loaded.module, x)
     # Keep spatial maps only: a (C, 1, 1) output has no "where" to show.
     spatial = [info for info in layers if info.shape[1] * info.shape[2] > 1]
     with _layer_cache_lock:
-        _layer_cache[key] = (weakref.ref(loaded.module), spatial, default)
-        while len(_layer_cache) > 16:
-            _layer_cache.popitem(last=False)
+        cache_[key] = (weakref.ref(loaded.module), spatial, layers, default)
+    return spatial, layers, default
+
+
+def layer_choices(loaded: LoadedModel, x: torch.Tensor) -> tuple[list[cam.LayerInfo], str]:
+    """Every layer with a spatial ``(C, h, w)`` output (execution order) and the default CAM layer, cached."""
+    spatial, _, default = _traced(loaded, x)
     return spatial, default
+
+
+def layer_problem(loaded: LoadedModel, x: torch.Tensor, layer: str) -> str:
+    """Why ``layer`` cannot be explained: no spatial map (e.g. the classifier: what its output is), or no such
+    layer; either way, which layers do have a map."""
+    spatial, every, default = _traced(loaded, x)
+    names = [info.name for info in spatial]
+    shown = ", ".join(names[-8:])
+    found = next((info for info in every if info.name == layer), None)
+    if found is not None:
+        return (
+            f"{layer!r} ({found.type}, output {'×'.join(str(d) for d in found.shape)}) has no spatial map: its "
+            f'output is one number per channel, so there is no "where" to show. Layers with a spatial map '
+            f"end with: {shown} (default: {default})."
+        )
+    module = dict(loaded.module.named_modules()).get(layer) if layer else None
+    if module is not None:
+        return (
+            f"{layer!r} ({type(module).__name__}) has no spatial map: its output is a flat vector (features or class "
+            f'scores), so there is no "where" to show. Layers with a spatial map end with: {shown} '
+            f"(default: {default})."
+        )
+    return (
+        f"{layer!r} is not a layer of {loaded.display_name}. Layers with a spatial map end with: {shown} "
+        f"(default: {default})."
+    )
 
 
 def cam_unsupported(loaded: LoadedModel) -> str | None:
@@ -190,13 +254,7 @@ def resolve_layer(loaded: LoadedModel, x: torch.Tensor, layer: str | None) -> tu
         return default, default
     names = [info.name for info in layers]
     if layer not in names:
-        shown = ", ".join(names[-12:])
-        raise InvalidInput(
-            f"{layer!r} is not a layer of {loaded.display_name} with a spatial map. The last ones are: "
-            f"{shown} (default: {default}).",
-            field="layer",
-            choices=names,
-        )
+        raise InvalidInput(layer_problem(loaded, x, layer), field="layer", choices=names)
     return layer, default
 
 
@@ -229,21 +287,24 @@ def check_finite(loaded: LoadedModel, what: str, *arrays: NDArray[np.floating] |
 # ---------------------------------------------------------------------------------------------------------
 
 _macs_lock = threading.Lock()
-# (model name, (C, H, W)) -> MACs of one forward of one image. Names are unique (uploads are content ids).
-_macs_cache: OrderedDict[tuple[str, tuple[int, int, int]], int] = OrderedDict()
+
+
+@cache
+def _macs_cache() -> LRUCache[tuple[str, tuple[int, int, int]], int]:
+    """(model name, (C, H, W)) -> MACs of one forward of one image, at most Settings.explain_macs_cache_entries.
+    Names are unique (uploads are content ids)."""
+    return LRUCache(maxsize=max(1, get_settings().explain_macs_cache_entries))
 
 
 def _remember_macs(key: tuple[str, tuple[int, int, int]], macs: int) -> int:
     with _macs_lock:
-        _macs_cache[key] = macs
-        while len(_macs_cache) > 512:
-            _macs_cache.popitem(last=False)
+        _macs_cache()[key] = macs
     return macs
 
 
 def _published(spec: zoo.ModelSpec, macs: int) -> int:
-    # torchvision's own figure (meta "_ops", GMACs despite its name) also counts attention's fused
-    # projections that layer_tree cannot see (ViT: 17.6 G published vs 11.3 G counted): take the larger.
+    # torchvision's own figure (meta "_ops", GMACs despite its name): layer_tree's MACs agree with it within
+    # 0.2 % (tests/core/models/test_macs_reference.py), attention included; the larger is taken all the same.
     return max(macs, int((spec.gflops or 0.0) * 1e9))
 
 
@@ -252,7 +313,7 @@ def forward_macs(loaded: LoadedModel) -> int:
     shape = (loaded.in_channels, *loaded.input_size)
     key = (loaded.name, shape)
     with _macs_lock:
-        hit = _macs_cache.get(key)
+        hit = _macs_cache().get(key)
     if hit is not None:
         return hit
     with loaded.lock:
@@ -269,7 +330,7 @@ def planned_forward_macs(registry: ModelRegistry, model: str, weights: str) -> t
     shape = (spec.preprocessing.in_channels, *spec.input_size)
     key = (spec.name, shape)
     with _macs_lock:
-        hit = _macs_cache.get(key)
+        hit = _macs_cache().get(key)
     if hit is not None:
         return spec, hit
     macs = None
@@ -293,9 +354,12 @@ def explain_cam(
     layer: str | None = None,
     k: int = 5,
     ctx: JobContext | None = None,
+    *,
+    call: int | None = None,
 ) -> CamOutcome:
     """One CAM of ``image`` ``(H, W)`` or ``(H, W, 3)`` in [0, 1]. Slow methods report to ``ctx``, in batches
-    of the size its estimate chose (so that cancellation and the time limit act within about a second)."""
+    of the size its estimate chose (so that cancellation and the time limit act within about a second).
+    ``call``: which run of a layer that runs several times (0-based, negative from the end; None: the last)."""
     info = check_method(method)
     check_target(loaded, target)
     _check_k(k)
@@ -303,17 +367,21 @@ def explain_cam(
     x = prepared.tensor
     layer_name, default = resolve_layer(loaded, x, layer)
     t0 = time.perf_counter()
-    res = cam.compute_cams(
-        loaded.module,
-        x,
-        [method],
-        layer_name,
-        target,
-        progress=(lambda f: ctx.report(f)) if ctx is not None else None,
-        check=ctx.check_cancelled if ctx is not None else None,
-        lock=loaded.lock,
-        batch_size=(ctx.batch_size if ctx is not None else None) or 32,
-    )
+    try:
+        res = cam.compute_cams(
+            loaded.module,
+            x,
+            [method],
+            layer_name,
+            target,
+            progress=(lambda f: ctx.report(f)) if ctx is not None else None,
+            check=ctx.check_cancelled if ctx is not None else None,
+            lock=loaded.lock,
+            batch_size=(ctx.batch_size if ctx is not None else None) or 32,
+            call=call,
+        )
+    except CallNotFound as exc:
+        raise InvalidInput(str(exc), field="call") from exc
     probs = res.probabilities[0]
     check_finite(loaded, f"{info.name} map or class scores", res.maps[method][0], probs)
     tgt = res.targets[0]
@@ -325,12 +393,15 @@ def explain_cam(
         target=tgt,
         target_label=_label(loaded, tgt),
         target_probability=float(probs[tgt]),
+        target_logit=float(res.logits[0][tgt]),
         layer=layer_name,
         default_layer=default,
         activation_shape=(int(shape[1]), int(shape[2]), int(shape[3])),
         predictions=predictions_from(loaded, probs, k),
         prepared=prepared,
         seconds=time.perf_counter() - t0,
+        call=res.call,
+        calls=res.calls,
     )
 
 
@@ -378,33 +449,6 @@ def cam_picture(
     )
 
 
-def cam_summary(outcome: CamOutcome, picture: CamPicture) -> dict[str, Any]:
-    """The JSON description of a CAM (also a job's result)."""
-    return {
-        "model": outcome.loaded.name,
-        "weights": outcome.loaded.weights_status,
-        "untrained": outcome.loaded.untrained,
-        "method": outcome.method.key,
-        "method_name": outcome.method.name,
-        "target": outcome.target,
-        "label": outcome.target_label,
-        "target_probability": outcome.target_probability,
-        "layer": outcome.layer,
-        "default_layer": outcome.default_layer,
-        "activation_shape": list(outcome.activation_shape),
-        "shape": list(picture.values.shape),
-        "min": float(picture.values.min()),
-        "max": float(picture.values.max()),
-        "raw_min": float(outcome.raw.min()),
-        "raw_max": float(outcome.raw.max()),
-        "normalise": picture.normalise,
-        "resolution": picture.resolution,
-        "input_size": list(outcome.prepared.tensor.shape[2:]),
-        "predictions": [p.__dict__ for p in outcome.predictions],
-        "seconds": outcome.seconds,
-    }
-
-
 def submit_cam_job(
     jobs: JobManager,
     loaded: LoadedModel,
@@ -414,9 +458,14 @@ def submit_cam_job(
     layer: str | None,
     k: int,
     picture: dict[str, Any],
+    summarise: Summarise,
     client: str = "local",
+    *,
+    call: int | None = None,
 ) -> Job:
     """A slow CAM (Score-CAM, Ablation-CAM) as a job. Artifacts: ``map`` (raw) and ``values`` (drawn).
+
+    ``summarise(outcome, picture)`` shapes the job's JSON result (app/schemas/explain.py: shaping is not a use case).
 
     OverLimit when its estimate is past the job time limit, Busy when the queue is full.
     """
@@ -427,7 +476,7 @@ def submit_cam_job(
     prepared = loaded.prepare(image)
     x = prepared.tensor
     layer_name, _ = resolve_layer(loaded, x, layer)
-    channels = _channels(loaded, x, layer_name)
+    channels = _channels(loaded, x, layer_name, call)
     estimate = jobs.estimate(
         "cam",
         job_cost.cam_forwards([method], channels, cam.GRADIENT_METHODS),
@@ -439,12 +488,12 @@ def submit_cam_job(
     )
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        outcome = explain_cam(loaded, image, method, target, layer, k, ctx=ctx)
+        outcome = explain_cam(loaded, image, method, target, layer, k, ctx=ctx, call=call)
         pic = cam_picture(outcome.raw, outcome.prepared.shown, **picture)
         ctx.artifacts["map"] = outcome.raw
         ctx.artifacts["values"] = pic.values
         ctx.artifacts["shown"] = outcome.prepared.shown
-        return cam_summary(outcome, pic)
+        return summarise(outcome, pic)
 
     # The same CAM asked again (a reload, a resent request) while it runs follows the running job.
     key = job_key(
@@ -455,16 +504,26 @@ def submit_cam_job(
         method=info.key,
         target=target,
         layer=layer_name,
+        call=call,
         k=k,
         picture=picture,
     )
     return jobs.submit("cam", run, client=client, estimate=estimate, key=key)
 
 
-def _channels(loaded: LoadedModel, x: torch.Tensor, layer: str) -> int:
-    """Channels of ``layer``'s output (Score-CAM and Ablation-CAM run one forward per channel)."""
+def _channels(loaded: LoadedModel, x: torch.Tensor, layer: str, call: int | None = None) -> int:
+    """Channels of ``layer``'s output at ``call`` (Score-CAM and Ablation-CAM run one forward per channel)."""
     layers, _ = layer_choices(loaded, x)
-    return next((int(info.shape[0]) for info in layers if info.name == layer), 1)
+    info = next((info for info in layers if info.name == layer), None)
+    if info is None:
+        return 1
+    try:
+        shape = info.call_shapes[resolve_call(call, info.calls, layer)] if info.call_shapes else info.shape
+    except CallNotFound as exc:
+        raise InvalidInput(str(exc), field="call") from exc
+    if shape is None:
+        raise InvalidInput(f"call {call} of {layer} has no spatial (C, h, w) output.", field="call")
+    return int(shape[0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -480,6 +539,9 @@ class OcclusionSettings:
     baseline: str = "zeros"
     progressive: bool = True
     k: int = 5
+    score: str | None = (
+        None  # "logit", "probability", or None: the logit when the top-1 probability saturates
+    )
 
 
 def occlusion_defaults(input_size: tuple[int, int]) -> tuple[int, int]:
@@ -506,6 +568,7 @@ def occlusion_geometry(input_size: tuple[int, int], settings: OcclusionSettings)
     if not 1 <= stride <= window:
         raise InvalidInput(f"stride must be between 1 and the window ({window} px).", field="stride")
     _check_k(settings.k)
+    resolve_score(settings.score, 0.0)
     n = job_cost.occlusion_windows((h, w), window, stride)
     if n > 40_000:
         raise InvalidInput(f"{n} windows is too many; use a larger stride.", field="stride")
@@ -652,8 +715,10 @@ def submit_occlusion(
             progress=ctx.report,
             check=ctx.check_cancelled,
             lock=loaded.lock,
+            score=settings.score or "auto",
         )
         check_finite(loaded, "occlusion map", res.map, res.probability)
+        score = res.score
         ctx.artifacts["map"] = res.map
         ctx.artifacts["drops"] = res.drops
         ctx.artifacts.pop("partial", None)
@@ -666,7 +731,10 @@ def submit_occlusion(
             "untrained": loaded.untrained,
             "target": res.target,
             "label": _label(loaded, res.target),
-            "probability": res.probability,
+            "score": score,
+            "score_note": SCORE_NOTES[score],
+            "probability": float(probs[res.target]),
+            "unoccluded_score": res.probability,
             "window": res.window,
             "stride": res.stride,
             "baseline": res.baseline,
@@ -721,9 +789,13 @@ class PatchOutcome:
     after: list[Predicted]
     target: int
     target_label: str
-    target_before: float
+    target_before: float  # in ``score``
     target_after: float
     hidden: NDArray[np.uint8]  # (H, W, 3) what the network saw with the patch hidden
+    score: Score = "probability"
+    window: int = 0
+    probability_before: float = 0.0
+    probability_after: float = 0.0
 
 
 def hide_patch(
@@ -735,14 +807,18 @@ def hide_patch(
     baseline: str = "zeros",
     target: int | None = None,
     k: int = 5,
+    score: str | None = None,
 ) -> PatchOutcome:
-    """Hide the square centred at (y, x) of the network's input and give the new top-k at once."""
+    """Hide the square centred at (y, x) of the network's input and give the new top-k at once.
+
+    ``window`` defaults to the occlusion map's window (:func:`occlusion_defaults`: 16 px at 224), so that a click
+    hides the same square as one window of the map. ``score`` as :func:`resolve_score`."""
     h, w = loaded.input_size
     if not (0 <= y < h and 0 <= x < w):
         raise InvalidInput(
             f"(y, x) must lie inside the {h} x {w} input.", field="y" if not 0 <= y < h else "x"
         )
-    win = window or max(4, min(h, w) // 7)
+    win = window or occlusion_defaults((h, w))[0]
     if not 1 <= win <= min(h, w):
         raise InvalidInput(f"window must be between 1 and {min(h, w)} px for this model.", field="window")
     if baseline not in occlusion.BASELINES:
@@ -753,12 +829,17 @@ def hide_patch(
         )
     check_target(loaded, target)
     _check_k(k)
+    resolve_score(score, 0.0)
     prepared = loaded.prepare(image)
     res = occlusion.hide_patch(
-        loaded.module, prepared.tensor, y, x, window=win, baseline=baseline, lock=loaded.lock
+        loaded.module, prepared.tensor, y, x, window=win, baseline=baseline, lock=loaded.lock, score="logit"
     )
     check_finite(loaded, "class probabilities", res.before, res.after)
     tgt = int(np.argmax(res.before)) if target is None else target
+    chosen_score = resolve_score(score, float(np.max(res.before)))
+    assert res.score_before is not None and res.score_after is not None
+    before_s = res.before if chosen_score == "probability" else res.score_before
+    after_s = res.after if chosen_score == "probability" else res.score_after
     y0, x0, y1, x1 = res.box
     hidden = prepared.shown.copy()
     # Show the hidden square as the network got it: grey hatch over the box.
@@ -770,9 +851,13 @@ def hide_patch(
         after=predictions_from(loaded, res.after, k),
         target=tgt,
         target_label=_label(loaded, tgt),
-        target_before=float(res.before[tgt]),
-        target_after=float(res.after[tgt]),
+        target_before=float(before_s[tgt]),
+        target_after=float(after_s[tgt]),
         hidden=hidden,
+        score=chosen_score,
+        window=win,
+        probability_before=float(res.before[tgt]),
+        probability_after=float(res.after[tgt]),
     )
 
 
@@ -800,9 +885,32 @@ class CompareOutcome:
     predictions: list[Predicted]
     prepared: PreparedInput
     rows: list[MethodScore]  # the methods asked for, then the random baseline
-    steps: int
+    steps: int  # steps of each curve (the protocol's own for RISE)
+    protocol: str = faithfulness.DEFAULT_PROTOCOL
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+
+# A comparison notes a map whose pixels are tied this much or more (Eigen-CAM can leave half of them equal).
+TIED_NOTE = 0.25
+
+
+def tied_share(values: NDArray[np.floating]) -> float:
+    """The share of pixels whose value another pixel has too: their deletion/insertion order is a tie-break."""
+    _, counts = np.unique(np.asarray(values).ravel(), return_counts=True)
+    return float(counts[counts > 1].sum() / max(1, np.asarray(values).size))
+
+
+def check_steps(steps: int) -> int:
+    if not 4 <= steps <= 100:
+        raise InvalidInput("steps must be between 4 and 100.", field="steps")
+    return steps
+
+
+def curve_steps(protocol: str, x: torch.Tensor, steps: int) -> int:
+    """Steps of each deletion/insertion curve: the protocol's own for RISE (about 224), ``steps`` otherwise."""
+    size = (int(x.shape[2]), int(x.shape[3]))
+    return faithfulness.protocol_steps(protocol, size, steps)  # type: ignore[arg-type]
 
 
 def check_compare_methods(methods: Sequence[str]) -> list[str]:
@@ -820,10 +928,11 @@ def compare_methods(
     methods: Sequence[str] = DEFAULT_COMPARE,
     target: int | None = None,
     layer: str | None = None,
-    steps: int = 24,
+    steps: int = DEFAULT_STEPS,
     k: int = 5,
     ctx: JobContext | None = None,
     limits: JobManager | None = None,
+    protocol: faithfulness.Protocol = faithfulness.DEFAULT_PROTOCOL,
 ) -> CompareOutcome:
     """Several CAMs on one image (one shared hooked pass), each with deletion/insertion AUC, plus random.
 
@@ -833,14 +942,13 @@ def compare_methods(
     chosen = check_compare_methods(methods)
     check_target(loaded, target)
     _check_k(k)
-    if not 4 <= steps <= 100:
-        raise InvalidInput("steps must be between 4 and 100.", field="steps")
+    check_steps(steps)
     prepared = loaded.prepare(image)
     x = prepared.tensor
     layer_name, default = resolve_layer(loaded, x, layer)
     batch_size = ctx.batch_size if ctx is not None else None
     if limits is not None:
-        estimate = estimate_compare(limits, loaded, x, chosen, layer_name, steps)
+        estimate = estimate_compare(limits, loaded, x, chosen, layer_name, steps, protocol)
         limits.check_cost(estimate)
         batch_size = estimate.batch_size
     t0 = time.perf_counter()
@@ -875,6 +983,7 @@ def compare_methods(
             x,
             raw,
             tgt,
+            protocol=protocol,
             steps=steps,
             batch_size=batch_size or 33,
             check=ctx.check_cancelled if ctx is not None else None,
@@ -890,7 +999,14 @@ def compare_methods(
     if flat:
         notes.append(
             f"{', '.join(flat)}: the map is zero everywhere (nothing in this layer pushes the class score up), "
-            "so its pixel order is random."
+            "so its pixel order is the tie-break's."
+        )
+    shares = [(r.method.name, tied_share(r.normalised)) for r in rows if r.method.key != "random"]
+    tied = [f"{name} {share:.0%}" for name, share in shares if name not in flat and share >= TIED_NOTE]
+    if tied:
+        notes.append(
+            f"Pixels that share their value with another pixel (ReLU zeros, flat regions): {', '.join(tied)}. "
+            f"Their order, and so part of the scores, is the protocol's tie-break ({faithfulness.TIE_BREAKS[protocol]})."
         )
     return CompareOutcome(
         loaded=loaded,
@@ -902,22 +1018,35 @@ def compare_methods(
         predictions=predictions_from(loaded, probs, k),
         prepared=prepared,
         rows=rows,
-        steps=steps,
+        steps=rows[0].scores.steps,
+        protocol=protocol,
         seconds=time.perf_counter() - t0,
         notes=notes,
     )
 
 
 def estimate_compare(
-    jobs: JobManager, loaded: LoadedModel, x: torch.Tensor, chosen: Sequence[str], layer: str, steps: int
+    jobs: JobManager,
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    chosen: Sequence[str],
+    layer: str,
+    steps: int,
+    protocol: str = faithfulness.DEFAULT_PROTOCOL,
 ) -> JobEstimate:
     """A comparison's cost: the CAMs' forwards plus 2 (steps + 1) per map (and the random one) for the curves."""
     channels = _channels(loaded, x, layer)
     maps = len(chosen) + 1
     passes = job_cost.cam_forwards([*chosen, "random"], channels, cam.GRADIENT_METHODS)
+    steps = curve_steps(protocol, x, steps)
     passes += job_cost.faithfulness_forwards(maps, steps)
     slow = [m for m in chosen if m in SLOW_METHODS]
-    hint = "Fewer steps or fewer methods need fewer forward passes"
+    hint = (
+        "The RISE protocol takes about 224 steps per curve; the convscope protocol with fewer steps, or fewer "
+        "methods, need fewer forward passes"
+        if protocol == "rise"
+        else "Fewer steps or fewer methods need fewer forward passes"
+    )
     hint += f"; {', '.join(slow)} alone need {channels + 1} each at this layer." if slow else "."
     return jobs.estimate(
         "compare",
@@ -932,53 +1061,6 @@ def estimate_compare(
     )
 
 
-def compare_summary(
-    outcome: CompareOutcome, cmap: str = DEFAULT_CMAP, images: bool = False
-) -> dict[str, Any]:
-    """The JSON description of a comparison (also a job's result)."""
-    check_cmap(cmap)
-    random_row = outcome.rows[-1]
-    methods = []
-    for row in outcome.rows:
-        entry: dict[str, Any] = {
-            "method": row.method.key,
-            "name": row.method.name,
-            "kind": row.method.kind,
-            "shape": list(row.raw.shape),
-            "raw_min": float(row.raw.min()),
-            "raw_max": float(row.raw.max()),
-            "deletion_auc": row.scores.deletion_auc,
-            "insertion_auc": row.scores.insertion_auc,
-            "beats_random_deletion": row.scores.deletion_auc < random_row.scores.deletion_auc,
-            "beats_random_insertion": row.scores.insertion_auc > random_row.scores.insertion_auc,
-            "deletion_curve": [float(v) for v in row.scores.deletion],
-            "insertion_curve": [float(v) for v in row.scores.insertion],
-        }
-        if images:
-            pic = cam_picture(row.raw, outcome.prepared.shown, 0.5, cmap, "normalised", "input")
-            entry["heatmap_png"] = png_data_uri(encode_png(pic.heatmap))
-            entry["overlay_png"] = png_data_uri(encode_png(pic.overlay))
-        methods.append(entry)
-    return {
-        "model": outcome.loaded.name,
-        "weights": outcome.loaded.weights_status,
-        "untrained": outcome.loaded.untrained,
-        "target": outcome.target,
-        "label": outcome.target_label,
-        "target_probability": outcome.target_probability,
-        "layer": outcome.layer,
-        "default_layer": outcome.default_layer,
-        "scale": {"min": 0.0, "max": 1.0, "cmap": cmap, "note": "each map min-max normalised to [0, 1]"},
-        "fractions": [float(f) for f in outcome.rows[0].scores.fractions],
-        "steps": outcome.steps,
-        "methods": methods[:-1],
-        "random": methods[-1],
-        "predictions": [p.__dict__ for p in outcome.predictions],
-        "notes": outcome.notes,
-        "seconds": outcome.seconds,
-    }
-
-
 def submit_compare_job(
     jobs: JobManager,
     loaded: LoadedModel,
@@ -988,22 +1070,22 @@ def submit_compare_job(
     layer: str | None,
     steps: int,
     k: int,
-    cmap: str,
+    summarise: Summarise,
     client: str = "local",
+    protocol: faithfulness.Protocol = faithfulness.DEFAULT_PROTOCOL,
 ) -> Job:
-    """A comparison that includes a slow method, as a job; artifacts ``map:<method>`` ``(H, W)`` in [0, 1].
+    """A comparison as a job; artifacts ``map:<method>`` ``(H, W)`` in [0, 1] and ``shown``.
 
-    OverLimit when its estimate is past the job time limit, Busy when the queue is full.
+    ``summarise(outcome)`` shapes the JSON result. OverLimit when its estimate is past the job time limit, Busy
+    when the queue is full.
     """
     chosen = check_compare_methods(methods)
-    check_cmap(cmap)
     check_target(loaded, target)
-    if not 4 <= steps <= 100:
-        raise InvalidInput("steps must be between 4 and 100.", field="steps")
+    check_steps(steps)
     prepared = loaded.prepare(image)
     x = prepared.tensor
     layer_name, _ = resolve_layer(loaded, x, layer)
-    estimate = estimate_compare(jobs, loaded, x, chosen, layer_name, steps)
+    estimate = estimate_compare(jobs, loaded, x, chosen, layer_name, steps, protocol)
     # The same comparison asked again (a reload, a resent request) while it runs follows the running job.
     key = job_key(
         "compare",
@@ -1015,15 +1097,15 @@ def submit_compare_job(
         layer=layer_name,
         steps=steps,
         k=k,
-        cmap=cmap,
+        protocol=protocol,
     )
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        outcome = compare_methods(loaded, image, methods, target, layer, steps, k, ctx=ctx)
+        outcome = compare_methods(loaded, image, methods, target, layer, steps, k, ctx=ctx, protocol=protocol)
         for row in outcome.rows:
             ctx.artifacts[f"map:{row.method.key}"] = row.normalised
         ctx.artifacts["shown"] = outcome.prepared.shown
-        return compare_summary(outcome, cmap)
+        return summarise(outcome)
 
     return jobs.submit("compare", run, client=client, estimate=estimate, key=key)
 
@@ -1040,6 +1122,7 @@ def compare_needs_job(
     methods: Sequence[str],
     layer: str | None,
     steps: int,
+    protocol: str = faithfulness.DEFAULT_PROTOCOL,
 ) -> bool:
     """Whether a comparison runs as a job: a slow method among ``methods``, or an estimate (CAM forwards plus the
     deletion/insertion curves) past ``jobs.request_seconds``, e.g. 100 steps on VGG-19, which would otherwise hold
@@ -1051,5 +1134,5 @@ def compare_needs_job(
         return False  # compare_methods refuses bad steps with the field named
     x = loaded.prepare(image).tensor
     layer_name, _ = resolve_layer(loaded, x, layer)
-    seconds = estimate_compare(jobs, loaded, x, chosen, layer_name, steps).seconds
+    seconds = estimate_compare(jobs, loaded, x, chosen, layer_name, steps, protocol).seconds
     return seconds is not None and seconds > jobs.request_seconds

@@ -10,7 +10,7 @@ import tempfile
 import threading
 import urllib.request
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,7 @@ from torch import nn
 from app.config import Settings
 from app.core.imaging.preprocess import Fit, PreparedInput, preprocess
 from app.core.models import zoo
+from app.core.models.hooks import model_lock
 from app.errors import Conflict, ConvScopeError, InvalidInput, NotFound, OverLimit, WeightsUnavailable
 from app.services.custom_models import CUSTOM_PREFIX, CustomModelStore
 
@@ -44,9 +45,13 @@ class LoadedModel:
     spec: zoo.ModelSpec
     # Settings.max_preprocess_elements: no tensor built while preparing an input may have more elements.
     preprocess_limit: int | None = None
-    # Hold this around anything that registers hooks or toggles requires_grad on `module`, so that two
-    # requests on the same cached model never see each other's hooks.
-    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The model's one lock (``app.core.models.hooks.model_lock``, which core takes too): hold it around
+        anything that registers hooks or toggles requires_grad on `module`, so that two requests on the same
+        cached model never see each other's hooks."""
+        return model_lock(self.module)
 
     @property
     def nbytes(self) -> int:

@@ -9,7 +9,7 @@ module holds ``loaded.lock``.
 
 from __future__ import annotations
 
-import math
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from app.core.imaging.rendering import (
-    COLORMAPS,
     colorize,
     encode_png,
     overlay,
@@ -34,6 +33,7 @@ from app.core.inspection import features as feat
 from app.core.inspection import filters_view as fv
 from app.core.inspection.analysis import analyse
 from app.core.inspection.receptive_field import Box, LayerRF, effective_rf, rf_box, stack_vs_large
+from app.core.models.hooks import CallNotFound, resolve_call
 from app.core.models.layers import (
     LayerInfo,
     LayerNotFound,
@@ -50,13 +50,9 @@ TILE_PIXELS = 64  # feature-map tiles are blown up (nearest) to at least this ma
 FILTER_TILE_PIXELS = 48
 ZOOM_PIXELS = 240  # an enlarged kernel is about this many pixels a side
 MAX_TILE_PIXELS = 96  # grid tiles of larger maps are shrunk to this
-MAX_PER_PAGE = 256
-SCALES = ("channel", "layer")
-
-
-def _check_cmap(cmap: str) -> None:
-    if cmap not in COLORMAPS:
-        raise InvalidInput(f"cmap must be one of {', '.join(COLORMAPS)}.", field="cmap")
+# Request fields (sort, scale, cmap, alpha, page sizes) are validated once, by the request models in
+# app/schemas/network.py; this module checks only what depends on the model or the image (layer names, channel
+# and unit ranges).
 
 
 class _LRU(OrderedDict[Any, Any]):
@@ -118,6 +114,8 @@ class Structure:
     rf: dict[str, LayerRF]
     conv_layers: list[str]
     spatial_layers: list[str]
+    # Modules that run more than once: the theoretical RF of each call (``rf`` holds the last).
+    rf_calls: dict[str, list[LayerRF]] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,10 +127,21 @@ class Activations:
 @dataclass
 class Tile:
     channel: int
-    png: bytes
+    values: np.ndarray  # (h, w) raw map; rendered into a picture only when the browser asks for it
     mean: float
     max: float
     min: float
+
+
+@dataclass
+class Bar:
+    """One unit of a layer with no spatial map (flatten, linear, global pooling), drawn as a bar."""
+
+    index: int
+    label: str  # the class name for a classifier's logits, else "unit i"
+    value: float
+    percent: float  # |value| as % of the largest |value| in the layer
+    negative: bool
 
 
 @dataclass
@@ -152,6 +161,26 @@ class FeaturePage:
     rf: LayerRF | None
     net_input: NetInput
     grid_png: bytes = b""
+    calls: int = 1  # how many times the layer runs in one forward pass
+    call: int = 0  # the 0-based call shown (the last one unless asked otherwise)
+    # Layers whose units have no (y, x) map are bars, not 1x1 "maps" that would all look alike.
+    bars: list[Bar] | None = None
+    logits: bool = False  # the bars are the model's output: class scores before softmax
+
+    @property
+    def spatial(self) -> bool:
+        return self.bars is None
+
+    @property
+    def larger_than_image(self) -> bool:
+        return self.rf is not None and rf_larger_than_image(self.rf, self.net_input)
+
+    def tile_image(self, tile: Tile) -> np.ndarray:
+        return NetworkService.tile(tile.values, self.cmap, self.vmin, self.vmax)
+
+    def tile_recipe(self) -> str:
+        """Everything a tile's picture depends on besides its values (the URL key of PictureStore)."""
+        return f"tile|{self.cmap}|{self.vmin}|{self.vmax}"
 
 
 @dataclass
@@ -164,9 +193,27 @@ class ChannelView:
     vmax: float
     cmap: str
     alpha: float
-    map_png: bytes  # the map alone, blown up
-    overlay_png: bytes  # the map over the input picture
     net_input: NetInput
+
+    def recipe(self) -> str:
+        return (
+            f"channel|{self.cmap}|{self.vmin!r}|{self.vmax!r}|{self.alpha!r}|{_digest(self.net_input.shown)}"
+        )
+
+    def map_image(self) -> np.ndarray:
+        """The map alone, blown up to the input picture's size (nearest: one block per unit)."""
+        heat = colorize(self.values, self.cmap, self.vmin, self.vmax)
+        return resize_to(heat, self.net_input.shown.shape[:2], smooth=False)
+
+    def overlay_image(self) -> np.ndarray:
+        heat = colorize(self.values, self.cmap, self.vmin, self.vmax)
+        return overlay(self.net_input.shown, heat, self.alpha)
+
+    def map_png(self) -> bytes:
+        return encode_png(self.map_image())
+
+    def overlay_png(self) -> bytes:
+        return encode_png(self.overlay_image())
 
 
 @dataclass
@@ -177,19 +224,22 @@ class FilterView:
     first: bool
     sort: str
     page: feat.Page
-    tiles: list[tuple[int, bytes, float]]  # (index, png, L2 norm)
+    tiles: list[tuple[int, np.ndarray, float]]  # (index, uint8 picture (h, w, 3), L2 norm)
     limit: float  # symmetric colour range of per-input-channel kernels
     filter_index: int | None  # for later convs: which output filter's input-channel kernels are shown
     filter_choices: list[tuple[int, float]] = field(default_factory=list)  # (index, norm), by norm
     conv_layers: list[str] = field(default_factory=list)
-    images: list[np.ndarray] = field(default_factory=list)  # the tiles as uint8 (h, w, 3), same order
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [img for _, img, _ in self.tiles]
 
 
 @dataclass
 class FilterZoom:
     loaded: LoadedModel
     title: str
-    pictures: list[tuple[int, bytes, list[list[float]]]]  # (input channel, PNG, kernel values)
+    pictures: list[tuple[int, np.ndarray, list[list[float]]]]  # (input channel, uint8 picture, kernel values)
     limit: float  # symmetric colour range
     first: bool
 
@@ -205,9 +255,56 @@ class RFProbe:
     box_clipped: dict[str, int]
     erf: np.ndarray  # (H, W) |d unit / d input|, raw
     erf_max: float
-    erf_png: bytes  # normalised ERF over the input picture
     erf_extent: dict[str, int] | None  # bounding box of ERF >= 1% of its max
     net_input: NetInput
+    cmap: str = "magma"
+
+    @property
+    def larger_than_image(self) -> bool:
+        return rf_larger_than_image(self.layer, self.net_input)
+
+    def recipe(self) -> str:
+        return f"erf|{self.cmap}|{self.box_clipped}|{_digest(self.net_input.shown)}"
+
+    def erf_image(self) -> np.ndarray:
+        """The normalised ERF over the input picture, the theoretical box (clipped) outlined in yellow."""
+        norm = self.erf / self.erf_max if self.erf_max > 0 else self.erf
+        heat = colorize(norm, self.cmap, 0.0, 1.0)
+        return _draw_box(overlay(self.net_input.shown, heat, 0.7), Box(**self.box_clipped))
+
+    def erf_png(self) -> bytes:
+        return encode_png(self.erf_image())
+
+
+@dataclass
+class MeanMap:
+    """The channel-mean of a layer's maps (side-by-side views and the clickable receptive-field map)."""
+
+    layer: str
+    mean: np.ndarray  # (h, w)
+    vmin: float
+    vmax: float
+    size: tuple[int, int]  # the input picture's (H, W): the map is blown up to it
+    cmap: str = "viridis"
+
+    def recipe(self) -> str:
+        return f"mean|{self.cmap}|{self.vmin!r}|{self.vmax!r}|{self.size}"
+
+    def image(self) -> np.ndarray:
+        return resize_to(colorize(self.mean, self.cmap, self.vmin, self.vmax), self.size, smooth=False)
+
+    def png(self) -> bytes:
+        return encode_png(self.image())
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def rf_larger_than_image(rf: LayerRF, net_input: NetInput) -> bool:
+    """True when the theoretical field is taller or wider than the network's input (padding fills the rest)."""
+    height, width = net_input.tensor.shape[-2:]
+    return rf.size_h > height or rf.size_w > width
 
 
 def _check_finite(loaded: LoadedModel, capture: feat.Capture) -> None:
@@ -247,7 +344,8 @@ class NetworkService:
     # --- inputs and caches -------------------------------------------------------------------------------------
 
     def model(self, name: str | None, weights: str = "auto") -> LoadedModel:
-        return self.registry.get(name or self.registry.default_model(), weights)
+        """``name`` None: the default model."""
+        return self.registry.get(name, weights)
 
     def net_input(self, loaded: LoadedModel, image_id: str | None) -> NetInput:
         """The prepared image, or (no image) a mid-grey input of the model's default size."""
@@ -286,6 +384,7 @@ class NetworkService:
             rf=result.rf,
             conv_layers=conv_layer_names(result.tree),
             spatial_layers=spatial_layer_names(result.tree),
+            rf_calls=result.rf_calls,
         )
         acts = Activations(net_input, result.capture)
         self._structures.put(self._structure_key(loaded, net_input.tensor), structure)
@@ -317,8 +416,9 @@ class NetworkService:
         return acts
 
     def layer_activation(
-        self, loaded: LoadedModel, image_id: str | None, layer: str
+        self, loaded: LoadedModel, image_id: str | None, layer: str, call: int | None = None
     ) -> tuple[Activations, np.ndarray]:
+        """``layer``'s maps at ``call`` (0-based; None: the last call of a module that runs several times)."""
         acts = self.activations(loaded, image_id)
         if layer not in acts.capture.activations:
             choices = list(acts.capture.activations)
@@ -328,7 +428,18 @@ class NetworkService:
                 field="layer",
                 choices=choices,
             )
-        return acts, feat.as_maps(acts.capture.activations[layer])
+        try:
+            return acts, feat.as_maps(acts.capture.at(layer, call))
+        except CallNotFound as exc:
+            raise InvalidInput(str(exc), field="call") from exc
+
+    def tree_node(self, name: str | None, weights: str, image_id: str | None, node: str) -> LayerInfo:
+        """One module of the layer tree, with its children."""
+        loaded = self.model(name, weights)
+        try:
+            return self.structure(loaded, image_id).tree.find(node)
+        except LayerNotFound as exc:
+            raise NotFound(f"No layer {node!r} in {loaded.display_name}.", field="node") from exc
 
     # --- summary -----------------------------------------------------------------------------------------------
 
@@ -362,20 +473,18 @@ class NetworkService:
         cmap: str = "viridis",
         with_grid: bool = False,
         ncols: int = 8,
+        call: int | None = None,
+        depth: int | None = None,
     ) -> FeaturePage:
-        """A page of channel maps of ``layer`` (sorted by index, mean, max or std)."""
-        if sort not in feat.SORT_KEYS:
-            raise InvalidInput(f"sort must be one of {', '.join(feat.SORT_KEYS)}.", field="sort")
-        if scale not in SCALES:
-            raise InvalidInput(f"scale must be one of {', '.join(SCALES)}.", field="scale")
-        _check_cmap(cmap)
-        if not 1 <= per_page <= MAX_PER_PAGE:
-            raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}.", field="per_page")
+        """A page of channel maps of ``layer`` (sorted by index, mean, max or std), or of the ``depth``-th
+        convolution. A layer with no spatial map (flatten, linear, global pooling) comes as bars."""
         loaded = self.model(name, weights)
         self.activations(loaded, image_id)  # a cold start fills both caches in one pass
         structure = self.structure(loaded, image_id)
+        if depth is not None:
+            layer = self.conv_at(structure, depth)
         layer = layer or self.default_layer(structure)
-        acts, maps = self.layer_activation(loaded, image_id, layer)
+        acts, maps = self.layer_activation(loaded, image_id, layer, call)
         stats = feat.channel_stats(maps)
         if channels:
             bad = [c for c in channels if not 0 <= c < maps.shape[0]]
@@ -391,17 +500,16 @@ class NetworkService:
         vmin = vmax = None
         if scale == "layer":
             vmin, vmax = value_limits(maps[pg.items]) if pg.items else (0.0, 1.0)
-        images = [self._tile(maps[c], cmap, vmin, vmax) for c in pg.items]
         tiles = [
-            Tile(c, encode_png(img), float(stats.mean[c]), float(stats.max[c]), float(stats.min[c]))
-            for c, img in zip(pg.items, images, strict=True)
+            Tile(c, maps[c], float(stats.mean[c]), float(stats.max[c]), float(stats.min[c])) for c in pg.items
         ]
+        bars, logits = self._bars(loaded, acts, layer, maps, pg.items)
         info = structure.tree.find(layer) if layer else structure.tree
         result = FeaturePage(
             loaded=loaded,
             layer=layer,
             layer_type=info.type,
-            shape=tuple(int(s) for s in acts.capture.activations[layer].shape),
+            shape=tuple(int(s) for s in acts.capture.at(layer, call).shape),
             sort=sort,
             scale=scale,
             cmap=cmap,
@@ -412,8 +520,13 @@ class NetworkService:
             stats=stats,
             rf=structure.rf.get(layer),
             net_input=acts.net_input,
+            calls=acts.capture.call_count(layer),
+            call=resolve_call(call, acts.capture.call_count(layer), layer),
+            bars=bars,
+            logits=logits,
         )
         if with_grid:
+            images = [result.tile_image(t) for t in tiles]
             result.grid_png = encode_png(
                 tile_grid(images, ncols=max(1, min(ncols, len(images))))
                 if images
@@ -422,7 +535,47 @@ class NetworkService:
         return result
 
     @staticmethod
-    def _tile(values: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
+    def _bars(
+        loaded: LoadedModel, acts: Activations, layer: str, maps: np.ndarray, items: list[int]
+    ) -> tuple[list[Bar] | None, bool]:
+        """Bars for a layer whose every map is 1x1 (its units have no place in the image), else None.
+
+        The model's output layer is labelled with the class names: its values are the logits."""
+        if maps.shape[1:] != (1, 1):
+            return None, False
+        values = maps[:, 0, 0]
+        output = acts.capture.output
+        tensor = acts.capture.activations[layer]
+        logits = (
+            output is not None
+            and len(loaded.categories) == values.shape[0]
+            and tensor.numel() == output.numel()
+            and bool(torch.equal(tensor.reshape(-1), output.reshape(-1).to(tensor.dtype)))
+        )
+        top = float(np.abs(values).max()) or 1.0
+        bars = [
+            Bar(
+                index=i,
+                label=loaded.categories[i] if logits else f"unit {i}",
+                value=float(values[i]),
+                percent=round(100.0 * abs(float(values[i])) / top, 2),
+                negative=bool(values[i] < 0),
+            )
+            for i in items
+        ]
+        return bars, logits
+
+    def conv_at(self, structure: Structure, depth: int) -> str:
+        """The ``depth``-th convolution (0 = the first)."""
+        convs = structure.conv_layers
+        if not convs:
+            raise InvalidInput("This model has no convolution.", field="depth")
+        if not 0 <= depth < len(convs):
+            raise InvalidInput(f"depth must be between 0 and {len(convs) - 1}.", field="depth")
+        return convs[depth]
+
+    @staticmethod
+    def tile(values: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
         """``(h, w)`` map -> uint8 tile: small maps blown up (nearest, units stay visible), large ones shrunk."""
         if vmin is None or vmax is None:
             vmin, vmax = value_limits(values)
@@ -447,27 +600,19 @@ class NetworkService:
         alpha: float = 0.6,
         vmin: float | None = None,
         vmax: float | None = None,
+        call: int | None = None,
     ) -> ChannelView:
         """One channel enlarged and overlaid on the input with opacity ``alpha`` and range [vmin, vmax]."""
-        if not 0.0 <= alpha <= 1.0:
-            raise InvalidInput("alpha (opacity) must be between 0 and 1.", field="alpha")
-        _check_cmap(cmap)
-        for field_name, limit in (("vmin", vmin), ("vmax", vmax)):
-            if limit is not None and not math.isfinite(limit):
-                raise InvalidInput(f"{field_name} must be a finite number.", field=field_name)
         loaded = self.model(name, weights)
-        acts, maps = self.layer_activation(loaded, image_id, layer)
+        acts, maps = self.layer_activation(loaded, image_id, layer, call)
         if not 0 <= channel < maps.shape[0]:
             raise InvalidInput(f"channel must be between 0 and {maps.shape[0] - 1}.", field="channel")
-        values = maps[channel]
+        values = maps[channel].copy()  # not a view: a pending picture must not keep the whole layer alive
         lo, hi = value_limits(values)
         lo = lo if vmin is None else vmin
         hi = hi if vmax is None else vmax
         if hi <= lo:
             raise InvalidInput("vmax must be greater than vmin.", field="vmax")
-        heat = colorize(values, cmap, lo, hi)
-        shown = acts.net_input.shown
-        big = resize_to(heat, shown.shape[:2], smooth=False)
         return ChannelView(
             loaded=loaded,
             layer=layer,
@@ -477,8 +622,6 @@ class NetworkService:
             vmax=hi,
             cmap=cmap,
             alpha=alpha,
-            map_png=encode_png(big),
-            overlay_png=encode_png(overlay(shown, heat, alpha)),
             net_input=acts.net_input,
         )
 
@@ -496,10 +639,6 @@ class NetworkService:
     ) -> FilterView:
         """First conv: colour tiles per output filter. Later convs: one output filter's kernels per input
         channel (``filter_index``, default the strongest by L2 norm)."""
-        if sort not in fv.FILTER_SORT_KEYS:
-            raise InvalidInput(f"sort must be one of {', '.join(fv.FILTER_SORT_KEYS)}.", field="sort")
-        if not 1 <= per_page <= MAX_PER_PAGE:
-            raise InvalidInput(f"per_page must be between 1 and {MAX_PER_PAGE}.", field="per_page")
         loaded = self.model(name, weights)
         convs = [c.name for c in fv.conv_layers(loaded.module)]
         if not convs:
@@ -511,20 +650,9 @@ class NetworkService:
             pg = feat.paginate(order, page, per_page)
             rgb = fv.rgb_tiles(weight)
             norms = np.sqrt((weight.reshape(weight.shape[0], -1) ** 2).sum(axis=1))
-            images = [self._kernel_tile(to_uint8_image(rgb[i])) for i in pg.items]
-            tiles = [(i, encode_png(img), float(norms[i])) for i, img in zip(pg.items, images, strict=True)]
+            tiles = [(i, self._kernel_tile(to_uint8_image(rgb[i])), float(norms[i])) for i in pg.items]
             return FilterView(
-                loaded,
-                layer_name,
-                weight.shape,
-                True,
-                sort,
-                pg,
-                tiles,
-                1.0,
-                None,
-                conv_layers=convs,
-                images=images,
+                loaded, layer_name, weight.shape, True, sort, pg, tiles, 1.0, None, conv_layers=convs
             )
         norms = np.sqrt((weight.reshape(weight.shape[0], -1) ** 2).sum(axis=1))
         by_norm = np.argsort(-norms, kind="stable")
@@ -536,22 +664,13 @@ class NetworkService:
         k_norms = np.sqrt((kernels.reshape(kernels.shape[0], -1) ** 2).sum(axis=1))
         order = np.arange(kernels.shape[0]) if sort == "index" else np.argsort(-k_norms, kind="stable")
         pg = feat.paginate(order, page, per_page)
-        images = [self._kernel_tile(colorize(kernels[c], "rdbu", -limit, limit)) for c in pg.items]
-        tiles = [(c, encode_png(img), float(k_norms[c])) for c, img in zip(pg.items, images, strict=True)]
+        tiles = [
+            (c, self._kernel_tile(colorize(kernels[c], "rdbu", -limit, limit)), float(k_norms[c]))
+            for c in pg.items
+        ]
         choices = [(int(i), float(norms[i])) for i in by_norm]
         return FilterView(
-            loaded,
-            layer_name,
-            weight.shape,
-            False,
-            sort,
-            pg,
-            tiles,
-            limit,
-            filter_index,
-            choices,
-            convs,
-            images,
+            loaded, layer_name, weight.shape, False, sort, pg, tiles, limit, filter_index, choices, convs
         )
 
     @staticmethod
@@ -599,7 +718,7 @@ class NetworkService:
         for c, kernel in enumerate(kernels):
             img = colorize(kernel, "rdbu", -limit, limit)
             factor = max(1, ZOOM_PIXELS // max(kernel.shape))
-            pictures.append((c, encode_png(upscale_nearest(img, factor)), kernel.tolist()))
+            pictures.append((c, upscale_nearest(img, factor), kernel.tolist()))
         return FilterZoom(loaded, title, pictures, limit, first)
 
     # --- receptive fields --------------------------------------------------------------------------------------
@@ -610,21 +729,38 @@ class NetworkService:
         loaded = self.model(name, weights)
         return loaded, self.structure(loaded, image_id)
 
+    @staticmethod
+    def rf_grid_layers(structure: Structure) -> list[str]:
+        """Layers whose units have (y, x) positions on a (C, H, W) map: the ones a click can probe."""
+        return [n for n, r in structure.rf.items() if r.grid and r.output_shape and len(r.output_shape) == 3]
+
+    def rf_default_layer(self, structure: Structure) -> str | None:
+        """A convolution half-way down: big enough to see the field grow, small enough to click a unit."""
+        grid = self.rf_grid_layers(structure)
+        middle = [c for c in structure.conv_layers if c in grid]
+        return middle[len(middle) // 2] if middle else (grid[0] if grid else None)
+
     def rf_probe(
         self,
         name: str | None,
         weights: str,
         image_id: str | None,
-        layer: str,
-        y: int,
-        x: int,
+        layer: str | None,
+        y: int | None,
+        x: int | None,
         channel: int | None = None,
         cmap: str = "magma",
+        call: int | None = None,
     ) -> RFProbe:
-        """Theoretical box of unit (y, x) of ``layer`` and its effective RF by gradient."""
-        _check_cmap(cmap)
+        """Theoretical box of unit (y, x) of ``layer`` and its effective RF by gradient.
+
+        ``layer`` None: ``rf_default_layer``; ``y`` or ``x`` None: the centre unit."""
         loaded = self.model(name, weights)
         structure = self.structure(loaded, image_id)
+        if layer is None:
+            layer = self.rf_default_layer(structure)
+            if layer is None:
+                raise InvalidInput(f"{loaded.display_name} has no layer with a spatial map.", field="layer")
         if layer not in structure.rf:
             choices = [n for n, r in structure.rf.items() if r.grid]
             raise NotFound(
@@ -633,6 +769,13 @@ class NetworkService:
                 choices=choices,
             )
         lrf = structure.rf[layer]
+        calls = structure.rf_calls.get(layer, [lrf])
+        # The last call by default, as the RF table; a concrete index lets the ERF pass stop right after it.
+        try:
+            call_index = resolve_call(call, len(calls), layer)
+        except CallNotFound as exc:
+            raise InvalidInput(str(exc), field="call") from exc
+        lrf = calls[call_index]
         if not lrf.grid or lrf.output_shape is None or len(lrf.output_shape) != 3:
             if not lrf.spatial or lrf.global_context:
                 reason = "its units see the whole image"
@@ -646,6 +789,8 @@ class NetworkService:
                 choices=[n for n, r in structure.rf.items() if r.grid],
             )
         _, height, width = lrf.output_shape
+        y = height // 2 if y is None else y
+        x = width // 2 if x is None else x
         if not 0 <= y < height:
             raise InvalidInput(f"y must be between 0 and {height - 1} for {layer}.", field="y")
         if not 0 <= x < width:
@@ -654,12 +799,11 @@ class NetworkService:
             raise InvalidInput(f"channel must be between 0 and {lrf.output_shape[0] - 1}.", field="channel")
         net_input = self.net_input(loaded, image_id)
         with loaded.lock:
-            erf = effective_rf(loaded.module, net_input.tensor, layer, y, x, channel)
+            erf = effective_rf(loaded.module, net_input.tensor, layer, y, x, channel, call=call_index)
         box = rf_box(lrf, y, x)
         img_h, img_w = net_input.shown.shape[:2]
         peak = float(erf.max())
         norm = erf / peak if peak > 0 else erf
-        heat = colorize(norm, cmap, 0.0, 1.0)
         ys, xs = np.nonzero(norm >= 0.01)
         extent = (
             {"top": int(ys.min()), "left": int(xs.min()), "bottom": int(ys.max()), "right": int(xs.max())}
@@ -676,9 +820,9 @@ class NetworkService:
             box_clipped=box.clipped(img_h, img_w).to_dict(),
             erf=erf,
             erf_max=peak,
-            erf_png=encode_png(_draw_box(overlay(net_input.shown, heat, 0.7), box.clipped(img_h, img_w))),
             erf_extent=extent,
             net_input=net_input,
+            cmap=cmap,
         )
 
     @staticmethod
@@ -687,15 +831,15 @@ class NetworkService:
 
     # --- milestones --------------------------------------------------------------------------------------------
 
-    def mean_map_png(
+    def mean_map(
         self, loaded: LoadedModel, image_id: str | None, layer: str, cmap: str = "viridis"
-    ) -> tuple[bytes, float, float]:
-        """The channel-mean of a layer's maps, blown up to the input size (for side-by-side views)."""
+    ) -> MeanMap:
+        """The channel-mean of a layer's maps, to be blown up to the input size (for side-by-side views)."""
         acts, maps = self.layer_activation(loaded, image_id, layer)
         mean = maps.mean(axis=0)
         lo, hi = value_limits(mean)
-        img = resize_to(colorize(mean, cmap, lo, hi), acts.net_input.shown.shape[:2], smooth=False)
-        return encode_png(img), lo, hi
+        h, w = acts.net_input.shown.shape[:2]
+        return MeanMap(layer, mean, lo, hi, (int(h), int(w)), cmap)
 
 
 def _draw_box(img: np.ndarray, box: Box, colour: tuple[int, int, int] = (255, 212, 0)) -> np.ndarray:

@@ -1,32 +1,62 @@
-"""HTML pages for explanations: /explain (CAM family), /occlusion (job + click-to-hide), /compare."""
+"""HTML pages for explanations: /explain (CAM family), /occlusion (job + click-to-hide), /compare.
+
+One template per page (templates/pages/explain.html, occlusion.html, compare.html); an HTMX request gets one
+named block of it (``body``, ``input``) and a full request the whole page, so every URL that can land in the
+address bar renders a page. Job and action URLs (``/.../job/<id>``, ``/occlusion/run``, ``/occlusion/patch``)
+are never pushed into history; opened directly they redirect to their page.
+
+Each page validates its query with the feature's request model of app/schemas/explain.py (the one the JSON
+route uses). A bad field is reported with its dotted name next to that field; for an HTMX request only that
+field's error slot is swapped (HX-Retarget), so the last good result stays on the page.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ValidationError
 
-from app.core.explanation import cam, occlusion
-from app.core.imaging.rendering import colorize, encode_png, overlay, png_data_uri, resize_to
-from app.deps import ClientDep, ImageStoreDep, IsHtmx, JobsDep, RegistryDep
+from app.core.explanation import cam, faithfulness, occlusion
+from app.core.imaging.rendering import colorize, encode_png, overlay, resize_to
+from app.deps import ClientDep, FormDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep
 from app.errors import Busy, ConvScopeError, InvalidInput, OverLimit
+from app.schemas.explain import (
+    CamQuery,
+    CompareQuery,
+    OcclusionQuery,
+    PatchQuery,
+    cam_summary,
+    compare_summary,
+)
 from app.services import explain
 from app.services.jobs import Job
 from app.services.models import LoadedModel, ModelRegistry
+from app.services.pictures import PictureStore
 from app.web.templating import render
 
 router = APIRouter()
 
 _TARGET_RE = re.compile(r"^\s*#?(\d+)")
+Q = TypeVar("Q", bound=BaseModel)
+
+# The fields each page shows an error next to (an error slot `<page>-error-<field>`); others go to `form`.
+FIELD_SLOTS: dict[str, tuple[str, ...]] = {
+    "explain": ("method", "target", "opacity", "cmap", "normalise", "resolution", "layer"),
+    "compare": ("methods", "target", "protocol", "steps", "cmap", "layer"),
+    "occlusion": ("target", "window", "stride", "baseline", "score"),
+}
 
 
-def _uri(img: np.ndarray) -> str:
-    return png_data_uri(encode_png(img))
+def _url(pictures: PictureStore, img: np.ndarray) -> str:
+    """A picture by URL (rendered on first request), never a data URI."""
+    return pictures.lazy_url("rgb-png", img, lambda: encode_png(img))
 
 
 def parse_target(loaded: LoadedModel, text: str | None) -> int | None:
@@ -43,20 +73,102 @@ def parse_target(loaded: LoadedModel, text: str | None) -> int | None:
     raise InvalidInput(f"No class named {text.strip()!r}; pick one from the list.", field="target")
 
 
+def _validation_error(exc: ValidationError) -> dict[str, Any]:
+    """The first error of a request model, spelt as the JSON routes spell it (dotted pydantic location)."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first.get("loc", ()))
+    return {"code": "invalid_input", "message": f"{field}: {first.get('msg')}", "field": field or None}
+
+
+def parse_query(model: type[Q], data: dict[str, Any]) -> tuple[Q, dict[str, Any] | None]:
+    """``model`` from a page's query or form; on a bad field, the model without it (its default) and the error.
+
+    So the page still renders (with the field's default) and says what was wrong next to the field.
+    """
+    data = {k: v for k, v in data.items() if v not in ("", None, [])}
+    error = None
+    for _ in range(len(data) + 1):
+        try:
+            return model.model_validate(data), error
+        except ValidationError as exc:
+            error = error or _validation_error(exc)
+            bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+            if not bad & data.keys():
+                raise
+            data = {k: v for k, v in data.items() if k not in bad}
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _query_data(request: Request, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    params = request.query_params
+    return {k: (params.getlist(k) if k in lists else params.get(k)) for k in params}
+
+
 def _base_context(
-    registry: ModelRegistry, store: Any, image_id: str | None, model: str, weights: str
+    registry: ModelRegistry, store: Any, image_id: str | None, loaded: LoadedModel, weights: str
 ) -> dict[str, Any]:
     return {
         "images": store.list_images(),
         "specs": registry.list_specs(),
         "image_id": image_id,
-        "model": model,
+        "model": loaded.name,
         "weights": weights,
     }
 
 
-# Refusals shown where the result would be (the form and its choices stay on the page).
+# Refusals shown next to their field, or where the result would be (the form and its choices stay on the page).
 _FORM_ERRORS = (InvalidInput, OverLimit, Busy)
+
+
+def _slot(page: str, error: dict[str, Any]) -> str:
+    field = str(error.get("field") or "")
+    top = field.split(".", 1)[0]
+    return top if top in FIELD_SLOTS[page] else "form"
+
+
+def _is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request", "").lower() == "true"
+
+
+def _wants_block(request: Request) -> bool:
+    """An HTMX swap gets a block; a history restore (htmx asks for the page again) and a plain request a page."""
+    h = request.headers
+    return (
+        _is_htmx(request)
+        and h.get("HX-Boosted", "").lower() != "true"
+        and h.get("HX-History-Restore-Request", "").lower() != "true"
+    )
+
+
+def _page(
+    request: Request,
+    page: str,
+    block: str,
+    context: dict[str, Any],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    full: dict[str, Any] | None = None,
+) -> HTMLResponse:
+    """The page (``full`` adds what only the whole page needs), or its block for an HTMX swap.
+
+    An HTMX request whose only problem is one field answers with that field's error slot alone (HX-Retarget),
+    so the last good result stays; the URL is then not pushed (HX-Push-Url: false).
+    """
+    error = context.get("form_error")
+    context["error_slot"] = _slot(page, error) if error else None
+    if _wants_block(request):
+        if error and error.get("field") and not context.get("keep_body"):
+            response = render(request, f"pages/{page}.html", context, status, block="field_error")
+            response.headers["HX-Retarget"] = f"#{page}-error-{context['error_slot']}"
+            response.headers["HX-Reswap"] = "innerHTML"
+            response.headers["HX-Push-Url"] = "false"
+        else:
+            response = render(request, f"pages/{page}.html", context, status, block=block)
+    else:
+        context.update(full or {})
+        response = render(request, f"pages/{page}.html", context, status)
+    response.headers.update(headers or {})
+    return response
 
 
 def _form_error(context: dict[str, Any], exc: ConvScopeError) -> tuple[int, dict[str, str]]:
@@ -65,113 +177,27 @@ def _form_error(context: dict[str, Any], exc: ConvScopeError) -> tuple[int, dict
     return exc.status_code, exc.headers
 
 
-def _with_headers(response: HTMLResponse, headers: dict[str, str]) -> HTMLResponse:
-    response.headers.update(headers)
-    return response
-
-
 def _layer_context(loaded: LoadedModel, layer: str | None, x: torch.Tensor | None = None) -> dict[str, Any]:
     if x is None:
         x = torch.zeros(1, loaded.in_channels, *loaded.input_size)
+    unsupported = explain.cam_unsupported(loaded)
+    if unsupported:
+        return {"layers": [], "layer": None, "default_layer": None, "why_layer": cam.WHY_LAST_CONV,
+                "layer_note": None, "cam_unsupported": unsupported}  # fmt: skip
     layers, default = explain.layer_choices(loaded, x)
     names = {info.name for info in layers}
     chosen = layer if layer in names else default
     note = None
     if layer and layer not in names:
-        note = f"{layer!r} is not a layer of {loaded.display_name}; using the default {default!r}."
+        note = f"{explain.layer_problem(loaded, x, layer)} Showing the default layer {default!r}."
     return {
         "layers": layers,
         "layer": chosen,
         "default_layer": default,
         "why_layer": cam.WHY_LAST_CONV,
         "layer_note": note,
-        "cam_unsupported": explain.cam_unsupported(loaded),
+        "cam_unsupported": None,
     }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# /explain
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _cam_context(outcome: explain.CamOutcome, pic: explain.CamPicture) -> dict[str, Any]:
-    return {
-        "outcome": outcome,
-        "picture": pic,
-        "loaded": outcome.loaded,
-        "overlay_uri": _uri(pic.overlay),
-        "heatmap_uri": _uri(pic.heatmap),
-        "input_uri": _uri(outcome.prepared.shown),
-    }
-
-
-@router.get("/explain", response_class=HTMLResponse)
-def explain_page(
-    request: Request,
-    store: ImageStoreDep,
-    registry: RegistryDep,
-    jobs: JobsDep,
-    htmx: IsHtmx,
-    client: ClientDep,
-    image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    method: str = "gradcam",
-    target: str | None = None,
-    layer: str | None = None,
-    opacity: float = Query(default=0.5, ge=0.0, le=1.0),
-    cmap: str = explain.DEFAULT_CMAP,
-    normalise: explain.Normalise = "normalised",
-    resolution: explain.Resolution = "input",
-    k: int = Query(default=5, ge=1, le=20),
-) -> HTMLResponse:
-    model = model or registry.default_model()
-    loaded = registry.get(model, weights)
-    explain.check_method(method)
-    explain.check_cmap(cmap)
-    context: dict[str, Any] = {
-        "loaded": loaded,
-        "method": method,
-        "methods": list(cam.METHODS.values()),
-        "target_text": target or "",
-        "opacity": opacity,
-        "cmap": cmap,
-        "cmaps": explain.CAM_COLORMAPS,
-        "normalise": normalise,
-        "resolution": resolution,
-        "k": k,
-        "image_id": image_id,
-    }
-    context.update(_layer_context(loaded, layer))
-    status = 200
-    headers: dict[str, str] = {}
-    try:
-        if image_id and not context["cam_unsupported"]:
-            image = store.load(image_id)
-            tgt = parse_target(loaded, target)
-            picture: dict[str, Any] = {
-                "opacity": opacity,
-                "cmap": cmap,
-                "normalise": normalise,
-                "resolution": resolution,
-            }
-            if explain.needs_job([method]):
-                job = explain.submit_cam_job(
-                    jobs, loaded, image, method, tgt, context["layer"], k, picture, client
-                )
-                context.update(_job_context(job, "explain", request.url.query))
-            else:
-                outcome = explain.explain_cam(loaded, image, method, tgt, context["layer"], k)
-                context.update(
-                    _cam_context(outcome, explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture))
-                )
-    except _FORM_ERRORS as exc:
-        # Shown where the map would be, so that the layer picker (and the choice made in it) stays.
-        status, headers = _form_error(context, exc)
-    if htmx:
-        return _with_headers(render(request, "partials/explain_body.html", context, status), headers)
-    context.update(_base_context(registry, store, image_id, model, weights))
-    return _with_headers(render(request, "pages/explain.html", context, status), headers)
 
 
 def _job_context(job: Job, page: str, query: str = "") -> dict[str, Any]:
@@ -184,36 +210,102 @@ def _job_context(job: Job, page: str, query: str = "") -> dict[str, Any]:
     }
 
 
-@router.get("/explain/job/{job_id}", response_class=HTMLResponse)
-def explain_job(
+def _to_page(page: str, request: Request, drop: tuple[str, ...] = ()) -> RedirectResponse:
+    """A job or action URL opened as a page (reload, bookmark): the page of the same view instead."""
+    query = request.url.remove_query_params(list(drop)).query
+    return RedirectResponse(f"/{page}" + (f"?{query}" if query else ""), status_code=303)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# /explain
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _cam_pictures(pictures: PictureStore, pic: explain.CamPicture, shown: np.ndarray) -> dict[str, str]:
+    return {
+        "overlay_uri": _url(pictures, pic.overlay),
+        "heatmap_uri": _url(pictures, pic.heatmap),
+        "input_uri": _url(pictures, shown),
+    }
+
+
+@router.get("/explain", response_class=HTMLResponse)
+def explain_page(
     request: Request,
-    job_id: str,
-    jobs: JobsDep,
+    store: ImageStoreDep,
     registry: RegistryDep,
-    opacity: float = Query(default=0.5, ge=0.0, le=1.0),
-    cmap: str = explain.DEFAULT_CMAP,
-    normalise: explain.Normalise = "normalised",
-    resolution: explain.Resolution = "input",
+    jobs: JobsDep,
+    pictures: PicturesDep,
+    client: ClientDep,
 ) -> HTMLResponse:
-    """The progress of a slow CAM (polled every 500 ms), or its result once done."""
+    q, error = parse_query(CamQuery, _query_data(request))
+    loaded = registry.get(q.model, q.weights)
+    context: dict[str, Any] = {
+        "loaded": loaded,
+        "q": q,
+        "method": q.method,
+        "methods": list(cam.METHODS.values()),
+        "target_text": q.target or "",
+        "opacity": q.opacity,
+        "cmap": q.cmap,
+        "cmaps": explain.CAM_COLORMAPS,
+        "normalise": q.normalise,
+        "resolution": q.resolution,
+        "k": q.k,
+        "image_id": q.image_id,
+        "form_error": error,
+    }
+    context.update(_layer_context(loaded, q.layer))
+    status = 422 if error else 200
+    headers: dict[str, str] = {}
+    try:
+        explain.check_method(q.method)
+        if q.image_id and not context["cam_unsupported"] and not error:
+            image = store.load(q.image_id)
+            tgt = parse_target(loaded, q.target)
+            picture: dict[str, Any] = {
+                "opacity": q.opacity,
+                "cmap": q.cmap,
+                "normalise": q.normalise,
+                "resolution": q.resolution,
+            }
+            if explain.needs_job([q.method]):
+                job = explain.submit_cam_job(
+                    jobs, loaded, image, q.method, tgt, context["layer"], q.k, picture, cam_summary, client
+                )
+                context.update(_job_context(job, "explain", request.url.query))
+            else:
+                outcome = explain.explain_cam(loaded, image, q.method, tgt, context["layer"], q.k)
+                pic = explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture)
+                context.update({"outcome": outcome, "picture": pic})
+                context.update(_cam_pictures(pictures, pic, outcome.prepared.shown))
+    except _FORM_ERRORS as exc:
+        status, headers = _form_error(context, exc)
+        context["keep_body"] = not exc.to_dict()["error"].get("field")
+    return _page(
+        request, "explain", "body", context, status, headers,
+        full=_base_context(registry, store, q.image_id, loaded, q.weights),
+    )  # fmt: skip
+
+
+@router.get("/explain/job/{job_id}", response_class=HTMLResponse, response_model=None)
+def explain_job(
+    request: Request, job_id: str, jobs: JobsDep, registry: RegistryDep, pictures: PicturesDep
+) -> Response:
+    """The progress of a slow CAM (polled every 500 ms), or its result once done. Opened as a page: /explain."""
+    if not _wants_block(request):
+        return _to_page("explain", request)
+    q, _ = parse_query(CamQuery, _query_data(request))
     job = jobs.get(job_id)
     context = _job_context(job, "explain", request.url.query)
     if job.status == "done" and job.result is not None:
         res = job.result
         loaded = registry.get(res["model"], res["weights"])
         pic = explain.cam_picture(
-            job.artifacts["map"], job.artifacts["shown"], opacity, cmap, normalise, resolution
+            job.artifacts["map"], job.artifacts["shown"], q.opacity, q.cmap, q.normalise, q.resolution
         )
-        context.update(
-            {
-                "result": res,
-                "loaded": loaded,
-                "picture": pic,
-                "overlay_uri": _uri(pic.overlay),
-                "heatmap_uri": _uri(pic.heatmap),
-                "input_uri": _uri(job.artifacts["shown"]),
-            }
-        )
+        context.update({"result": res, "loaded": loaded, "picture": pic, "opacity": q.opacity})
+        context.update(_cam_pictures(pictures, pic, job.artifacts["shown"]))
         return render(request, "partials/explain_job_result.html", context)
     return render(request, "partials/explain_job.html", context)
 
@@ -232,43 +324,56 @@ def cancel_job(request: Request, job_id: str, jobs: JobsDep) -> HTMLResponse:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _occlusion_context(
+    q: OcclusionQuery, loaded: LoadedModel, jobs: Any, error: dict[str, Any] | None
+) -> dict[str, Any]:
+    d_window, d_stride = explain.occlusion_defaults(loaded.input_size)
+    return {
+        "time_limit": jobs.max_seconds,
+        "loaded": loaded,
+        "q": q,
+        "target_text": q.target or "",
+        "window": q.window or d_window,
+        "stride": q.stride or (max(1, q.window // 2) if q.window else d_stride),
+        "baseline": q.baseline,
+        "baselines": occlusion.BASELINES,
+        "baseline_notes": occlusion.BASELINE_NOTES,
+        "progressive": q.progressive,
+        "score": q.score,
+        "score_notes": explain.SCORE_NOTES,
+        "saturated": explain.SATURATED,
+        "k": q.k,
+        "image_id": q.image_id,
+        "form_error": error,
+    }
+
+
+def _occlusion_settings(q: OcclusionQuery, target: int | None = None) -> explain.OcclusionSettings:
+    return explain.OcclusionSettings(
+        target=target,
+        window=q.window,
+        stride=q.stride,
+        baseline=q.baseline,
+        progressive=q.progressive,
+        k=q.k,
+        score=q.score,
+    )
+
+
 @router.get("/occlusion", response_class=HTMLResponse)
 def occlusion_page(
     request: Request,
     store: ImageStoreDep,
     registry: RegistryDep,
     jobs: JobsDep,
-    htmx: IsHtmx,
-    image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    target: str | None = None,
-    window: int | None = Query(default=None, ge=1, le=1024),
-    stride: int | None = Query(default=None, ge=1, le=1024),
-    baseline: str = "zeros",
-    progressive: bool = True,
-    k: int = Query(default=5, ge=1, le=20),
+    pictures: PicturesDep,
 ) -> HTMLResponse:
-    model = model or registry.default_model()
-    loaded = registry.get(model, weights)
-    d_window, d_stride = explain.occlusion_defaults(loaded.input_size)
-    context: dict[str, Any] = {
-        "time_limit": jobs.max_seconds,
-        "loaded": loaded,
-        "target_text": target or "",
-        "window": window or d_window,
-        "stride": stride or (max(1, window // 2) if window else d_stride),
-        "baseline": baseline,
-        "baselines": occlusion.BASELINES,
-        "baseline_notes": occlusion.BASELINE_NOTES,
-        "progressive": progressive,
-        "k": k,
-        "image_id": image_id,
-    }
+    q, error = parse_query(OcclusionQuery, _query_data(request))
+    loaded = registry.get(q.model, q.weights)
+    context = _occlusion_context(q, loaded, jobs, error)
+    status = 422 if error else 200
     try:
-        window_used, stride_used = explain.check_occlusion(
-            loaded, explain.OcclusionSettings(window=window, stride=stride, baseline=baseline, k=k)
-        )
+        window_used, stride_used = explain.check_occlusion(loaded, _occlusion_settings(q))
         context["estimate"] = explain.estimate_occlusion(
             jobs,
             loaded.display_name,
@@ -278,78 +383,104 @@ def occlusion_page(
             stride_used,
         )
     except InvalidInput as exc:
-        context["form_error"] = exc.to_dict()["error"]
-    if image_id:
-        image = store.load(image_id)
+        context["form_error"] = context["form_error"] or exc.to_dict()["error"]
+    if q.image_id:
+        image = store.load(q.image_id)
         prepared = loaded.prepare(image)
         probs = explain.class_probabilities(loaded, prepared.tensor)
         explain.check_finite(loaded, "class probabilities", probs)
         context.update(
             {
-                "input_uri": _uri(prepared.shown),
+                "input_uri": _url(pictures, prepared.shown),
                 "input_size": loaded.input_size,
-                "predictions": explain.predictions_from(loaded, probs, k),
+                "predictions": explain.predictions_from(loaded, probs, q.k),
+                "resolved_score": explain.resolve_score(q.score, float(probs.max())),
             }
         )
-    if htmx:
-        return render(request, "partials/occlusion_input.html", context)
-    context.update(_base_context(registry, store, image_id, model, weights))
-    return render(request, "pages/occlusion.html", context)
+    # A refusal without a field (or of the model) is part of the input block; a field's error goes next to it.
+    context["keep_body"] = bool(context["form_error"]) and _slot("occlusion", context["form_error"]) == "form"
+    return _page(
+        request, "occlusion", "input", context, status,
+        full=_base_context(registry, store, q.image_id, loaded, q.weights),
+    )  # fmt: skip
+
+
+@router.get("/occlusion/run", response_class=HTMLResponse, response_model=None)
+def occlusion_run_as_page(request: Request) -> RedirectResponse:
+    """/occlusion/run in the address bar (an old bookmark, a reload): the occlusion page."""
+    return _to_page("occlusion", request)
 
 
 @router.post("/occlusion/run", response_class=HTMLResponse)
 async def occlusion_run(
-    request: Request, store: ImageStoreDep, registry: RegistryDep, jobs: JobsDep, client: ClientDep
+    request: Request,
+    form: FormDep,
+    store: ImageStoreDep,
+    registry: RegistryDep,
+    jobs: JobsDep,
+    client: ClientDep,
 ) -> HTMLResponse:
     """Start the occlusion job from the page's form; answers with the polling progress partial.
 
-    A refusal (over the time limit, with the estimate; or a full queue) is an error partial in the job area.
+    A bad field is shown next to it (the last map stays); a refusal (over the time limit, with the estimate; or a
+    full queue) is an error in the job area.
     """
-    form = await request.form()
+    data: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    data["progressive"] = "true" if data.get("progressive") in ("on", "true", "1") else "false"
+    q, error = parse_query(OcclusionQuery, data)
+    context: dict[str, Any] = {"form_error": error}
+    if error is None and not q.image_id:
+        error = InvalidInput("Pick an image first.", field="image_id").to_dict()["error"]
+    if error is not None:
+        context["form_error"] = error
+        return _run_error(request, context, 422)
+    assert q.image_id is not None
+    image_id = q.image_id
+    model = q.model or registry.default_model()  # named before loading: the estimate comes first
+    settings = _occlusion_settings(q)
+    try:
+        # Pressing Run again (or resending the form) while this run is going follows the running job.
+        key = explain.occlusion_key(model, q.weights, image_id, settings, q.target)
+        # Estimate and admit first, in a worker thread (it may trace or load the model): no heavy work on the loop.
+        estimate = await run_in_threadpool(
+            explain.plan_occlusion, jobs, registry, model, q.weights, settings, client, key
+        )
 
-    def get(name: str, default: str = "") -> str:
-        value = form.get(name, default)
-        return value if isinstance(value, str) else default
+        def start() -> Job:
+            loaded = registry.get(model, q.weights)
+            settings.target = parse_target(loaded, q.target)
+            return explain.submit_occlusion(
+                jobs, loaded, store.load(image_id), settings, client, estimate, key
+            )
 
-    def as_int(name: str) -> int | None:
-        text = get(name).strip()
-        if not text:
-            return None
-        try:
-            return int(text)
-        except ValueError as exc:
-            raise InvalidInput(f"{name} must be a whole number.", field=name) from exc
-
-    image_id = get("image_id")
-    if not image_id:
-        raise InvalidInput("Pick an image first.", field="image_id")
-    model, weights = get("model") or registry.default_model(), get("weights", "auto")
-    settings = explain.OcclusionSettings(
-        window=as_int("window"),
-        stride=as_int("stride"),
-        baseline=get("baseline", "zeros"),
-        progressive=get("progressive") in ("on", "true", "1"),
-        k=as_int("k") or 5,
-    )
-    # Pressing Run again (or resending the form) while this run is going follows the running job.
-    key = explain.occlusion_key(model, weights, image_id, settings, get("target"))
-    # Estimate and admit first, in a worker thread (it may trace or load the model): no heavy work on the loop.
-    estimate = await run_in_threadpool(
-        explain.plan_occlusion, jobs, registry, model, weights, settings, client, key
-    )
-
-    def start() -> Job:
-        loaded = registry.get(model, weights)
-        settings.target = parse_target(loaded, get("target"))
-        return explain.submit_occlusion(jobs, loaded, store.load(image_id), settings, client, estimate, key)
-
-    job = await run_in_threadpool(start)
+        job = await run_in_threadpool(start)
+    except _FORM_ERRORS as exc:
+        status, headers = _form_error(context, exc)
+        response = _run_error(request, context, status)
+        response.headers.update(headers)
+        return response
     return render(request, "partials/explain_job.html", _job_context(job, "occlusion"))
 
 
-@router.get("/occlusion/job/{job_id}", response_class=HTMLResponse)
-def occlusion_job(request: Request, job_id: str, jobs: JobsDep, registry: RegistryDep) -> HTMLResponse:
+def _run_error(request: Request, context: dict[str, Any], status: int) -> HTMLResponse:
+    """A field's error next to that field (the map stays); a refusal without a field in the job area."""
+    error = context["form_error"]
+    context["error_slot"] = _slot("occlusion", error)
+    if error.get("field") and error.get("code") == "invalid_input":
+        response = render(request, "pages/occlusion.html", context, status, block="field_error")
+        response.headers["HX-Retarget"] = f"#occlusion-error-{context['error_slot']}"
+        response.headers["HX-Reswap"] = "innerHTML"
+        return response
+    return render(request, "pages/occlusion.html", context, status, block="run_error")
+
+
+@router.get("/occlusion/job/{job_id}", response_class=HTMLResponse, response_model=None)
+def occlusion_job(
+    request: Request, job_id: str, jobs: JobsDep, registry: RegistryDep, pictures: PicturesDep
+) -> Response:
     """Progress (with the coarse map so far in progressive mode) or the final map; polled every 500 ms."""
+    if not _wants_block(request):
+        return _to_page("occlusion", request)
     job = jobs.get(job_id)
     context = _job_context(job, "occlusion")
     shown = job.artifacts.get("shown")
@@ -359,45 +490,48 @@ def occlusion_job(request: Request, job_id: str, jobs: JobsDep, registry: Regist
             {
                 "result": job.result,
                 "loaded": registry.get(job.result["model"], job.result["weights"]),
-                "heatmap_uri": _uri(heat),
-                "overlay_uri": _uri(over),
+                "heatmap_uri": _url(pictures, heat),
+                "overlay_uri": _url(pictures, over),
                 "vmin": vmin,
                 "vmax": vmax,
             }
         )
         return render(request, "partials/occlusion_result.html", context)
-    partial = job.artifacts.get("partial")
+    partial_map = job.artifacts.get("partial")
     # A job stopped by the time limit keeps its coarse map: shown with the error.
-    if partial is not None and shown is not None and job.status in ("queued", "running", "failed"):
-        heat, over, vmin, vmax = explain.occlusion_picture(partial, shown)
-        context.update({"partial_uri": _uri(over), "vmin": vmin, "vmax": vmax})
+    if partial_map is not None and shown is not None and job.status in ("queued", "running", "failed"):
+        heat, over, vmin, vmax = explain.occlusion_picture(partial_map, shown)
+        context.update({"partial_uri": _url(pictures, over), "vmin": vmin, "vmax": vmax})
     return render(request, "partials/explain_job.html", context)
 
 
-@router.get("/occlusion/patch", response_class=HTMLResponse)
+@router.get("/occlusion/patch", response_class=HTMLResponse, response_model=None)
 def occlusion_patch(
     request: Request,
     store: ImageStoreDep,
     registry: RegistryDep,
-    image_id: str,
-    y: int,
-    x: int,
-    model: str | None = None,
-    weights: str = "auto",
-    window: int | None = Query(default=None, ge=1, le=1024),
-    baseline: str = "zeros",
-    target: str | None = None,
-    k: int = Query(default=5, ge=1, le=20),
-) -> HTMLResponse:
+    pictures: PicturesDep,
+) -> Response:
     """Hide one square where the image was clicked and show the new top-k beside the old."""
-    loaded = registry.get(model or registry.default_model(), weights)
+    if not _wants_block(request):
+        return _to_page("occlusion", request, drop=("y", "x"))
+    q, error = parse_query(PatchQuery, _query_data(request))
+    if error is not None:
+        raise InvalidInput(error["message"], field=error["field"])
+    loaded = registry.get(q.model, q.weights)
     res = explain.hide_patch(
-        loaded, store.load(image_id), y, x, window, baseline, parse_target(loaded, target), k
-    )
+        loaded, store.load(q.image_id), q.y, q.x, q.window, q.baseline, parse_target(loaded, q.target), q.k,
+        q.score,
+    )  # fmt: skip
     return render(
         request,
         "partials/occlusion_patch.html",
-        {"res": res, "hidden_uri": _uri(res.hidden), "loaded": loaded},
+        {
+            "res": res,
+            "hidden_uri": _url(pictures, res.hidden),
+            "loaded": loaded,
+            "score_notes": explain.SCORE_NOTES,
+        },
     )
 
 
@@ -407,15 +541,16 @@ def occlusion_patch(
 
 
 def _compare_context(
-    summary: dict[str, Any], shown: np.ndarray, maps: dict[str, np.ndarray], cmap: str
+    pictures: PictureStore, summary: dict[str, Any], shown: np.ndarray, maps: dict[str, np.ndarray], cmap: str
 ) -> dict[str, Any]:
     """Tiles on ONE scale: every map is min-max normalised to [0, 1] and coloured with limits 0..1."""
     size = (int(shown.shape[0]), int(shown.shape[1]))
     tiles = []
     for entry in [*summary["methods"], summary["random"]]:
         rgb = resize_to(colorize(maps[entry["method"]], cmap, 0.0, 1.0), size, smooth=False)
-        tiles.append({**entry, "overlay_uri": _uri(overlay(shown, rgb, 0.55)), "heatmap_uri": _uri(rgb)})
-    return {"summary": summary, "tiles": tiles, "cmap": cmap, "input_uri": _uri(shown)}
+        over_url = _url(pictures, overlay(shown, rgb, 0.55))
+        tiles.append({**entry, "overlay_uri": over_url})
+    return {"summary": summary, "tiles": tiles, "cmap": cmap, "input_uri": _url(pictures, shown)}
 
 
 @router.get("/compare", response_class=HTMLResponse)
@@ -424,70 +559,66 @@ def compare_page(
     store: ImageStoreDep,
     registry: RegistryDep,
     jobs: JobsDep,
-    htmx: IsHtmx,
+    pictures: PicturesDep,
     client: ClientDep,
-    image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    methods: list[str] = Query(default=list(explain.DEFAULT_COMPARE)),
-    target: str | None = None,
-    layer: str | None = None,
-    steps: int = Query(default=16, ge=4, le=100),
-    cmap: str = explain.DEFAULT_CMAP,
 ) -> HTMLResponse:
-    model = model or registry.default_model()
-    loaded = registry.get(model, weights)
-    explain.check_cmap(cmap)
-    chosen = explain.check_compare_methods(methods)
+    q, error = parse_query(CompareQuery, _query_data(request, lists=("methods",)))
+    loaded = registry.get(q.model, q.weights)
     context: dict[str, Any] = {
         "loaded": loaded,
+        "q": q,
         "all_methods": [m for m in cam.METHODS.values() if m.key != "random"],
-        "chosen": chosen,
-        "target_text": target or "",
-        "steps": steps,
-        "cmap": cmap,
+        "chosen": q.methods,
+        "target_text": q.target or "",
+        "steps": q.steps,
+        "protocol": q.protocol,
+        "protocols": faithfulness.PROTOCOLS,
+        "tie_breaks": faithfulness.TIE_BREAKS,
+        "cmap": q.cmap,
         "cmaps": explain.CAM_COLORMAPS,
-        "image_id": image_id,
+        "image_id": q.image_id,
+        "form_error": error,
     }
-    context.update(_layer_context(loaded, layer))
-    status = 200
+    context.update(_layer_context(loaded, q.layer))
+    status = 422 if error else 200
     headers: dict[str, str] = {}
     try:
-        if image_id and not context["cam_unsupported"]:
-            image = store.load(image_id)
-            tgt = parse_target(loaded, target)
-            if explain.compare_needs_job(jobs, loaded, image, chosen, context["layer"], steps):
+        chosen = explain.check_compare_methods(q.methods)
+        if q.image_id and not context["cam_unsupported"] and not error:
+            image = store.load(q.image_id)
+            tgt = parse_target(loaded, q.target)
+            layer = context["layer"]
+            if explain.compare_needs_job(jobs, loaded, image, chosen, layer, q.steps, q.protocol):
                 job = explain.submit_compare_job(
-                    jobs, loaded, image, chosen, tgt, context["layer"], steps, 5, cmap, client
-                )
+                    jobs, loaded, image, chosen, tgt, layer, q.steps, 5,
+                    partial(compare_summary, cmap=q.cmap), client, q.protocol,
+                )  # fmt: skip
                 context.update(_job_context(job, "compare", request.url.query))
             else:
                 outcome = explain.compare_methods(
-                    loaded, image, chosen, tgt, context["layer"], steps, limits=jobs
+                    loaded, image, chosen, tgt, layer, q.steps, limits=jobs, protocol=q.protocol
                 )
                 maps = {row.method.key: row.normalised for row in outcome.rows}
-                context.update(
-                    _compare_context(
-                        explain.compare_summary(outcome, cmap), outcome.prepared.shown, maps, cmap
-                    )
-                )
+                summary = compare_summary(outcome, q.cmap)
+                context.update(_compare_context(pictures, summary, outcome.prepared.shown, maps, q.cmap))
     except _FORM_ERRORS as exc:
         status, headers = _form_error(context, exc)
-    if htmx:
-        return _with_headers(render(request, "partials/compare_body.html", context, status), headers)
-    context.update(_base_context(registry, store, image_id, model, weights))
-    return _with_headers(render(request, "pages/compare.html", context, status), headers)
+        context["keep_body"] = not exc.to_dict()["error"].get("field")
+    return _page(
+        request, "compare", "body", context, status, headers,
+        full=_base_context(registry, store, q.image_id, loaded, q.weights),
+    )  # fmt: skip
 
 
-@router.get("/compare/job/{job_id}", response_class=HTMLResponse)
-def compare_job(
-    request: Request, job_id: str, jobs: JobsDep, cmap: str = explain.DEFAULT_CMAP
-) -> HTMLResponse:
+@router.get("/compare/job/{job_id}", response_class=HTMLResponse, response_model=None)
+def compare_job(request: Request, job_id: str, jobs: JobsDep, pictures: PicturesDep) -> Response:
+    if not _wants_block(request):
+        return _to_page("compare", request)
+    q, _ = parse_query(CompareQuery, _query_data(request, lists=("methods",)))
     job = jobs.get(job_id)
     context = _job_context(job, "compare", request.url.query)
     if job.status == "done" and job.result is not None:
-        explain.check_cmap(cmap)
         maps = {name.split(":", 1)[1]: arr for name, arr in job.artifacts.items() if name.startswith("map:")}
-        context.update(_compare_context(job.result, job.artifacts["shown"], maps, cmap))
+        context.update(_compare_context(pictures, job.result, job.artifacts["shown"], maps, q.cmap))
         return render(request, "partials/compare_result.html", context)
     return render(request, "partials/explain_job.html", context)

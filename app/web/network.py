@@ -1,27 +1,91 @@
 """HTML pages: inside the network (/network), receptive fields (/receptive-fields), milestones (/milestones).
 
-Each page has HTMX partial routes for the regions that change (feature grid, one channel, filters, RF probe,
-milestone comparison). They share one NetworkService with the JSON API, so its activation cache serves both.
+One template per page; its regions are named blocks. The page URL is the view's state (under the API's field
+names: app/schemas/network.py), so an HTMX request for a region goes to the page URL itself and gets only the
+block its target names, with the view's state URL in HX-Push-Url (HX-Replace-Url for continuous controls such
+as a slider). Any URL that lands in the address bar therefore renders the full page, and Back/Forward ask the
+server for the page of that URL (the page turns HTMX's DOM snapshots off), so controls and pictures agree.
+
+Pictures are never inlined: each has a content-keyed URL from the PictureStore, rendered on its first request.
+The pages share one NetworkService with the JSON API, so its activation cache serves both.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel
 
-from app.core.imaging.rendering import encode_png, png_data_uri
-from app.deps import ImageStoreDep, IsHtmx, NetworkDep, RegistryDep
-from app.errors import InvalidInput
-from app.schemas.network import layer_rows
+from app.core.imaging.rendering import encode_png
+from app.deps import ImageStoreDep, ModelNameDep, NetworkDep, PicturesDep, RegistryDep
+from app.schemas.network import (
+    FeaturesParams,
+    FiltersParams,
+    MilestonesParams,
+    ReceptiveFieldParams,
+    layer_rows,
+)
 from app.services.images import ImageStore
-from app.services.network import NetworkService
+from app.services.network import FeaturePage, MeanMap, NetworkService, Tile, rf_larger_than_image
+from app.services.pictures import PictureStore
 from app.web.templating import render
 
 router = APIRouter()
 
-PER_PAGE = 32
+# Controls whose every step is a new state of the same view: their requests replace the history entry.
+CONTINUOUS = frozenset({"alpha", "depth", "vmin", "vmax"})
+
+NETWORK_BLOCKS = {"network-body": "body", "network-view": "view", "channel-view": "channel"}
+RF_BLOCKS = {"rf-body": "body", "rf-click": "click", "rf-probe": "probe"}
+MILESTONE_BLOCKS = {"compare": "compare"}
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.headers.get(name, "").lower() == "true"
+
+
+def _wanted_block(request: Request, blocks: Mapping[str, str]) -> str | None:
+    """The block an HTMX request targets, or None for a full page (a plain request, a boosted link, or HTMX
+    restoring a history entry it has no snapshot of: that must get the whole page)."""
+    if not _flag(request, "HX-Request") or _flag(request, "HX-Boosted"):
+        return None
+    if _flag(request, "HX-History-Restore-Request"):
+        return None
+    return blocks.get(request.headers.get("HX-Target", ""))
+
+
+def state_url(path: str, params: BaseModel, **resolved: Any) -> str:
+    """The URL of a view: the request model's fields that differ from their defaults, plus what the server
+    resolved (the model, image and layer actually shown), so that the URL reproduces the view."""
+    values: dict[str, Any] = {}
+    data = params.model_dump()
+    data.update(resolved)
+    for name, info in type(params).model_fields.items():
+        value = data.get(name)
+        if value is None or (name not in resolved and value == info.default):
+            continue
+        values[name] = value
+    return f"{path}?{urlencode(values, doseq=True)}"
+
+
+def _page(
+    request: Request,
+    template: str,
+    block: str | None,
+    context: dict[str, Any],
+    url: str,
+) -> HTMLResponse:
+    response = render(request, template, context, block=block)
+    response.headers["Vary"] = "HX-Request, HX-Target, HX-History-Restore-Request"
+    if block is not None:
+        name = request.headers.get("HX-Trigger-Name", "")
+        response.headers["HX-Replace-Url" if name in CONTINUOUS else "HX-Push-Url"] = url
+    return response
 
 
 def _default_image(store: ImageStore, image_id: str | None) -> str | None:
@@ -42,135 +106,82 @@ def _base(store: ImageStore, registry: Any, image_id: str | None, model: str, we
     }
 
 
-def _features_context(
-    network: NetworkService,
-    model: str,
-    weights: str,
-    image_id: str | None,
-    layer: str | None,
-    sort: str,
-    page: int,
-    scale: str,
-    cmap: str,
+def _lazy(pictures: PictureStore, recipe: str, array: np.ndarray, make: Callable[[], np.ndarray]) -> str:
+    """A picture's URL; the PNG is made from ``make()`` when the browser first asks for it."""
+    return pictures.lazy_url(recipe, array, lambda: encode_png(make()))
+
+
+def _as_is(image: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: image
+
+
+def _tile_urls(pictures: PictureStore, fp: FeaturePage) -> list[tuple[Tile, str]]:
+    recipe = fp.tile_recipe()
+    cmap, vmin, vmax = fp.cmap, fp.vmin, fp.vmax
+
+    def maker(values: np.ndarray) -> Callable[[], np.ndarray]:
+        return lambda: NetworkService.tile(values, cmap, vmin, vmax)
+
+    urls = []
+    for t in fp.tiles:
+        # A copy: a tile is a view into the whole layer's maps, which a pending picture must not keep alive
+        # (the picture store counts the bytes of the array it is given).
+        values = t.values.copy()
+        urls.append((t, _lazy(pictures, recipe, values, maker(values))))
+    return urls
+
+
+def _mean_url(pictures: PictureStore, mean: MeanMap) -> str:
+    return _lazy(pictures, mean.recipe(), mean.mean, mean.image)
+
+
+# --- /network ---------------------------------------------------------------------------------------------------
+
+
+def _view_context(
+    network: NetworkService, pictures: PictureStore, q: FeaturesParams, image_id: str | None
 ) -> dict[str, Any]:
-    result = network.features(
-        model, weights, image_id, layer, sort=sort, page=page, per_page=PER_PAGE, scale=scale, cmap=cmap
+    """Block "view": the feature maps (or bars) of one layer, and the enlarged channel when one is chosen."""
+    fp = network.features(
+        q.model,
+        q.weights,
+        image_id,
+        q.layer,
+        sort=q.sort,
+        page=q.page,
+        per_page=q.per_page,
+        scale=q.scale,
+        cmap=q.cmap,
+        depth=q.depth,
     )
-    structure = network.structure(result.loaded, image_id)
-    convs = structure.conv_layers
-    return {
-        "fp": result,
-        "loaded": result.loaded,
-        "tiles": [(t, png_data_uri(t.png)) for t in result.tiles],
+    convs = network.structure(fp.loaded, image_id).conv_layers
+    context: dict[str, Any] = {
+        "fp": fp,
+        "tiles": _tile_urls(pictures, fp),
         "conv_layers": convs,
-        "depth_index": convs.index(result.layer) if result.layer in convs else None,
-        "model": model,
-        "weights": weights,
-        "image_id": image_id,
-        "cmap": cmap,
+        "depth_index": convs.index(fp.layer) if fp.layer in convs else None,
+        "cmap": q.cmap,
+        "view": None,
     }
-
-
-@router.get("/network", response_class=HTMLResponse)
-def network_page(
-    request: Request,
-    store: ImageStoreDep,
-    registry: RegistryDep,
-    network: NetworkDep,
-    image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    layer: str | None = None,
-    sort: str = "index",
-    page: int = 1,
-    scale: str = "channel",
-    cmap: str = "viridis",
-) -> HTMLResponse:
-    """Summary tree, feature maps of a layer, early vs late, learned filters."""
-    model = model or registry.default_model()
-    image_id = _default_image(store, image_id)
-    loaded, structure, net_input = network.summary(model, weights, image_id)
-    context = _base(store, registry, image_id, model, weights)
-    context.update(_features_context(network, model, weights, image_id, layer, sort, page, scale, cmap))
-    context.update(_early_late_context(network, model, weights, image_id))
-    context.update(_filters_context(network, model, weights, None, "index", 1, None))
-    context.update(
-        {
-            "loaded": loaded,
-            "structure": structure,
-            "tree": structure.tree,
-            "totals": structure.totals,
-            "input_uri": png_data_uri(encode_png(net_input.shown)),
-        }
-    )
-    return render(request, "pages/network.html", context)
-
-
-@router.get("/network/features", response_class=HTMLResponse)
-def network_features(
-    request: Request,
-    network: NetworkDep,
-    registry: RegistryDep,
-    image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    layer: str | None = None,
-    depth: int | None = None,
-    sort: str = "index",
-    page: int = 1,
-    scale: str = "channel",
-    cmap: str = "viridis",
-) -> HTMLResponse:
-    """The feature-map grid of one layer (a layer name, or ``depth``: the index of a conv layer)."""
-    model = model or registry.default_model()
-    if depth is not None:
-        loaded = network.model(model, weights)
-        convs = network.structure(loaded, image_id).conv_layers
-        if not 0 <= depth < len(convs):
-            raise InvalidInput(f"depth must be between 0 and {len(convs) - 1}.", field="depth")
-        layer = convs[depth]
-    context = _features_context(network, model, weights, image_id, layer, sort, page, scale, cmap)
-    return render(request, "partials/network_features.html", context)
-
-
-@router.get("/network/channel", response_class=HTMLResponse)
-def network_channel(
-    request: Request,
-    network: NetworkDep,
-    registry: RegistryDep,
-    layer: str,
-    channel: int,
-    image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    cmap: str = "viridis",
-    alpha: float = 0.6,
-    vmin: float | None = None,
-    vmax: float | None = None,
-) -> HTMLResponse:
-    """One channel enlarged over the input with adjustable opacity and value range, and its colour bar."""
-    model = model or registry.default_model()
-    view = network.channel(model, weights, image_id, layer, channel, cmap, alpha, vmin, vmax)
-    lo, hi = float(view.values.min()), float(view.values.max())
-    return render(
-        request,
-        "partials/network_channel.html",
-        {
-            "view": view,
-            "loaded": view.loaded,
-            "overlay_uri": png_data_uri(view.overlay_png),
-            "map_uri": png_data_uri(view.map_png),
-            "data_min": lo,
-            "data_max": hi,
-            "model": model,
-            "weights": weights,
-            "image_id": image_id,
-        },
-    )
+    if q.channel is not None and fp.spatial:
+        view = network.channel(
+            q.model, q.weights, image_id, fp.layer, q.channel, q.cmap, q.alpha, q.vmin, q.vmax
+        )
+        recipe = view.recipe()
+        context.update(
+            {
+                "view": view,
+                "overlay_url": _lazy(pictures, "overlay|" + recipe, view.values, view.overlay_image),
+                "map_url": _lazy(pictures, "map|" + recipe, view.values, view.map_image),
+                "data_min": float(view.values.min()),
+                "data_max": float(view.values.max()),
+            }
+        )
+    return context
 
 
 def _early_late_context(
-    network: NetworkService, model: str, weights: str, image_id: str | None
+    network: NetworkService, pictures: PictureStore, model: str, weights: str, image_id: str | None
 ) -> dict[str, Any]:
     loaded = network.model(model, weights)
     convs = network.structure(loaded, image_id).conv_layers
@@ -179,127 +190,141 @@ def _early_late_context(
     sides = []
     for layer in dict.fromkeys([convs[0], convs[-1]]):
         fp = network.features(model, weights, image_id, layer, sort="max", per_page=8)
-        mean_png, lo, hi = network.mean_map_png(loaded, image_id, layer)
+        mean = network.mean_map(loaded, image_id, layer)
         sides.append(
             {
                 "fp": fp,
-                "tiles": [(t, png_data_uri(t.png)) for t in fp.tiles],
-                "mean_uri": png_data_uri(mean_png),
-                "vmin": lo,
-                "vmax": hi,
+                "tiles": _tile_urls(pictures, fp),
+                "mean_url": _mean_url(pictures, mean),
+                "vmin": mean.vmin,
+                "vmax": mean.vmax,
             }
         )
     return {"early_late": sides}
 
 
 def _filters_context(
-    network: NetworkService,
-    model: str,
-    weights: str,
-    layer: str | None,
-    sort: str,
-    page: int,
-    filter_index: int | None,
+    network: NetworkService, pictures: PictureStore, model: str | None, params: FiltersParams
 ) -> dict[str, Any]:
-    view = network.filters(model, weights, layer, sort, page, 64, filter_index)
+    view = network.filters(
+        model, params.weights, params.layer, params.sort, params.page, params.per_page, params.filter
+    )
     return {
         "fv": view,
-        "filter_tiles": [(i, png_data_uri(png), n) for i, png, n in view.tiles],
-        "model": model,
-        "weights": weights,
+        "filter_tiles": [(i, _lazy(pictures, "kernel", img, _as_is(img)), n) for i, img, n in view.tiles],
+        "loaded": view.loaded,
     }
+
+
+@router.get("/network", response_class=HTMLResponse)
+def network_page(
+    request: Request,
+    q: Annotated[FeaturesParams, Query()],
+    model: ModelNameDep,
+    store: ImageStoreDep,
+    registry: RegistryDep,
+    network: NetworkDep,
+    pictures: PicturesDep,
+) -> HTMLResponse:
+    """Summary tree, feature maps of a layer (bars for a layer with no map), early vs late, learned filters."""
+    image_id = _default_image(store, q.image_id)
+    block = _wanted_block(request, NETWORK_BLOCKS)
+    context = _base(store, registry, image_id, model, q.weights)
+    context.update(_view_context(network, pictures, q, image_id))
+    fp: FeaturePage = context["fp"]
+    if block in (None, "body"):
+        structure = network.structure(fp.loaded, image_id)
+        context.update(_early_late_context(network, pictures, model, q.weights, image_id))
+        context.update(_filters_context(network, pictures, model, FiltersParams(weights=q.weights)))
+        context.update({"tree": structure.tree, "totals": structure.totals, "pictures": None})
+    context["loaded"] = fp.loaded
+    view = context.get("view")
+    url = state_url(
+        "/network",
+        q,
+        model=model,
+        image_id=image_id,
+        layer=fp.layer,
+        depth=None,
+        page=fp.page.page,
+        **({} if view is not None else {"channel": None, "alpha": None, "vmin": None, "vmax": None}),
+    )
+    return _page(request, "pages/network.html", block, context, url)
+
+
+def _fragment_or_page(request: Request, model: str, weights: str, image_id: str | None) -> Response | None:
+    """These regions are loaded by HTMX only; typed into the address bar they lead to the page they belong to."""
+    if _flag(request, "HX-Request"):
+        return None
+    query = {"model": model, "weights": weights, **({"image_id": image_id} if image_id else {})}
+    return RedirectResponse(f"/network?{urlencode(query)}", status_code=303)
 
 
 @router.get("/network/filters", response_class=HTMLResponse)
 def network_filters(
     request: Request,
+    params: Annotated[FiltersParams, Query()],
+    model: ModelNameDep,
     network: NetworkDep,
-    registry: RegistryDep,
-    model: str | None = None,
-    weights: str = "auto",
-    layer: str | None = None,
-    sort: str = "index",
-    page: int = 1,
-    filter: int | None = None,
+    pictures: PicturesDep,
     image_id: str | None = None,
-) -> HTMLResponse:
+) -> Response:
     """Learned kernels of a conv layer (first conv: colour tiles; later: one filter per input channel)."""
-    model = model or registry.default_model()
-    context = _filters_context(network, model, weights, layer, sort, page, filter)
-    context["loaded"] = context["fv"].loaded
-    context["image_id"] = image_id
-    return render(request, "partials/network_filters.html", context)
+    redirect = _fragment_or_page(request, model, params.weights, image_id)
+    if redirect is not None:
+        return redirect
+    context = _filters_context(network, pictures, model, params)
+    context.update({"model": model, "weights": params.weights, "image_id": image_id})
+    return render(request, "pages/network.html", context, block="filters")
 
 
 @router.get("/network/filter", response_class=HTMLResponse)
 def network_filter_zoom(
     request: Request,
     network: NetworkDep,
-    registry: RegistryDep,
-    layer: str,
-    index: int,
-    model: str | None = None,
-    weights: str = "auto",
-    filter: int | None = None,
-) -> HTMLResponse:
-    """One kernel enlarged with its numbers (first conv: output filter ``index``; later: input channel)."""
-    model = model or registry.default_model()
-    zoom = network.filter_zoom(model, weights, layer, index, filter)
-    pictures = [(c, png_data_uri(png), values) for c, png, values in zoom.pictures]
-    return render(
-        request,
-        "partials/network_filter_zoom.html",
-        {
-            "title": zoom.title,
-            "pictures": pictures,
-            "limit": zoom.limit,
-            "loaded": zoom.loaded,
-            "first": zoom.first,
-        },
-    )
-
-
-# --- receptive fields -------------------------------------------------------------------------------------------
-
-
-@router.get("/receptive-fields", response_class=HTMLResponse)
-def receptive_fields_page(
-    request: Request,
-    store: ImageStoreDep,
-    registry: RegistryDep,
-    network: NetworkDep,
+    model: ModelNameDep,
+    pictures: PicturesDep,
+    layer: Annotated[str, Query(max_length=300)],
+    index: Annotated[int, Query(ge=0)],
+    weights: Annotated[str, Query(pattern="^(auto|pretrained|untrained)$")] = "auto",
+    filter: Annotated[int | None, Query(ge=0)] = None,
     image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    layer: str | None = None,
-) -> HTMLResponse:
-    """RF table and plot per layer; click a feature map to see a unit's box and its effective RF."""
-    model = model or registry.default_model()
-    image_id = _default_image(store, image_id)
-    loaded, structure = network.rf_table(model, weights, image_id)
-    rows = [r for r in layer_rows(structure) if r.rf is not None and r.leaf]
-    grid_layers = [
-        n for n, r in structure.rf.items() if r.grid and r.output_shape and len(r.output_shape) == 3
-    ]
-    if layer not in grid_layers:
-        # Open on a convolution half-way down: big enough to see growth, small enough to click.
-        middle = [c for c in structure.conv_layers if c in grid_layers]
-        layer = middle[len(middle) // 2] if middle else (grid_layers[0] if grid_layers else None)
-    context = _base(store, registry, image_id, model, weights)
-    context.update(
-        {
-            "loaded": loaded,
-            "rows": rows,
-            "plot": _rf_plot(structure, loaded.input_size),
-            "grid_layers": grid_layers,
-            "layer": layer,
-            "stack_rows": network.stack_comparison(4, 64),
-            "input_shape": structure.totals.input_shape,
-        }
-    )
-    if layer is not None:
-        context.update(_rf_map_context(network, model, weights, image_id, layer))
-    return render(request, "pages/receptive_fields.html", context)
+) -> Response:
+    """One kernel enlarged with its numbers (first conv: output filter ``index``; later: input channel)."""
+    redirect = _fragment_or_page(request, model, weights, image_id)
+    if redirect is not None:
+        return redirect
+    zoom = network.filter_zoom(model, weights, layer, index, filter)
+    context = {
+        "title": zoom.title,
+        "pictures": [
+            (c, _lazy(pictures, "kernel", img, _as_is(img)), values) for c, img, values in zoom.pictures
+        ],
+        "limit": zoom.limit,
+        "loaded": zoom.loaded,
+        "first": zoom.first,
+    }
+    return render(request, "pages/network.html", context, block="filter_zoom")
+
+
+@router.get("/network/tree", response_class=HTMLResponse)
+def network_subtree(
+    request: Request,
+    network: NetworkDep,
+    model: ModelNameDep,
+    node: Annotated[str, Query(min_length=1, max_length=300)],
+    weights: Annotated[str, Query(pattern="^(auto|pretrained|untrained)$")] = "auto",
+    image_id: str | None = None,
+) -> Response:
+    """The rows of one block of the layer tree (its direct children), fetched when the block is first opened."""
+    redirect = _fragment_or_page(request, model, weights, image_id)
+    if redirect is not None:
+        return redirect
+    info = network.tree_node(model, weights, image_id, node)
+    return render(request, "pages/network.html", {"nodes": info.children}, block="subtree")
+
+
+# --- /receptive-fields ------------------------------------------------------------------------------------------
 
 
 def _rf_plot(structure: Any, input_size: tuple[int, int]) -> dict[str, Any]:
@@ -337,90 +362,115 @@ def _rf_plot(structure: Any, input_size: tuple[int, int]) -> dict[str, Any]:
     }
 
 
-def _rf_map_context(
-    network: NetworkService, model: str, weights: str, image_id: str | None, layer: str
+def _rf_click_context(
+    network: NetworkService, pictures: PictureStore, q: ReceptiveFieldParams, image_id: str | None
 ) -> dict[str, Any]:
-    loaded = network.model(model, weights)
-    structure = network.structure(loaded, image_id)
-    png, lo, hi = network.mean_map_png(loaded, image_id, layer)
-    lrf = structure.rf.get(layer)
-    acts, maps = network.layer_activation(loaded, image_id, layer)
+    """Block "click": the clickable channel-mean map of the layer, and the probe of one unit (default: centre)."""
+    probe = network.rf_probe(q.model, q.weights, image_id, q.layer, q.y, q.x, q.channel)
+    loaded = probe.loaded
+    mean = network.mean_map(loaded, image_id, probe.layer.name)
+    shown = probe.net_input.shown
+    h, w = shown.shape[:2]
     return {
-        "rf_layer": lrf,
-        "map_uri": png_data_uri(png),
-        "map_shape": maps.shape,
-        "map_vmin": lo,
-        "map_vmax": hi,
-        "input_uri": png_data_uri(encode_png(acts.net_input.shown)),
-        "shown_shape": acts.net_input.shown.shape,
+        "probe": probe,
+        "layer": probe.layer.name,
+        "rf_layer": probe.layer,
+        "map_url": _mean_url(pictures, mean),
+        "map_shape": (probe.layer.output_shape or (0, 0, 0)),
+        "map_vmin": mean.vmin,
+        "map_vmax": mean.vmax,
+        "input_url": _lazy(pictures, "input", shown, _as_is(shown)),
+        "erf_url": _lazy(pictures, probe.recipe(), probe.erf, probe.erf_image),
+        "img_h": h,
+        "img_w": w,
+        "loaded": loaded,
     }
 
 
-@router.get("/receptive-fields/map", response_class=HTMLResponse)
-def rf_map(
+@router.get("/receptive-fields/table", response_class=HTMLResponse)
+def rf_table(
     request: Request,
     network: NetworkDep,
-    registry: RegistryDep,
-    layer: str,
+    model: ModelNameDep,
+    weights: Annotated[str, Query(pattern="^(auto|pretrained|untrained)$")] = "auto",
     image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-) -> HTMLResponse:
-    """The clickable (channel-mean) feature map of one layer."""
-    model = model or registry.default_model()
-    context = _rf_map_context(network, model, weights, image_id, layer)
-    context.update({"layer": layer, "model": model, "weights": weights, "image_id": image_id})
-    return render(request, "partials/rf_map.html", context)
+) -> Response:
+    """Every layer's field, jump and start: fetched when the table is first opened (hundreds of rows)."""
+    if not _flag(request, "HX-Request"):
+        query = {"model": model, "weights": weights, **({"image_id": image_id} if image_id else {})}
+        return RedirectResponse(f"/receptive-fields?{urlencode(query)}", status_code=303)
+    _, structure = network.rf_table(model, weights, image_id)
+    input_shape = structure.totals.input_shape
+    context = {
+        "rows": [r for r in layer_rows(structure) if r.rf is not None and r.leaf],
+        "input_h": input_shape[-2],
+        "input_w": input_shape[-1],
+    }
+    return render(request, "pages/receptive_fields.html", context, block="rf_table_rows")
 
 
-@router.get("/receptive-fields/probe", response_class=HTMLResponse)
-def rf_probe(
+@router.get("/receptive-fields", response_class=HTMLResponse)
+def receptive_fields_page(
     request: Request,
-    network: NetworkDep,
+    q: Annotated[ReceptiveFieldParams, Query()],
+    model: ModelNameDep,
+    store: ImageStoreDep,
     registry: RegistryDep,
-    layer: str,
-    y: int,
-    x: int,
-    image_id: str | None = None,
-    model: str | None = None,
-    weights: str = "auto",
-    channel: int | None = None,
+    network: NetworkDep,
+    pictures: PicturesDep,
 ) -> HTMLResponse:
-    """Theoretical box beside the effective RF (gradient) of the clicked unit."""
-    model = model or registry.default_model()
-    probe = network.rf_probe(model, weights, image_id, layer, y, x, channel)
-    h, w = probe.net_input.shown.shape[:2]
-    return render(
-        request,
-        "partials/rf_probe.html",
-        {
-            "probe": probe,
-            "loaded": probe.loaded,
-            "input_uri": png_data_uri(encode_png(probe.net_input.shown)),
-            "erf_uri": png_data_uri(probe.erf_png),
-            "img_h": h,
-            "img_w": w,
-        },
-    )
+    """RF table and plot per layer; click a feature map to see a unit's box and its effective RF."""
+    image_id = _default_image(store, q.image_id)
+    block = _wanted_block(request, RF_BLOCKS)
+    loaded, structure = network.rf_table(model, q.weights, image_id)
+    context = _base(store, registry, image_id, model, q.weights)
+    context["loaded"] = loaded
+    grid_layers = network.rf_grid_layers(structure)
+    if grid_layers:
+        context.update(_rf_click_context(network, pictures, q, image_id))
+    else:
+        context.update({"probe": None, "layer": None})
+    if block in (None, "body"):
+        input_shape = structure.totals.input_shape
+        context.update(
+            {
+                "row_count": sum(
+                    1 for i in structure.tree.walk() if i.name and i.is_leaf and i.name in structure.rf
+                ),
+                "plot": _rf_plot(structure, loaded.input_size),
+                # The picker lists convolutions and pooling (where the field grows); BatchNorm and ReLU after a
+                # convolution see what it sees. Any grid layer can still be probed by URL.
+                "grid_layers": [
+                    n
+                    for n in grid_layers
+                    if structure.rf[n].kind in ("conv", "pool") or n == context["layer"]
+                ],
+                "stack_rows": network.stack_comparison(4, 64),
+                "input_shape": input_shape,
+                "input_h": input_shape[-2],
+                "input_w": input_shape[-1],
+            }
+        )
+    probe = context["probe"]
+    resolved = {"layer": probe.layer.name, "y": probe.y, "x": probe.x} if probe is not None else {}
+    url = state_url("/receptive-fields", q, model=model, image_id=image_id, **resolved)
+    return _page(request, "pages/receptive_fields.html", block, context, url)
 
 
-# --- milestones -------------------------------------------------------------------------------------------------
+# --- /milestones ------------------------------------------------------------------------------------------------
 
 
 @router.get("/milestones", response_class=HTMLResponse)
 def milestones_page(
     request: Request,
+    q: Annotated[MilestonesParams, Query()],
     store: ImageStoreDep,
     registry: RegistryDep,
     network: NetworkDep,
-    htmx: IsHtmx,
-    image_id: str | None = None,
-    model_a: str | None = None,
-    model_b: str | None = None,
-    weights: str = "auto",
-    depth: float = 0.5,
+    pictures: PicturesDep,
 ) -> HTMLResponse:
     """The milestone architectures with their facts; compare two on the same image."""
+    block = _wanted_block(request, MILESTONE_BLOCKS)
     specs = registry.list_specs(milestones_only=True)
     context: dict[str, Any] = {
         "milestones": sorted((s for s in specs if not s.builtin), key=lambda s: (s.year or 0, s.name)),
@@ -431,45 +481,38 @@ def milestones_page(
             if not s.milestone and not s.builtin and s.source == "torchvision"
         ],
         "images": store.list_images(),
-        "image_id": image_id,
-        "model_a": model_a,
-        "model_b": model_b,
-        "weights": weights,
-        "depth": depth,
+        "image_id": q.image_id,
+        "model_a": q.model_a,
+        "model_b": q.model_b,
+        "weights": q.weights,
+        "depth": q.depth,
+        "sides": None,
     }
-    if model_a and model_b:
-        context.update(_compare_context(network, store, model_a, model_b, weights, image_id, depth))
-    if htmx and model_a and model_b:
-        return render(request, "partials/milestones_compare.html", context)
-    return render(request, "pages/milestones.html", context)
+    image_id = q.image_id
+    if q.model_a and q.model_b:
+        image_id = _default_image(store, q.image_id)
+        context.update(_compare_context(network, store, pictures, q, image_id))
+    url = state_url("/milestones", q, image_id=image_id)
+    return _page(request, "pages/milestones.html", block, context, url)
 
 
 def _compare_context(
     network: NetworkService,
     store: ImageStore,
-    model_a: str,
-    model_b: str,
-    weights: str,
+    pictures: PictureStore,
+    q: MilestonesParams,
     image_id: str | None,
-    depth: float,
 ) -> dict[str, Any]:
-    if not 0.0 <= depth <= 1.0:
-        raise InvalidInput("depth must be between 0 and 1.", field="depth")
-    image_id = _default_image(store, image_id)
-    sides = []
-    for name in (model_a, model_b):
-        loaded, structure, _ = network.summary(name, weights, image_id)
-        layer = network.default_layer(structure, depth)
-        png, lo, hi = network.mean_map_png(loaded, image_id, layer)
-        fp = network.features(name, weights, image_id, layer, sort="max", per_page=6)
-        predictions = None
-        if image_id:
-            try:
-                from app.services.predictions import predict
+    from app.services.predictions import predict
 
-                predictions = predict(loaded, store.load(image_id), 5).predictions
-            except ImportError:
-                predictions = None
+    sides = []
+    for name in (q.model_a, q.model_b):
+        loaded, structure, net_input = network.summary(name, q.weights, image_id)
+        layer = network.default_layer(structure, q.depth)
+        mean = network.mean_map(loaded, image_id, layer)
+        fp = network.features(name, q.weights, image_id, layer, sort="max", per_page=6)
+        predictions = predict(loaded, store.load(image_id), 5).predictions if image_id else None
+        rf = structure.rf.get(layer)
         sides.append(
             {
                 "loaded": loaded,
@@ -477,11 +520,12 @@ def _compare_context(
                 "layer": layer,
                 "layer_index": structure.conv_layers.index(layer) if layer in structure.conv_layers else None,
                 "conv_count": len(structure.conv_layers),
-                "rf": structure.rf.get(layer),
-                "mean_uri": png_data_uri(png),
-                "vmin": lo,
-                "vmax": hi,
-                "tiles": [(t, png_data_uri(t.png)) for t in fp.tiles],
+                "rf": rf,
+                "rf_larger": rf is not None and rf_larger_than_image(rf, net_input),
+                "mean_url": _mean_url(pictures, mean),
+                "vmin": mean.vmin,
+                "vmax": mean.vmax,
+                "tiles": _tile_urls(pictures, fp),
                 "predictions": predictions,
             }
         )

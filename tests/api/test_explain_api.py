@@ -285,6 +285,7 @@ def test_patch(client: TestClient, gray_image_id: str, model_name: str, registry
             "x": w // 2,
             "window": h // 4,
             "k": 2,
+            "score": "probability",
         },
     )
     assert r.status_code == 200, r.text
@@ -293,6 +294,7 @@ def test_patch(client: TestClient, gray_image_id: str, model_name: str, registry
     assert y1 - y0 == h // 4 and x1 - x0 == h // 4 and y0 <= h // 2 < y1
     assert len(body["before"]) == len(body["after"]) == 2
     assert body["target"] == body["before"][0]["index"]
+    assert body["score"] == "probability"
     assert body["target_before"] == pytest.approx(body["before"][0]["probability"], rel=1e-5)
     outside = client.post(
         "/api/v1/explain/occlusion/patch",
@@ -309,6 +311,7 @@ def test_compare(client: TestClient, sample_image_id: str, model_name: str) -> N
             "model": model_name,
             "methods": ["gradcam", "eigencam"],
             "steps": 4,
+            "protocol": "convscope",
             "images": True,
         },
     )
@@ -321,7 +324,11 @@ def test_compare(client: TestClient, sample_image_id: str, model_name: str) -> N
     for entry in [*body["methods"], body["random"]]:
         assert 0.0 <= entry["deletion_auc"] <= 1.0 and 0.0 <= entry["insertion_auc"] <= 1.0
         assert len(entry["deletion_curve"]) == 5
-        assert entry["overlay_png"].startswith("data:image/png;base64,")
+        assert (
+            entry["overlay_url"].startswith("/pictures/")
+            and client.get(entry["overlay_url"]).status_code == 200
+        )
+        assert "overlay_png" not in entry  # pictures by URL, never inlined
     bad = client.post(
         "/api/v1/explain/compare",
         json={"image_id": sample_image_id, "model": model_name, "methods": ["nope"]},
@@ -531,3 +538,25 @@ def test_the_same_request_twice_is_one_job(
                 jobs.cancel(job.id)
     finally:
         release.set()
+
+
+def test_cam_of_one_call_of_a_reused_layer(client: TestClient, sample_image_id: str) -> None:
+    """ResNet-18's layer4.1.relu runs twice (after bn1, after the residual sum): both are CAM targets, the
+    layer list says so, and the answer names the call used."""
+    base = {"image_id": sample_image_id, "model": "resnet18", "weights": "untrained", "format": "json"}
+    listed = client.get(
+        "/api/v1/explain/layers",
+        params={"image_id": sample_image_id, "model": "resnet18", "weights": "untrained"},
+    ).json()["layers"]
+    relu = next(info for info in listed if info["name"] == "layer4.1.relu")
+    assert relu["calls"] == 2 and relu["label"] == "layer4.1.relu (called 2 times)"
+    last = client.post(
+        "/api/v1/explain/cam", json={**base, "layer": "layer4.1.relu", "normalise": "raw"}
+    ).json()
+    first = client.post(
+        "/api/v1/explain/cam", json={**base, "layer": "layer4.1.relu", "normalise": "raw", "call": 0}
+    ).json()
+    assert (last["call"], last["calls"], first["call"], first["calls"]) == (1, 2, 0, 2)
+    assert first["raw_max"] != last["raw_max"]
+    r = client.post("/api/v1/explain/cam", json={**base, "layer": "layer4.1.relu", "call": 5})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "call"

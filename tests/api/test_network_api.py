@@ -177,3 +177,86 @@ def test_channel_range_must_be_finite(
     r = client.post("/api/v1/features", json={**body, "channel": 0, "format": "png", **limits})
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
+
+
+def test_features_of_one_call_of_a_reused_module(client: TestClient, sample_image_id: str) -> None:
+    """ResNet-18's layer1.0.relu runs twice. Without `call` the last run is shown (as before); call 0 is the run
+    after bn1, checked against a hand-computed relu(bn1(conv1(.))); a call that does not exist is a 422 on `call`."""
+    base = {"image_id": sample_image_id, "model": MODEL, "weights": "untrained", "layer": "layer1.0.relu"}
+    last = client.post("/api/v1/features", json={**base, "format": "json"}).json()
+    assert (last["call"], last["calls"]) == (1, 2)
+    first = client.post("/api/v1/features", json={**base, "format": "json", "call": 0}).json()
+    assert (first["call"], first["calls"]) == (0, 2)
+    raw = np.load(
+        io.BytesIO(client.post("/api/v1/features", json={**base, "format": "npy", "call": 0}).content)
+    )
+    service = client.app.state.network_service  # type: ignore[attr-defined]
+    loaded = client.app.state.registry.get(MODEL, "untrained")  # type: ignore[attr-defined]
+    x = service.net_input(loaded, sample_image_id).tensor
+    m = loaded.module
+    with torch.no_grad():
+        stem = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        expected = torch.relu(m.layer1[0].bn1(m.layer1[0].conv1(stem)))[0].numpy()
+    np.testing.assert_allclose(raw, expected, atol=1e-5)
+    default = np.load(io.BytesIO(client.post("/api/v1/features", json={**base, "format": "npy"}).content))
+    assert not np.allclose(raw, default)
+    r = client.post("/api/v1/features", json={**base, "format": "json", "call": 2})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "call"
+    assert "runs 2 times" in r.json()["error"]["message"]
+
+
+def test_other_ops_are_apart_from_macs(client: TestClient) -> None:
+    body = client.get(f"/api/v1/models/{MODEL}/summary", params={"weights": "untrained"}).json()
+    totals = body["totals"]
+    # torchvision's figure for ResNet-18: 1.814 GMACs (conv + linear); BN, ReLU and pooling are other operations.
+    assert totals["macs"] / 1e9 == pytest.approx(1.814, abs=0.0005)
+    bn1 = next(c for c in body["tree"]["children"] if c["name"] == "bn1")
+    assert bn1["macs"] == 0 and bn1["other_ops"] == 64 * 112 * 112
+    assert totals["other_ops"] == body["tree"]["other_ops"] > 0
+    rows = client.get(f"/api/v1/models/{MODEL}/layers", params={"weights": "untrained"}).json()["layers"]
+    relu = next(r for r in rows if r["name"] == "layer1.0.relu")
+    assert relu["calls"] == 2 and relu["macs"] == 0 and relu["other_ops"] == 2 * 64 * 56 * 56
+
+
+def test_receptive_field_defaults_to_the_centre_unit_and_says_when_it_outgrows_the_image(
+    client: TestClient, sample_image_id: str
+) -> None:
+    base = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id}
+    r = client.post("/api/v1/receptive-field", json={**base, "layer": "layer4"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["y"], out["x"]) == (3, 3)  # layer4 is 7x7 on a 224-px input
+    assert out["receptive_field"]["rf"] > 224 and out["larger_than_image"] is True
+    r = client.post("/api/v1/receptive-field", json={**base, "layer": "conv1", "y": 0, "x": 0})
+    assert r.json()["larger_than_image"] is False
+    # No layer: the same layer the page opens on.
+    r = client.post("/api/v1/receptive-field", json=base)
+    page = client.get("/receptive-fields", params=base).text
+    assert f'data-layer="{r.json()["layer"]}"' in page
+    # Strict JSON: "3" is not 3; the field is named with the dotted spelling.
+    r = client.post("/api/v1/receptive-field", json={**base, "layer": "layer4", "y": "3"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "y"
+
+
+def test_features_by_depth_and_the_same_names_as_the_page(client: TestClient, sample_image_id: str) -> None:
+    base = {"image_id": sample_image_id, "model": MODEL, "weights": "untrained"}
+    r = client.post("/api/v1/features", json={**base, "depth": 1})
+    assert r.status_code == 200 and r.json()["layer"] == "layer1.0.conv1"
+    r = client.post("/api/v1/features", json={**base, "depth": 999})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "depth"
+    # The page takes the same fields under the same names (its URL is the request model as a query).
+    page = client.get(
+        "/network", params={**base, "depth": 1}, headers={"HX-Request": "true", "HX-Target": "network-view"}
+    )
+    assert 'data-layer="layer1.0.conv1"' in page.text
+    r = client.post("/api/v1/features", json={**base, "channels": [0, "1"]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "channels.1"
+
+
+def test_filters_query_model(client: TestClient) -> None:
+    r = client.get(f"/api/v1/models/{MODEL}/filters", params={"weights": "untrained", "sort": "loudest"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "sort"
+    r = client.get(f"/api/v1/models/{MODEL}/filters", params={"weights": "untrained", "per_page": 0})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "per_page"
+    r = client.get(f"/api/v1/models/{MODEL}/filters", params={"weights": "untrained", "per_page": 3})
+    assert r.status_code == 200 and len(r.json()["items"]) == 3

@@ -30,22 +30,28 @@ URLS: dict[str, list[str]] = {
     "cost.html": ["/cost", "/cost?kernel=0"],
     "conv.html": ["/conv", "/conv?preset=small_nodule"],
     "filters.html": ["/filters?image_id={image}"],
-    "network.html": ["/network?image_id={image}"],
-    "receptive_fields.html": ["/receptive-fields?image_id={image}"],
-    "milestones.html": ["/milestones"],
-    "explain.html": ["/explain?image_id={image}"],
-    "occlusion.html": ["/occlusion?image_id={image}"],
-    "compare.html": ["/compare?image_id={image}"],
+    "network.html": [
+        "/network?image_id={image}",
+        "/network?image_id={image}&channel=2",
+        "/network?image_id={image}&model=resnet18&weights=untrained&layer=fc",
+    ],
+    "receptive_fields.html": [
+        "/receptive-fields?image_id={image}",
+        "/receptive-fields?image_id={image}&model=resnet18&weights=untrained&layer=layer4",
+    ],
+    "milestones.html": [
+        "/milestones",
+        "/milestones?model_a=squeezenet1_1&model_b=resnet18&weights=untrained&image_id={image}",
+    ],
+    "explain.html": ["/explain?image_id={image}", "/explain?image_id={image}&opacity=2"],
+    "occlusion.html": ["/occlusion?image_id={image}", "/occlusion?image_id={image}&window=0"],
+    "compare.html": ["/compare?image_id={image}", "/compare?image_id={image}&steps=2"],
     "login.html": ["/login"],
     "error.html": ["/no-such-page"],
 }
 
 # Known violations on pages other changes of issue 10 fix (remove the mark when they are merged).
-KNOWN: dict[str, str] = {
-    "/network?image_id={image}": (
-        "aria-required-children (critical) on the layer tree .tree, nested-interactive (serious) on its summary"
-    ),
-}
+KNOWN: dict[str, str] = {}
 
 
 def _cases() -> list[Any]:

@@ -1,21 +1,134 @@
-"""Open /network, pick a layer from the tree, see the feature grid change."""
+"""The inside-the-network pages in a browser: regions swap without reloading, the URL follows the view,
+Back/Forward bring the view and its controls back together, errors sit next to their field. (axe runs on these
+pages, in several states, in tests/browser/test_accessibility.py.)"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+MODEL = "resnet18"
+
+
+def state(page: Any) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(page.url).query).items()}
+
+
+def mark_document(page: Any) -> None:
+    """A marker that a full page load would wipe out: swaps must keep it."""
+    page.evaluate("() => { window.__sameDocument = true; }")
+
+
+def same_document(page: Any) -> bool:
+    return bool(page.evaluate("() => window.__sameDocument === true"))
+
 
 @pytest.mark.browser
-def test_pick_layer_changes_grid(page: Any, live_server: str) -> None:
-    page.goto(f"{live_server}/network?model=resnet18&weights=untrained", timeout=120_000)
-    grid = page.locator("#features .features")
-    assert grid.get_attribute("data-layer") == "conv1"
+def test_pick_layer_channel_and_back(page: Any, live_server: str) -> None:
+    page.goto(f"{live_server}/network?model={MODEL}&weights=untrained", timeout=120_000)
+    assert page.locator("#features .features").get_attribute("data-layer") == "conv1"
+    mark_document(page)
     first = page.locator("#fmap-grid img").first.get_attribute("src")
+    assert first.startswith("/pictures/")
+    assert page.locator("#fmap-grid img").first.evaluate("img => img.complete && img.naturalWidth > 0")
     page.locator('.tree button.layer-link[data-layer="layer2"]').first.click()
     page.wait_for_selector('#features .features[data-layer="layer2"]', timeout=120_000)
+    page.wait_for_function("() => location.search.includes('layer=layer2')")
     assert page.locator("#current-layer").inner_text() == "layer2"
     assert page.locator("#fmap-grid img").first.get_attribute("src") != first
-    page.locator("#fmap-grid .fmap").first.click()
+    assert same_document(page)
+
+    page.locator("#fmap-grid .fmap").nth(2).click()
     page.wait_for_selector("#channel-view .channel-view", timeout=60_000)
+    page.wait_for_function("() => location.search.includes('channel=')")
+    entries = page.evaluate("history.length")
+    assert state(page)["channel"] == page.locator("#fmap-grid .fmap").nth(2).get_attribute("value")
+    # The opacity read-out follows the slider while it moves.
+    page.locator("#channel-alpha").fill("0.25")
+    page.wait_for_function("() => document.querySelector('output[for=channel-alpha]').textContent === '0.25'")
+    # A slider step replaces the history entry instead of adding one.
+    page.wait_for_function("() => location.search.includes('alpha=0.25')")
+    assert page.evaluate("history.length") == entries
+
+    page.select_option('#features-controls select[name="sort"]', "max")
+    page.wait_for_function("() => location.search.includes('sort=max')")
+    page.wait_for_selector(
+        '#features-controls select[name="sort"] option[value="max"][selected]', state="attached"
+    )
+    assert same_document(page)
+
+    # Back: the view of the previous URL, its controls in step with it (rendered by the server from the URL).
+    page.go_back()
+    page.wait_for_function("() => !location.search.includes('sort=max')")
+    page.wait_for_selector(
+        '#features-controls select[name="sort"] option[value="index"][selected]', state="attached"
+    )
+    assert page.locator('#features-controls select[name="sort"]').input_value() == "index"
+    assert page.locator("#channel-view .channel-view").count() == 1
+    assert state(page)["alpha"] == "0.25"
+    assert page.locator("#channel-alpha").input_value() == "0.25"
+    page.go_back()
+    page.wait_for_function("() => !location.search.includes('channel=')")
+    page.wait_for_selector("#channel-view p.muted")
+    assert page.locator("#current-layer").inner_text() == "layer2"
+    page.go_back()
+    page.wait_for_function("() => !location.search.includes('layer=layer2')")
+    page.wait_for_selector('#features .features[data-layer="conv1"]')
+    page.go_forward()
+    page.wait_for_selector('#features .features[data-layer="layer2"]')
+    assert state(page)["layer"] == "layer2"
+
+
+@pytest.mark.browser
+def test_a_block_of_the_tree_opens_with_its_layers(page: Any, live_server: str) -> None:
+    page.goto(f"{live_server}/network?model={MODEL}&weights=untrained", timeout=120_000)
+    assert page.locator('.tree button[data-layer="layer3.1"]').count() == 0
+    page.locator('.tree button[data-layer="layer3"]').locator("xpath=../..").locator("summary").first.click()
+    page.wait_for_selector('.tree button[data-layer="layer3.1"]', timeout=60_000)
+    page.locator('.tree button[data-layer="layer3.1"]').click()
+    page.wait_for_selector('#features .features[data-layer="layer3.1"]', timeout=60_000)
+    page.wait_for_function("() => location.search.includes('layer=layer3.1')")
+
+
+@pytest.mark.browser
+def test_a_bad_value_is_shown_next_to_its_field_and_the_pictures_stay(page: Any, live_server: str) -> None:
+    page.goto(
+        f"{live_server}/network?model={MODEL}&weights=untrained&layer=layer1&channel=3", timeout=120_000
+    )
+    page.wait_for_selector("#channel-view .channel-view")
+    overlay = page.locator("#channel-view img").first.get_attribute("src")
+    url = page.url
+    page.fill('#channel-controls input[name="vmin"]', "5")
+    page.fill('#channel-controls input[name="vmax"]', "1")
+    page.locator('#channel-controls input[name="vmax"]').dispatch_event("change")
+    message = page.wait_for_selector(".field-message", timeout=60_000)
+    assert "vmax" in message.inner_text()
+    assert page.locator('#channel-controls input[name="vmax"]').get_attribute("aria-invalid") == "true"
+    assert page.locator("#channel-view img").first.get_attribute("src") == overlay
+    assert page.url == url  # a failed request does not land in the address bar
+    page.fill('#channel-controls input[name="vmax"]', "9")
+    page.locator('#channel-controls input[name="vmax"]').dispatch_event("change")
+    page.wait_for_function("() => location.search.includes('vmax=9')")
+    page.wait_for_function("() => !document.querySelector('.field-message')")
+
+
+@pytest.mark.browser
+def test_receptive_field_click_swaps_the_probe_and_pushes_the_unit(page: Any, live_server: str) -> None:
+    page.goto(f"{live_server}/receptive-fields?model={MODEL}&weights=untrained&layer=layer2", timeout=120_000)
+    page.wait_for_selector("#rf-probe .rf-probe")
+    mark_document(page)
+    page.wait_for_function(
+        "() => { const i = document.getElementById('rf-clickable'); return i.complete && i.naturalWidth > 0; }"
+    )
+    page.locator("#rf-clickable").click(position={"x": 2, "y": 2})
+    page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]', timeout=60_000)
+    page.wait_for_function("() => location.search.includes('y=0') && location.search.includes('x=0')")
+    assert same_document(page)
+    page.select_option('#rf-layer-form select[name="layer"]', "layer3.0.conv1")
+    page.wait_for_selector('#rf-clickable[data-layer="layer3.0.conv1"]', timeout=60_000)
+    page.wait_for_function("() => location.search.includes('layer=layer3.0.conv1')")
+    page.go_back()
+    page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]')
+    assert page.locator('#rf-layer-form select[name="layer"]').input_value() == "layer2"

@@ -14,6 +14,7 @@ import torch
 
 from app.core.explanation import occlusion
 from app.errors import InvalidInput, OverLimit
+from app.schemas.explain import cam_summary
 from app.services import explain
 from app.services.jobs import JobManager
 
@@ -209,7 +210,7 @@ def test_slow_cam_estimate_bounds_its_forwards_and_refuses_past_the_limit(
     explain.layer_choices(counting, counting.prepare(image).tensor)  # traced once, then cached
     counting.module.batches.clear()  # count the job's forwards only
     manager = JobManager(workers=1, max_seconds=3600.0, macs_per_second=2 * macs)
-    job = explain.submit_cam_job(manager, counting, image, "scorecam", None, "features.1", 2, {})
+    job = explain.submit_cam_job(manager, counting, image, "scorecam", None, "features.1", 2, {}, cam_summary)
     done = manager.wait(job.id, timeout=60)
     assert done.status == "done", done.error
     assert job.estimate is not None and job.estimate.batch_size == 2
@@ -218,12 +219,14 @@ def test_slow_cam_estimate_bounds_its_forwards_and_refuses_past_the_limit(
     # The same job with a limit of 1 forward's time: refused before queueing, naming the layer to change.
     strict = JobManager(workers=1, max_seconds=1.0, macs_per_second=macs)
     with pytest.raises(OverLimit) as err:
-        explain.submit_cam_job(strict, counting, image, "ablationcam", None, "features.1", 2, {})
+        explain.submit_cam_job(strict, counting, image, "ablationcam", None, "features.1", 2, {}, cam_summary)
     assert err.value.field == "layer" and "max_job_seconds" in err.value.message
     assert strict.active() == []
     # A comparison in the request (no job) is bounded the same way.
     with pytest.raises(OverLimit) as cmp_err:
-        explain.compare_methods(counting, image, ["gradcam"], layer="features.1", steps=8, limits=strict)
+        explain.compare_methods(
+            counting, image, ["gradcam"], layer="features.1", steps=8, limits=strict, protocol="convscope"
+        )
     assert cmp_err.value.field == "steps"
     manager.shutdown()
     strict.shutdown()
@@ -295,3 +298,78 @@ def test_non_finite_maps_are_a_clear_422_naming_the_model(
     assert done.status == "failed" and "not finite" in (done.error or "")
     json.dumps(done.to_dict(), allow_nan=False)  # what the API sends is valid JSON
     manager.shutdown()
+
+
+# --- Issue 10: caches bounded by Settings, the score explained ---------------------------------------------------
+
+
+def test_caches_are_cachetools_lrus_sized_by_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cachetools import LRUCache
+
+    from app.config import Settings
+
+    monkeypatch.setattr(
+        explain, "get_settings", lambda: Settings(explain_layer_cache_entries=2, explain_macs_cache_entries=3)
+    )
+    explain._layer_cache.cache_clear()
+    explain._macs_cache.cache_clear()
+    try:
+        layers, macs = explain._layer_cache(), explain._macs_cache()
+        assert isinstance(layers, LRUCache) and layers.maxsize == 2
+        assert isinstance(macs, LRUCache) and macs.maxsize == 3
+        for i in range(5):
+            explain._remember_macs((f"m{i}", (3, 8, 8)), i)
+        assert len(macs) == 3 and ("m4", (3, 8, 8)) in macs and ("m0", (3, 8, 8)) not in macs
+    finally:
+        explain._layer_cache.cache_clear()
+        explain._macs_cache.cache_clear()
+
+
+def test_resolve_score_prefers_the_logit_only_when_saturated() -> None:
+    assert explain.resolve_score(None, 0.999) == "logit"
+    assert explain.resolve_score("auto", 0.98) == "probability"
+    assert explain.resolve_score("probability", 1.0) == "probability"
+    assert explain.resolve_score("logit", 0.2) == "logit"
+    with pytest.raises(InvalidInput) as err:
+        explain.resolve_score("odds", 0.5)
+    assert err.value.field == "score"
+
+
+def test_occlusion_of_a_saturated_model_follows_the_logit() -> None:
+    """p = 1.000 everywhere: hiding a patch moves the probability by ~0 but the logit clearly (and 'auto' says so)."""
+
+    class Saturated(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = 40.0 + 10.0 * x[:, :, 4:8, 4:8].mean(dim=(1, 2, 3))
+            return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+    x = torch.ones(1, 1, 12, 12)
+    prob = occlusion.occlusion(Saturated(), x, window=4, stride=4, score="probability")
+    auto = occlusion.occlusion(Saturated(), x, window=4, stride=4, score="auto")
+    assert prob.score == "probability" and float(np.abs(prob.drops).max()) < 1e-6
+    assert auto.score == "logit" and auto.probability == pytest.approx(50.0)
+    assert float(auto.drops.max()) == pytest.approx(10.0, abs=1e-4)  # the window over the evidence
+
+
+def test_tied_share_counts_pixels_that_share_a_value() -> None:
+    assert explain.tied_share(np.arange(16.0)) == 0.0
+    half = np.concatenate([np.zeros(8), np.arange(1.0, 9.0)])
+    assert explain.tied_share(half) == 0.5
+    assert explain.tied_share(np.array([1.0, 1.0, 2.0, 2.0])) == 1.0
+
+
+def test_compare_notes_maps_whose_order_is_mostly_the_tie_break(
+    loaded: Any, image_store: Any, sample_image_id: str
+) -> None:
+    image = image_store.load(sample_image_id)
+    outcome = explain.compare_methods(loaded, image, ["gradcam", "eigencam"], protocol="convscope", steps=4)
+    tied = [n for n in outcome.notes if "share their value" in n]
+    expected = [
+        f"{r.method.name} {explain.tied_share(r.normalised):.0%}"
+        for r in outcome.rows[:-1]
+        if explain.tied_share(r.normalised) >= explain.TIED_NOTE and float(r.raw.max()) > 0
+    ]
+    assert bool(tied) == bool(expected)
+    for item in expected:
+        assert item in tied[0] and "seeded random order" in tied[0]
+    assert outcome.protocol == "convscope" and outcome.steps == 4

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.errors import InvalidInput
-from app.services.network import _LRU, NetworkService
+from app.services.network import _LRU, NetworkService, rf_larger_than_image
 
 MODEL = "resnet18"
 
@@ -39,8 +40,13 @@ def test_activation_cache_per_image(
     structure = service.structure(loaded, sample_image_id)
     assert service.default_layer(structure, 0.0) == "conv1"
     assert service.default_layer(structure, 1.0) == structure.conv_layers[-1]
-    with pytest.raises(InvalidInput):
-        service.features(MODEL, "untrained", sample_image_id, "layer1", sort="median")
+    # depth counts convolutions; past the last one is the user's mistake, named by its field.
+    assert (
+        service.features(MODEL, "untrained", sample_image_id, None, depth=1).layer == structure.conv_layers[1]
+    )
+    with pytest.raises(InvalidInput) as err:
+        service.features(MODEL, "untrained", sample_image_id, None, depth=len(structure.conv_layers))
+    assert err.value.field == "depth"
 
 
 def test_probe_on_a_layer_without_a_map_says_why(
@@ -55,3 +61,41 @@ def test_probe_on_a_layer_without_a_map_says_why(
         service.rf_probe("swin_t", "untrained", sample_image_id, "features.0", 0, 0)
     assert err.value.field == "layer" and "whole image" not in err.value.message
     assert "features.0.0" in err.value.extra["choices"]
+
+
+def test_bars_for_layers_without_a_map(registry: Any, image_store: Any, sample_image_id: str) -> None:
+    service = NetworkService(registry, image_store)
+    fc = service.features(MODEL, "untrained", sample_image_id, "fc", sort="max", per_page=5)
+    assert not fc.spatial and fc.logits
+    output = service.activations(fc.loaded, sample_image_id).capture.output.reshape(-1).numpy()
+    top5 = np.argsort(-output)[:5]
+    assert [b.index for b in fc.bars or []] == top5.tolist()
+    assert [b.label for b in fc.bars or []] == [fc.loaded.categories[i] for i in top5]
+    biggest = float(np.abs(output).max())
+    assert [b.percent for b in fc.bars or []] == pytest.approx(100 * np.abs(output[top5]) / biggest, abs=0.01)
+    pooled = service.features(MODEL, "untrained", sample_image_id, "avgpool", per_page=3)
+    assert not pooled.logits and [b.label for b in pooled.bars or []] == ["unit 0", "unit 1", "unit 2"]
+    conv = service.features(MODEL, "untrained", sample_image_id, "layer4", per_page=3)
+    assert conv.spatial and conv.bars is None
+
+
+def test_rf_probe_defaults_and_fields_larger_than_the_image(
+    registry: Any, image_store: Any, sample_image_id: str
+) -> None:
+    service = NetworkService(registry, image_store)
+    loaded = service.model(MODEL, "untrained")
+    structure = service.structure(loaded, sample_image_id)
+    probe = service.rf_probe(MODEL, "untrained", sample_image_id, None, None, None)
+    assert probe.layer.name == service.rf_default_layer(structure)
+    _, height, width = probe.layer.output_shape or (0, 0, 0)
+    assert (probe.y, probe.x) == (height // 2, width // 2)
+    net_input = service.net_input(loaded, sample_image_id)
+    # ResNet-18 on 224 px: conv1 sees 7 px, layer4 435 px (padding fills what lies outside the image).
+    assert not rf_larger_than_image(structure.rf["conv1"], net_input)
+    assert structure.rf["layer4"].size > 224 and rf_larger_than_image(structure.rf["layer4"], net_input)
+    deep = service.rf_probe(MODEL, "untrained", sample_image_id, "layer4", 0, 0)
+    assert deep.larger_than_image and not probe.larger_than_image
+    # The ERF picture: the input under the normalised gradient, with the clipped theoretical box outlined.
+    picture = deep.erf_image()
+    assert picture.shape == (*net_input.shown.shape[:2], 3)
+    assert tuple(picture[0, 0]) == (255, 212, 0)  # the box's corner at the image's corner

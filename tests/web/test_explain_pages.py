@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import time
@@ -40,18 +39,14 @@ def _poll_until_done(client: TestClient, html: str, timeout: float = 240.0) -> s
 
 
 def _shown_image(client: TestClient, html: str, css_class: str) -> np.ndarray:
-    """The (H, W, 3) picture an <img class="... css_class ..."> shows, inline (data: URI) or fetched."""
+    """The (H, W, 3) picture an <img class="... css_class ..."> shows, fetched from its /pictures/ URL."""
     found = re.search(rf'<img class="[^"]*\b{re.escape(css_class)}\b[^"]*" src="([^"]+)"', html)
     assert found, f"no <img> of class {css_class}"
     src = found.group(1).replace("&amp;", "&")
-    if src.startswith("data:"):
-        header, _, payload = src.partition(",")
-        data = base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
-    else:
-        response = client.get(src)
-        assert response.status_code == 200
-        data = response.content
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert src.startswith("/pictures/"), src[:40]  # by URL, never inlined (issue 10, item 2)
+    response = client.get(src)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
 
 
 def _matplotlib_table(name: str) -> np.ndarray:
@@ -148,20 +143,26 @@ def test_explain_target_by_name_and_errors(
         params={"image_id": sample_image_id, "model": model_name, "target": "no such class"},
         headers=HX,
     )
-    assert bad.status_code == 422 and "error-box" in bad.text
-    # The error sits where the map would be: the layer picker (and the layer chosen in it) stays.
-    assert '<select name="layer">' in bad.text and "no such class" in bad.text
+    # The error goes next to the target box only (HX-Retarget to its slot): the last map stays on the page.
+    assert bad.status_code == 422 and bad.headers["HX-Retarget"] == "#explain-error-target"
+    assert bad.headers["HX-Push-Url"] == "false"
+    assert 'data-field="target"' in bad.text and "no such class" in bad.text and "cam-result" not in bad.text
     for page in ("/explain", "/compare"):
         params = {"image_id": sample_image_id, "model": model_name, "target": "no such class"}
         full = client.get(page, params=params)
-        assert full.status_code == 422 and 'data-field="target"' in full.text and 'name="model"' in full.text
+        assert full.status_code == 422 and 'name="model"' in full.text
+        slot = re.search(
+            r'<span class="field-error" id="[a-z]+-error-target"[^>]*>(.*?)</span></span>', full.text
+        )
+        assert slot and 'data-field="target"' in slot.group(1) and "no such class" in slot.group(1)
     bad_method = client.get("/explain", params={"model": model_name, "method": "jet"}, headers=HX)
     assert bad_method.status_code == 422 and "gradcam" in bad_method.text
+    assert bad_method.headers["HX-Retarget"] == "#explain-error-method"
     # A layer from another model falls back to the default, with a note (the model picker changed).
     other = client.get(
         "/explain", params={"image_id": sample_image_id, "model": model_name, "layer": "layer4.1"}, headers=HX
     )
-    assert other.status_code == 200 and "using the default" in other.text
+    assert other.status_code == 200 and "Showing the default layer" in other.text
 
 
 def test_slow_cam_polls_then_shows_the_map(client: TestClient, sample_image_id: str, model_name: str) -> None:
@@ -317,7 +318,7 @@ def test_progressive_caption_reads_as_english() -> None:
             poll_url="/p",
             cancel_url="/c",
             job_page="occlusion",
-            partial_uri="data:,",
+            partial_uri="/pictures/0.png",
             vmin=-1.0,
             vmax=1.0,
         )
@@ -409,3 +410,238 @@ def test_reloading_a_page_follows_its_job_and_busy_offers_cancel(
         release.set()
         for job in jobs.active():
             jobs.cancel(job.id)
+
+
+# --- Issue 10: pictures by URL, one request model, history-safe URLs, the score explained ------------------------
+
+
+def _pictures(html: str) -> list[str]:
+    return [src.replace("&amp;", "&") for src in re.findall(r'<img [^>]*src="([^"]+)"', html)]
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_pages_show_pictures_by_url_and_stay_small(
+    client: TestClient, sample_image_id: str, model_name: str, htmx: bool
+) -> None:
+    """No data URI on /explain, /compare, /occlusion (page or block); every picture is fetchable; < 100 KB."""
+    headers = HX if htmx else {}
+    pages = {
+        "/explain": [("image_id", sample_image_id), ("model", model_name)],
+        "/compare": [("image_id", sample_image_id), ("model", model_name), ("protocol", "convscope")],
+        "/occlusion": [("image_id", sample_image_id), ("model", model_name)],
+    }
+    for path, params in pages.items():
+        r = client.get(path, params=params, headers=headers)
+        assert r.status_code == 200, (path, r.text[:500])
+        assert "data:image" not in r.text, path
+        assert len(r.content) < 100_000, (path, len(r.content))
+        pics = [src for src in _pictures(r.text) if src.startswith("/pictures/")]
+        assert pics, path
+        for src in pics:
+            got = client.get(src)
+            assert got.status_code == 200 and got.content[:8] == b"\x89PNG\r\n\x1a\n", src
+            assert "immutable" in got.headers["cache-control"]
+    patch = client.get(
+        "/occlusion/patch",
+        params={"image_id": sample_image_id, "model": model_name, "y": 10, "x": 10},
+        headers=HX,
+    )
+    assert patch.status_code == 200 and "data:image" not in patch.text and _pictures(patch.text)
+
+
+def test_job_and_action_urls_never_land_in_history_and_render_a_page_if_opened(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    page = client.get("/occlusion", params={"model": model_name}).text
+    run = re.search(r'<button[^>]*id="occlusion-run"[^>]*>', page)
+    assert run and 'hx-push-url="false"' in run.group(0)
+    # Opened directly (reload, bookmark, an old history entry): a redirect to the page of the same view.
+    for url, expected in (
+        ("/occlusion/run?model=x", "/occlusion?model=x"),
+        ("/explain/job/abc?model=x&method=scorecam", "/explain?model=x&method=scorecam"),
+        ("/compare/job/abc?methods=gradcam", "/compare?methods=gradcam"),
+        ("/occlusion/job/abc", "/occlusion"),
+        (f"/occlusion/patch?image_id={sample_image_id}&y=3&x=4", f"/occlusion?image_id={sample_image_id}"),
+    ):
+        r = client.get(url, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == expected, url
+    followed = client.get(f"/occlusion/run?model={model_name}")
+    assert followed.status_code == 200 and "<html" in followed.text and 'id="occlusion-form"' in followed.text
+    # A history restore (htmx asks again with HX-Request) gets the whole page, not a block.
+    restore = client.get(
+        "/explain", params={"model": model_name}, headers={**HX, "HX-History-Restore-Request": "true"}
+    )
+    assert "<html" in restore.text and 'id="explain-form"' in restore.text
+    # The polling card and its Cancel button never push a URL (they sit inside a form that does).
+    started = client.get(
+        "/explain",
+        params={"image_id": sample_image_id, "model": model_name, "method": "scorecam"},
+        headers=HX,
+    )
+    card = re.search(r'<div class="card job[^>]*>', started.text)
+    assert card and 'hx-push-url="false"' in card.group(0)
+    cancel = re.search(r"<button[^>]*>Cancel</button>", started.text)
+    assert cancel and 'hx-push-url="false"' in cancel.group(0)
+    client.app.state.jobs.cancel(_job_id(started.text))  # type: ignore[attr-defined]
+
+
+def test_explain_controls_push_replace_and_debounce(client: TestClient, model_name: str) -> None:
+    html = client.get("/explain", params={"model": model_name}).text
+    form = re.search(r"<form id=\"explain-form\"[^>]*>", html)
+    assert form
+    # The form submits (Enter in the target box: one entry); discrete choices push; the target box has no change
+    # trigger of its own, which made Enter send two requests and two entries.
+    assert 'hx-trigger="submit, change from:select[name=image_id]' in form.group(0)
+    assert "name=target" not in form.group(0) and 'hx-trigger="submit, change"' not in form.group(0)
+    method = re.search(r'<select name="method"[^>]*>', html)
+    slider = re.search(r'<input type="range"[^>]*>', html)
+    assert method and slider
+    for control in (method.group(0), slider.group(0)):
+        # "unset", not "false": htmx reads hx-push-url first, and "false" there would also cancel the replace.
+        assert 'hx-push-url="unset"' in control and 'hx-replace-url="true"' in control
+        assert "delay:" in control
+    assert 'name="opacity"' in slider.group(0) and "alpha" not in html
+    assert 'id="explain-opacity-value"' in html
+
+
+def test_a_layer_without_a_spatial_map_is_named_as_such(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    r = client.get(
+        "/explain", params={"image_id": sample_image_id, "model": model_name, "layer": "classifier"}
+    )
+    assert r.status_code == 200
+    note = re.search(r'<p class="note note-warn layer-note">(.*?)</p>', r.text, re.S)
+    assert note, r.text[:3000]
+    text = note.group(1)
+    assert "has no spatial map" in text and "is not a layer" not in text
+    assert "(default: " in text and "Showing the default layer" in text
+    api = client.post(
+        "/api/v1/explain/cam",
+        json={"image_id": sample_image_id, "model": model_name, "layer": "classifier", "format": "json"},
+    )
+    assert api.status_code == 422 and api.json()["error"]["field"] == "layer"
+    assert "has no spatial map" in api.json()["error"]["message"]
+
+
+def test_one_field_one_name_one_default_one_spelling(
+    client: TestClient, sample_image_id: str, model_name: str, registry: Any
+) -> None:
+    from app.schemas.explain import CompareRequest, PatchRequest
+    from app.services import explain as svc
+
+    # Compare steps: one default, the page's field shows it, the API's model has it.
+    page = client.get("/compare", params={"model": model_name}).text
+    steps = re.search(r'<input type="number" name="steps" value="(\d+)"', page)
+    assert (
+        steps
+        and int(steps.group(1)) == CompareRequest.model_fields["steps"].default == svc.DEFAULT_STEPS == 16
+    )
+    # The patch window: the occlusion map's window by default, on the page, in the API and in the service.
+    loaded = registry.get(model_name)
+    window, _ = svc.occlusion_defaults(loaded.input_size)
+    occ = client.get("/occlusion", params={"model": model_name}).text
+    assert re.search(rf'name="window" value="{window}"', occ)
+    assert PatchRequest.model_fields["window"].default is None
+    api = client.post(
+        "/api/v1/explain/occlusion/patch",
+        json={"image_id": sample_image_id, "model": model_name, "y": 5, "x": 5},
+    )
+    assert api.status_code == 200 and api.json()["window"] == window
+    box = api.json()["box"]
+    assert box[2] - box[0] == window
+    # A bad value: the same dotted field name from the page (next to the field) and from the API.
+    for path, params, body, field in (
+        ("/explain", {"opacity": "2"}, {"opacity": 2.0}, "opacity"),
+        ("/explain", {"cmap": "jet"}, {"cmap": "jet"}, "cmap"),
+        ("/compare", {"steps": "2"}, {"steps": 2}, "steps"),
+    ):
+        r = client.get(path, params={"model": model_name, "image_id": sample_image_id, **params}, headers=HX)
+        page_name = path.strip("/")
+        assert r.status_code == 422 and r.headers["HX-Retarget"] == f"#{page_name}-error-{field}", (
+            path,
+            field,
+        )
+        assert f'data-field="{field}"' in r.text
+        full = client.get(path, params={"model": model_name, **params})
+        assert full.status_code == 422 and 'id="' + page_name + '-form"' in full.text
+        api_path = "/api/v1/explain/cam" if path == "/explain" else "/api/v1/explain/compare"
+        j = client.post(api_path, json={"image_id": sample_image_id, "model": model_name, **body})
+        assert j.status_code == 422 and j.json()["error"]["field"] == field, j.json()
+
+
+def test_saturated_probabilities_are_explained_through_the_logit(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    """The nodule CNN sits at p = 1.000: hiding a patch barely moves p, but it moves the logit; say which is shown."""
+    api = client.post(
+        "/api/v1/explain/occlusion/patch",
+        json={"image_id": sample_image_id, "model": model_name, "y": 30, "x": 30, "window": 20},
+    ).json()
+    top = api["before"][0]["probability"]
+    expected = "logit" if top >= 0.99 else "probability"
+    assert api["score"] == expected
+    prob = client.post(
+        "/api/v1/explain/occlusion/patch",
+        json={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "y": 30,
+            "x": 30,
+            "window": 20,
+            "score": "probability",
+        },
+    ).json()
+    assert prob["score"] == "probability"
+    assert prob["target_before"] == pytest.approx(prob["probability_before"])
+    logit = client.post(
+        "/api/v1/explain/occlusion/patch",
+        json={
+            "image_id": sample_image_id,
+            "model": model_name,
+            "y": 30,
+            "x": 30,
+            "window": 20,
+            "score": "logit",
+        },
+    ).json()
+    assert logit["score"] == "logit"
+    # Not the probability: a logit is unbounded, and log-odds of the two classes give back p for two classes.
+    assert logit["probability_before"] == pytest.approx(prob["probability_before"])
+    page = client.get(
+        "/occlusion/patch",
+        params={"image_id": sample_image_id, "model": model_name, "y": 30, "x": 30, "score": "logit"},
+        headers=HX,
+    )
+    assert 'data-score="logit"' in page.text and "score before softmax" in page.text
+    cam = client.post(
+        "/api/v1/explain/cam", json={"image_id": sample_image_id, "model": model_name, "format": "json"}
+    ).json()
+    assert cam["score"] == "logit" and isinstance(cam["target_logit"], float)
+    explain_page = client.get("/explain", params={"image_id": sample_image_id, "model": model_name}).text
+    assert 'data-score="logit"' in explain_page
+
+
+def test_compare_names_its_protocol_and_tie_break(
+    client: TestClient, sample_image_id: str, model_name: str
+) -> None:
+    base = [("image_id", sample_image_id), ("model", model_name), ("methods", "gradcam")]
+    rise = client.get("/compare", params=base)
+    assert rise.status_code == 200 and 'data-protocol="rise"' in rise.text
+    assert "gkern(klen=11, nsig=5)" in rise.text and "raster order" in rise.text
+    ours = client.get("/compare", params=[*base, ("protocol", "convscope"), ("steps", "8")])
+    assert (
+        'data-protocol="convscope"' in ours.text and "8 steps" in ours.text and "seeded random" in ours.text
+    )
+    body = {"image_id": sample_image_id, "model": model_name, "methods": ["gradcam"]}
+    j = client.post("/api/v1/explain/compare", json=body).json()
+    assert j["protocol"] == "rise" and "raster order" in j["tie_break"] and j["score"] == "probability"
+    # A map with many tied pixels (Grad-CAM's ReLU zeros) says that part of its order is the tie-break's.
+    tied = [n for n in j["notes"] if "share their value" in n]
+    assert all("raster order" in n for n in tied)
+    assert j["steps"] == len(j["fractions"]) - 1 and j["step_pixels"] >= 1
+    j2 = client.post("/api/v1/explain/compare", json={**body, "protocol": "convscope", "steps": 8}).json()
+    assert j2["protocol"] == "convscope" and j2["steps"] == 8 and "seeded" in j2["tie_break"]
+    with_images = client.post("/api/v1/explain/compare", json={**body, "images": True}).json()
+    url = with_images["methods"][0]["overlay_url"]
+    assert url.startswith("/pictures/") and client.get(url).status_code == 200

@@ -19,18 +19,17 @@ spatial layout, so its channels are the most class-specific features the network
 still points at a place in the image; earlier layers are sharper but respond to edges and textures of
 any class, and after global pooling there is no "where" left.
 
-All functions take a model and an input tensor ``(N, C, H, W)`` (greyscale is ``C = 1``) and hold a
-per-model lock while hooks are registered or ``requires_grad`` is changed, so two threads calling on the
-same model cannot capture each other's activations or restore each other's flags wrongly. Hooks are
-removed, flags and ``model.training`` restored, in ``finally`` blocks.
+All functions take a model and an input tensor ``(N, C, H, W)`` (greyscale is ``C = 1``) and hold the
+model's one lock (``app.core.models.hooks.model_lock``) while hooks are registered or ``requires_grad`` is
+changed, so two threads calling on the same model cannot capture each other's activations or restore each
+other's flags wrongly. Hooks are removed, flags and ``model.training`` restored, in ``finally`` blocks (the
+hooks toolkit's ``forward_hooks``, ``eval_mode`` and ``frozen_parameters``).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -39,6 +38,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from app.core.models.hooks import (
+    Hook,
+    LayerCapture,
+    count_calls,
+    eval_mode,
+    forward_hooks,
+    frozen_parameters,
+    get_layer,
+    hooked,
+    model_lock,
+    resolve_call,
+)
 
 ProgressFn = Callable[[float], None]
 CheckFn = Callable[[], None]
@@ -162,6 +174,8 @@ class CamResult:
     logits: np.ndarray  # (N, K)
     input_size: tuple[int, int]
     seconds: dict[str, float] = field(default_factory=dict)
+    call: int = 0  # the 0-based call of ``layer`` the maps are of
+    calls: int = 1  # how many times ``layer`` ran in one forward pass
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -177,143 +191,66 @@ class LayerInfo:
 
     name: str
     type: str
-    shape: tuple[int, int, int]  # (C, h, w) of its output for the traced input
+    shape: tuple[int, int, int]  # (C, h, w) of its LAST 4-D output for the traced input
+    calls: int = 1  # how many times the module ran in one forward pass
+    call_shapes: tuple[tuple[int, int, int] | None, ...] = ()  # (C, h, w) of each call, None if not 4-D
+
+    @property
+    def label(self) -> str:
+        """``name`` plus "(called N times)" for a module that runs more than once, for layer pickers."""
+        return self.name if self.calls <= 1 else f"{self.name} (called {self.calls} times)"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Per-model locking and state restoration
+# Locking and layers (the hooks toolkit: app.core.models.hooks)
 # ---------------------------------------------------------------------------------------------------------
-
-_locks_guard = threading.Lock()
-_model_locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The re-entrant lock that serialises hooked work on ``model`` inside this process."""
-    with _locks_guard:
-        lock = _model_locks.get(model)
-        if lock is None:
-            lock = threading.RLock()
-            _model_locks[model] = lock
-        return lock
 
 
 @contextmanager
 def guarded(model: nn.Module, lock: AbstractContextManager[object] | None = None) -> Iterator[None]:
-    """Hold the caller's lock (e.g. the service's per-model lock), then this module's per-model lock."""
+    """Hold the caller's lock (if any), then the model's own lock (``hooks.model_lock``).
+
+    The services' ``LoadedModel.lock`` IS ``model_lock(module)`` (re-entrant), so passing it costs nothing.
+    """
     with lock if lock is not None else nullcontext(), model_lock(model):
         yield
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode, restoring every submodule's ``training`` flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Switch ``requires_grad`` off on every parameter (so no weight gradient is ever built) and restore."""
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
-
-
-class _Capture:
-    """Forward hook that records one module's output; with ``as_leaf`` the output becomes a grad leaf.
-
-    The leaf is returned as a clone so that in-place operations after the layer (``ReLU(inplace=True)``)
-    act on the clone, never on the leaf autograd differentiates against. A module called several times
-    in one forward (a shared activation) keeps its LAST output; ``replace`` substitutes only the call
-    numbered ``replace_call`` (1-based), so earlier calls of a shared module are left alone.
-    """
-
-    def __init__(self, as_leaf: bool, replace: Tensor | None = None, replace_call: int = 1) -> None:
-        self.as_leaf = as_leaf
-        self.replace = replace
-        self.replace_call = replace_call
-        self.output: Tensor | None = None
-        self.calls = 0
-
-    def __call__(self, module: nn.Module, inputs: object, output: object) -> Tensor | None:
-        self.calls += 1
-        if not isinstance(output, Tensor):
-            raise TypeError(f"layer output is {type(output).__name__}, a tensor is needed for a CAM")
-        if self.replace is not None:
-            # Ablation-CAM: substitute the precomputed, channel-ablated activations.
-            return self.replace if self.calls == self.replace_call else None
-        if self.as_leaf:
-            leaf = output.detach().requires_grad_(True)
-            self.output = leaf
-            return leaf.clone()
-        self.output = output.detach()
-        return None
-
-
-@contextmanager
-def _hooked(module: nn.Module, capture: _Capture) -> Iterator[_Capture]:
-    handle = module.register_forward_hook(capture)
-    try:
-        yield capture
-    finally:
-        handle.remove()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Layers
-# ---------------------------------------------------------------------------------------------------------
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule at dotted path ``name`` ("" is the model). Raises KeyError when there is none."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError as exc:
-        raise KeyError(name) from exc
-
-
 def trace_layers(model: nn.Module, x: Tensor) -> list[LayerInfo]:
-    """Every named module whose output is a 4-D tensor, in the order their calls finish.
+    """Every named module whose output is a 4-D tensor, in the order their last calls finish.
 
-    ``x``: ``(1, C, H, W)``. A module called twice (a ResNet block's shared ReLU) is listed once, with its
-    last output. The root module is never listed.
+    ``x``: ``(1, C, H, W)``. A module called several times (a ResNet block's shared ReLU, EfficientNet-Lite0's
+    ``_swish``) is listed once, with its last call's shape in ``shape``, ``calls`` = how many times it ran and
+    the shape of every call in ``call_shapes`` (``None`` for a call whose output is not 4-D). The root module is
+    never listed.
     """
-    seen: dict[str, LayerInfo] = {}
+    shapes: dict[str, list[tuple[int, ...] | None]] = {}
+    types: dict[str, str] = {}
     order: list[str] = []
-    handles = []
 
-    def make_hook(name: str, mod: nn.Module) -> Callable[[nn.Module, object, object], None]:
-        def hook(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, Tensor) and out.dim() == 4:
-                if name in seen:
+    def make_hook(name: str) -> Hook:
+        def hook(module: nn.Module, _inputs: tuple[object, ...], output: object) -> None:
+            out = output if isinstance(output, Tensor) else None
+            shapes.setdefault(name, []).append(
+                tuple(out.shape[1:]) if out is not None and out.dim() == 4 else None
+            )
+            types[name] = type(module).__name__
+            if out is not None and out.dim() == 4:
+                if name in order:
                     order.remove(name)
-                seen[name] = LayerInfo(name, type(mod).__name__, tuple(out.shape[1:]))  # type: ignore[arg-type]
                 order.append(name)
 
         return hook
 
-    with model_lock(model), eval_mode(model), torch.inference_mode():
-        try:
-            for name, mod in model.named_modules():
-                if name:
-                    handles.append(mod.register_forward_hook(make_hook(name, mod)))
-            model(x)
-        finally:
-            for h in handles:
-                h.remove()
-    return [seen[n] for n in order]
+    named = [(n, m) for n, m in model.named_modules() if n]
+    with model_lock(model), eval_mode(model), torch.inference_mode(), forward_hooks(named, make_hook):
+        model(x)
+    result = []
+    for name in order:
+        calls = shapes[name]
+        last = next(s for s in reversed(calls) if s is not None)
+        result.append(LayerInfo(name, types[name], last, len(calls), tuple(calls)))  # type: ignore[arg-type]
+    return result
 
 
 def _last_relu_in(seq: nn.Module, prefix: str) -> str | None:
@@ -496,8 +433,13 @@ def compute_cams(
     progress: ProgressFn | None = None,
     check: CheckFn | None = None,
     lock: AbstractContextManager[object] | None = None,
+    call: int | None = None,
 ) -> CamResult:
     """Raw CAMs of ``methods`` for ``x`` ``(N, C, H, W)`` at ``layer``: each map ``(N, h, w)``.
+
+    ``call`` picks the run of a module that runs several times in one forward (EfficientNet-Lite0's ``_swish``
+    runs at the stem, in every block and at the head): 0-based, negative from the end, ``None`` (the default)
+    is the last call. Gradients and the ablations act on that call only.
 
     All gradient methods share one hooked forward and one ``autograd.grad``; Eigen-CAM and the random
     baseline reuse that forward's activation; Score-CAM and Ablation-CAM run ``K`` extra forwards each
@@ -505,7 +447,8 @@ def compute_cams(
     cancel) between batches. ``target`` is a class index (or one per sample); top-1 when None.
     ``lock`` (the caller's per-model lock) is held during the hooked pass and around each later batch,
     never across a whole slow method, so other requests on the model can interleave.
-    Raises KeyError for an unknown method or layer, ValueError for a bad target or layer output.
+    Raises KeyError for an unknown method or layer (``LayerNotFound``), ValueError for a bad target, a bad
+    layer output or a call the layer did not have (``CallNotFound``).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -516,13 +459,13 @@ def compute_cams(
     seconds: dict[str, float] = {}
     with guarded(model, lock), eval_mode(model), frozen_parameters(model):
         t0 = time.perf_counter()
-        capture = _Capture(as_leaf=need_grad)
-        with _hooked(module, capture), torch.set_grad_enabled(need_grad):
+        if need_grad and call is not None and call < -1:
+            call = resolve_call(call, count_calls(model, layer, x), layer)
+        capture = LayerCapture(call, mode="leaf" if need_grad else "copy", layer=layer)
+        with hooked(layer, module, capture), torch.set_grad_enabled(need_grad):
             logits = model(x)
         acts = capture.output
-        calls = capture.calls
-        if acts is None:
-            raise ValueError(f"layer {layer!r} was not called during the forward pass")
+        call_index, calls = capture.index, capture.calls
         if acts.dim() != 4:
             raise ValueError(f"layer {layer!r} gives a {acts.dim()}-D output; a CAM needs (N, C, h, w)")
         targets = resolve_targets(logits.detach(), target)
@@ -555,7 +498,7 @@ def compute_cams(
             result_maps[m] = _score_cam(model, x, acts_d, targets, batch_size, sub, check, lock)
         else:
             result_maps[m] = _ablation_cam(
-                model, module, x, acts_d, targets, logits_np, batch_size, sub, check, lock, calls
+                model, layer, module, x, acts_d, targets, logits_np, batch_size, sub, check, lock, call_index
             )
         seconds[m] = time.perf_counter() - t1
     if progress is not None:
@@ -568,6 +511,8 @@ def compute_cams(
         logits=logits_np,
         input_size=(int(x.shape[2]), int(x.shape[3])),
         seconds=seconds,
+        call=call_index,
+        calls=calls,
     )
 
 
@@ -618,6 +563,7 @@ def _score_cam(
 
 def _ablation_cam(
     model: nn.Module,
+    layer: str,
     module: nn.Module,
     x: Tensor,
     acts: Tensor,
@@ -627,7 +573,7 @@ def _ablation_cam(
     progress: ProgressFn,
     check: CheckFn | None,
     lock: AbstractContextManager[object] | None = None,
-    calls: int = 1,
+    call: int = 0,
 ) -> np.ndarray:
     """Ablation-CAM: weight_k = (y - y_k) / y with channel k of the target layer set to zero.
 
@@ -648,8 +594,8 @@ def _ablation_cam(
                 idx = torch.arange(s, min(k, s + batch_size))
                 ablated = acts[b : b + 1].repeat(len(idx), 1, 1, 1)
                 ablated[torch.arange(len(idx)), idx] = 0
-                capture = _Capture(as_leaf=False, replace=ablated, replace_call=calls)
-                with guarded(model, lock), eval_mode(model), _hooked(module, capture):
+                capture = LayerCapture(call, replace=ablated, layer=layer)
+                with guarded(model, lock), eval_mode(model), hooked(layer, module, capture):
                     out = model(x[b : b + 1].expand(len(idx), -1, -1, -1))
                 scores[idx] = out[:, targets[b]].float()
                 done += 1

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from app.core.explanation.cam import CheckFn, ProgressFn, eval_mode, model_lock
+from app.core.explanation.cam import CheckFn, ProgressFn
+from app.core.models.hooks import eval_mode, model_lock
 
 BASELINES = ("zeros", "mean", "blur")
 BASELINE_NOTES = {
@@ -43,13 +44,14 @@ class OcclusionResult:
     drops: np.ndarray
     map: np.ndarray
     target: int
-    probability: float  # of the target on the unoccluded input
+    probability: float  # of the target on the unoccluded input (a logit when score is "logit")
     starts_y: list[int]
     starts_x: list[int]
     window: int
     stride: int
     baseline: str
     evaluated: int  # windows evaluated (all of them once finished)
+    score: str = "probability"  # what ``drops`` measure: "probability" or "logit"
 
 
 @dataclass
@@ -138,11 +140,21 @@ def drops_to_map(
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
+SCORES = ("logit", "probability")
+# "auto" explains the logit when the top-1 probability is at least this (saturated: hiding barely moves it).
+SATURATED = 0.99
+
+
 def _probabilities(
-    model: nn.Module, batch: Tensor, lock: AbstractContextManager[object] | None = None
+    model: nn.Module,
+    batch: Tensor,
+    lock: AbstractContextManager[object] | None = None,
+    score: str = "probability",
 ) -> Tensor:
+    """Class scores ``(N, K)``: softmax probabilities, or the logits (the scores before softmax)."""
     with evaluating(model, lock), torch.inference_mode():
-        return torch.softmax(model(batch).float(), dim=1)
+        logits = model(batch).float()
+        return logits if score == "logit" else torch.softmax(logits, dim=1)
 
 
 def _levels(ny: int, nx: int) -> list[int]:
@@ -188,8 +200,13 @@ def occlusion(
     progress: ProgressFn | None = None,
     check: CheckFn | None = None,
     lock: AbstractContextManager[object] | None = None,
+    score: str = "probability",
 ) -> OcclusionResult:
     """Occlusion map of ``x`` ``(1, C, H, W)`` for class ``target`` (top-1 when None).
+
+    ``score`` "probability" (default) measures drops of the softmax probability; "logit" drops of the
+    class's logit, which still move where a saturated probability (p = 1.000) does not; "auto" the logit when
+    the top-1 probability is at least :data:`SATURATED`, else the probability (the result says which).
 
     ``progress(fraction)`` and ``check()`` (which may raise to cancel) are called after every batch;
     in progressive mode ``on_partial`` gets the map after each coarse-to-fine level. ``lock`` (the
@@ -203,7 +220,13 @@ def occlusion(
     starts_x = window_starts(w, window, stride)
     base = make_baseline(x, baseline, window)
     ny, nx = len(starts_y), len(starts_x)
-    p0 = _probabilities(model, x, lock)[0]
+    logits0 = _probabilities(model, x, lock, "logit")[0]
+    probs0 = torch.softmax(logits0, dim=0)
+    if score == "auto":
+        score = "logit" if float(probs0.max()) >= SATURATED else "probability"
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES} or 'auto'")
+    p0 = logits0 if score == "logit" else probs0
     if target is None:
         target = int(p0.argmax())
     if not 0 <= target < p0.numel():
@@ -226,7 +249,7 @@ def occlusion(
                 batch[b, :, y0 : y0 + window, x0 : x0 + window] = base[
                     0, :, y0 : y0 + window, x0 : x0 + window
                 ]
-            probs = _probabilities(model, batch, lock)[:, target].numpy()
+            probs = _probabilities(model, batch, lock, score)[:, target].numpy()
             for b, (i, j) in enumerate(chunk):
                 drops[i, j] = p_orig - probs[b]
                 done[i, j] = True
@@ -254,6 +277,7 @@ def occlusion(
         stride=stride,
         baseline=baseline,
         evaluated=evaluated,
+        score=score,
     )
 
 
@@ -264,6 +288,8 @@ class PatchResult:
     before: np.ndarray
     after: np.ndarray
     box: tuple[int, int, int, int]
+    score_before: np.ndarray | None = None  # (K,) in the score asked for (probabilities or logits)
+    score_after: np.ndarray | None = None
 
 
 def hide_patch(
@@ -275,6 +301,7 @@ def hide_patch(
     window: int = 32,
     baseline: str = "zeros",
     lock: AbstractContextManager[object] | None = None,
+    score: str = "probability",
 ) -> PatchResult:
     """Hide the ``window``-sized square centred at pixel (cy, cx) of ``x`` ``(1, C, H, W)``.
 
@@ -289,8 +316,16 @@ def hide_patch(
     base = make_baseline(x, baseline, window)
     hidden = x.clone()
     hidden[:, :, y0 : y0 + window, x0 : x0 + window] = base[:, :, y0 : y0 + window, x0 : x0 + window]
-    probs = _probabilities(model, torch.cat([x, hidden]), lock).numpy()
-    return PatchResult(before=probs[0], after=probs[1], box=(y0, x0, y0 + window, x0 + window))
+    logits = _probabilities(model, torch.cat([x, hidden]), lock, "logit")
+    probs = torch.softmax(logits, dim=1).numpy()
+    scores = probs if score == "probability" else logits.numpy()
+    return PatchResult(
+        before=probs[0],
+        after=probs[1],
+        box=(y0, x0, y0 + window, x0 + window),
+        score_before=scores[0],
+        score_after=scores[1],
+    )
 
 
 def top_k(probs: np.ndarray, k: int = 5) -> list[tuple[int, float]]:

@@ -8,7 +8,7 @@ checks it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -16,7 +16,8 @@ from torch import nn
 
 from app.core.inspection.features import Capture, CaptureRecorder
 from app.core.inspection.receptive_field import LayerRF, RFRecorder
-from app.core.models.layers import Hook, LayerInfo, TreeRecorder, eval_mode, forward_hooks
+from app.core.models.hooks import Hook, eval_mode, forward_hooks, model_lock
+from app.core.models.layers import LayerInfo, TreeRecorder
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Analysis:
     tree: LayerInfo
     rf: dict[str, LayerRF]
     capture: Capture
+    # Modules that run more than once: the RF of every call (``rf`` holds each module's last call).
+    rf_calls: dict[str, list[LayerRF]] = field(default_factory=dict)
 
 
 def analyse(model: nn.Module, x: torch.Tensor) -> Analysis:
@@ -54,7 +57,19 @@ def analyse(model: nn.Module, x: torch.Tensor) -> Analysis:
         return hook
 
     inp = x.detach().clone()
-    with eval_mode(model), torch.no_grad(), forward_hooks(tree_rec.named, make_hook), rf_rec.tracker:
+    with (
+        model_lock(model),
+        eval_mode(model),
+        torch.no_grad(),
+        forward_hooks(tree_rec.named, make_hook),
+        tree_rec.tracking(inp),
+        rf_rec.tracker,
+    ):
         rf_rec.start(inp)
         result = model(inp)
-    return Analysis(tree=tree_rec.build(model, inp), rf=rf_rec.result(), capture=cap_rec.result(result))
+    return Analysis(
+        tree=tree_rec.build(model, inp),
+        rf=rf_rec.result(),
+        capture=cap_rec.result(result),
+        rf_calls=rf_rec.result_calls(),
+    )

@@ -2,22 +2,32 @@
 
 ``capture(model, x, layers)`` returns ``{name: tensor (N, ...)}`` for every requested dotted layer
 name. Values are copied at the moment the layer finishes, so a later in-place op (``ReLU(inplace=True)``
-right after a BatchNorm) does not change what was captured. A module called more than once keeps its
-last output (a reused ReLU inside a ResNet block gives the block's output).
+right after a BatchNorm) does not change what was captured. A module called more than once (a reused ReLU
+inside a ResNet block, EfficientNet-Lite0's ``_swish``) is listed in ``activations`` with its LAST call's output
+(the default everywhere) and in ``calls`` with the output of every call; ``Capture.at(name, call)`` picks one
+(call index 0-based, negative from the end, ``None`` = last; see ``app.core.models.hooks``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from app.core.models.layers import Hook, LayerNotFound, _first_tensor, eval_mode, forward_hooks
+from app.core.models.hooks import (
+    Hook,
+    LayerNotFound,
+    eval_mode,
+    first_tensor,
+    forward_hooks,
+    model_lock,
+    resolve_call,
+)
 
 SortKey = Literal["index", "mean", "max", "std"]
 SORT_KEYS: tuple[str, ...] = ("index", "mean", "max", "std")
@@ -29,10 +39,30 @@ class Capture:
 
     activations: dict[str, torch.Tensor]
     output: torch.Tensor | None
+    # Modules that ran more than once: the output of every call, in call order (the last is activations[name]).
+    calls: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.activations.values())
+        tensors = {id(t): t for t in self.activations.values()}
+        tensors.update({id(t): t for outputs in self.calls.values() for t in outputs})
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
+    def call_count(self, name: str) -> int:
+        """How many times ``name`` ran (0 if it is not in the capture)."""
+        if name in self.calls:
+            return len(self.calls[name])
+        return 1 if name in self.activations else 0
+
+    def at(self, name: str, call: int | None = None) -> torch.Tensor:
+        """The output of ``name`` at ``call`` (0-based, negative from the end, ``None``: the last call).
+
+        ``KeyError`` when ``name`` is not in the capture, ``CallNotFound`` (a ``ValueError``) for a missing call.
+        """
+        if name not in self.activations:
+            raise KeyError(name)
+        index = resolve_call(call, self.call_count(name), name)
+        return self.calls[name][index] if name in self.calls else self.activations[name]
 
 
 def capture(
@@ -54,6 +84,7 @@ def capture(
     recorder = CaptureRecorder()
     # no_grad rather than inference_mode: inference tensors have no version counter.
     with (
+        model_lock(model),
         eval_mode(model),
         torch.no_grad(),
         forward_hooks(((n, modules[n]) for n in wanted), recorder.make_hook),
@@ -67,6 +98,7 @@ class CaptureRecorder:
 
     def __init__(self) -> None:
         self.store: dict[str, torch.Tensor] = {}
+        self.every_call: dict[str, list[torch.Tensor]] = {}
         # A Sequential returns its last child's tensor unchanged: copy each distinct (tensor, version)
         # once. The version counter moves on every in-place op, so a BatchNorm output later modified in
         # place by ReLU(inplace=True) is copied again for the ReLU. Originals are kept alive so that ids
@@ -76,7 +108,7 @@ class CaptureRecorder:
 
     def make_hook(self, name: str) -> Hook:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            out = _first_tensor(output)
+            out = first_tensor(output)
             if out is None:
                 return
             key = (id(out), out._version)
@@ -84,19 +116,27 @@ class CaptureRecorder:
                 self.keep_alive.append(out)
                 self.copies[key] = out.detach().to("cpu", copy=True)
             self.store[name] = self.copies[key]
+            self.every_call.setdefault(name, []).append(self.copies[key])
 
         return hook
 
     def result(self, model_output: Any, keep_batch: bool = False) -> Capture:
         self.keep_alive.clear()
         self.copies.clear()
-        out = _first_tensor(model_output)
+        out = first_tensor(model_output)
         output = out.detach().cpu() if out is not None else None
         store = self.store
+        calls = {k: v for k, v in self.every_call.items() if len(v) > 1}
         if not keep_batch:
-            store = {k: v[0] for k, v in store.items()}
+            firsts: dict[int, torch.Tensor] = {}  # one view per stored copy, so shared copies stay shared
+
+            def first(t: torch.Tensor) -> torch.Tensor:
+                return firsts.setdefault(id(t), t[0])
+
+            store = {k: first(v) for k, v in store.items()}
+            calls = {k: [first(t) for t in v] for k, v in calls.items()}
             output = output[0] if output is not None and output.dim() > 1 else output
-        return Capture(activations=store, output=output)
+        return Capture(activations=store, output=output, calls=calls)
 
 
 @dataclass(frozen=True)

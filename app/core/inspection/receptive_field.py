@@ -62,7 +62,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from app.core.models.layers import Hook, LayerNotFound, _first_tensor, eval_mode, forward_hooks, layer_kind
+from app.core.models.hooks import (
+    Hook,
+    LayerCapture,
+    StopForward,
+    eval_mode,
+    first_tensor,
+    forward_hooks,
+    frozen_parameters,
+    get_layer,
+    hooked,
+    model_lock,
+)
+from app.core.models.layers import layer_kind
 
 
 @dataclass(frozen=True)
@@ -411,6 +423,7 @@ class RFRecorder:
     def __init__(self) -> None:
         self.tracker = _RFTracker()
         self.found: dict[str, LayerRF] = {}
+        self.every_call: dict[str, list[LayerRF]] = {}
         self.counter = 0
 
     def start(self, x: torch.Tensor) -> None:
@@ -418,7 +431,7 @@ class RFRecorder:
 
     def make_hook(self, name: str) -> Hook:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            out = _first_tensor(output)
+            out = first_tensor(output)
             state = self.tracker.get(out) if out is not None else None
             if out is None or state is None or not name:
                 return
@@ -439,12 +452,18 @@ class RFRecorder:
                 approx=state.approx,
                 order=self.found[name].order if name in self.found else self.counter,
             )
+            self.every_call.setdefault(name, []).append(self.found[name])
             self.counter += 1
 
         return hook
 
     def result(self) -> dict[str, LayerRF]:
+        """``{name: LayerRF}`` of each module's LAST call, in execution order of first calls."""
         return dict(sorted(self.found.items(), key=lambda item: item[1].order))
+
+    def result_calls(self) -> dict[str, list[LayerRF]]:
+        """Modules that ran more than once: the RF of every call, in call order (0-based call index)."""
+        return {name: rfs for name, rfs in self.every_call.items() if len(rfs) > 1}
 
 
 def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str, LayerRF]:
@@ -456,6 +475,7 @@ def receptive_fields(model: nn.Module, example_input: torch.Tensor) -> dict[str,
     recorder = RFRecorder()
     x = example_input.detach().clone()
     with (
+        model_lock(model),
         eval_mode(model),
         torch.no_grad(),
         forward_hooks(model.named_modules(), recorder.make_hook),
@@ -518,59 +538,39 @@ def rf_box(layer: LayerRF, y: int, x: int) -> Box:
     )
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end the forward pass once the wanted layer has run."""
-
-
-@contextlib.contextmanager
-def _frozen_params(model: nn.Module) -> Iterator[None]:
-    """Switch off parameter gradients (cheaper graph) and restore each flag."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def effective_rf(
-    model: nn.Module, x: torch.Tensor, layer: str, y: int, x_pos: int, channel: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    y: int,
+    x_pos: int,
+    channel: int | None = None,
+    call: int | None = None,
 ) -> np.ndarray:
     """``|d unit / d input|`` for the unit at ``(y, x_pos)`` of ``layer``: ``(1, C, H, W)`` -> ``(H, W)``.
 
-    The unit is the sum over channels at that position (or one ``channel``). The gradient is summed in
-    absolute value over input channels and NOT normalised (callers divide by ``max`` for display).
-    Gradients are taken only with respect to the input; parameter ``requires_grad`` flags are switched
-    off for the pass and restored, eval mode is used and restored, the hook is always removed.
+    The unit is the sum over channels at that position (or one ``channel``). ``call`` picks the run of a module
+    that runs several times in one forward (0-based, negative from the end; ``None``, the default, is the last
+    call, the one ``receptive_fields`` describes); with a call index of 0 or more the forward stops right after
+    that call. The gradient is summed in absolute value over input channels and NOT normalised (callers divide
+    by ``max`` for display). Gradients are taken only with respect to the input; parameter ``requires_grad``
+    flags are switched off for the pass and restored, eval mode is used and restored, the hook is always
+    removed. Raises ``LayerNotFound`` for an unknown layer, ``CallNotFound`` (a ``ValueError``) for a call the
+    layer did not have.
     """
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        raise LayerNotFound(layer, [n for n in modules if n])
-    captured: list[torch.Tensor] = []
-
-    def make_hook(_: str) -> Hook:
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            out = _first_tensor(output)
-            if out is not None:
-                captured.append(out)
-                raise _StopForward
-
-        return hook
-
+    module = get_layer(model, layer)
+    capture = LayerCapture(call, stop=call is not None and call >= 0, layer=layer)
     inp = x.detach().clone().requires_grad_(True)
     with (
+        model_lock(model),
         eval_mode(model),
-        _frozen_params(model),
+        frozen_parameters(model),
         torch.enable_grad(),
-        forward_hooks([(layer, modules[layer])], make_hook),
+        hooked(layer, module, capture),
     ):
-        with contextlib.suppress(_StopForward):
+        with contextlib.suppress(StopForward):
             model(inp)
-        if not captured:
-            raise LayerNotFound(layer, [n for n in modules if n])
-        out = captured[0]
+        out = capture.output
         if out.dim() != 4:
             raise ValueError(f"layer {layer} has no spatial map (output shape {tuple(out.shape)})")
         if not (0 <= y < out.shape[-2] and 0 <= x_pos < out.shape[-1]):

@@ -5,9 +5,11 @@ from the description before anything is allocated (`estimate`): parameters, mult
 memory, so that a 557-byte JSON of huge layers is refused by arithmetic instead of being built first.
 
 Counting conventions (the same as app/core/models/layers.py, so an uploaded model's numbers agree with the layer tree):
-- a MAC (multiply-accumulate) is one product of a convolution or linear weight with an input value, added to a
-  sum; normalisation counts one per output element (the eval-mode scale and shift), pooling one per window
-  element read, global average pooling one per input element; activations, dropout and flatten cost 0;
+- a MAC (multiply-accumulate) is one product of a convolution or linear weight (or of two activations, in
+  attention) with an input value, added to a sum: `macs` counts only those, as torchvision, fvcore and ptflops
+  do. The rest is `other_ops`: normalisation one per output element (the eval-mode scale and shift), pooling one
+  per window element read, global average pooling one per input element, activations one per output element;
+  dropout and flatten cost 0. The `max_model_macs` limit applies to `macs`;
 - activation bytes are float32 bytes of the input plus the output of every layer, for one image: the sum, not
   the largest pair, because the views that look inside a model (feature maps, Grad-CAM's autograd graph) keep
   every layer's output alive at once.
@@ -15,9 +17,8 @@ Counting conventions (the same as app/core/models/layers.py, so an uploaded mode
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,8 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model, list_models
 
-from app.core.models.layers import leaf_macs
+from app.core.models.hooks import eval_mode, forward_hooks
+from app.core.models.layers import TreeRecorder
 
 MAX_LAYERS = 64
 MAX_CHANNELS = 1024
@@ -86,6 +88,7 @@ class LayerPlan:
     out_shape: tuple[int, ...]
     params: int
     macs: int
+    other_ops: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Estimate:
     activation_bytes: int
     depth: int  # convolutions and fully-connected layers
     output_shape: tuple[int, ...]  # per image
+    other_ops: int = 0  # normalisation, pooling, activations (see the module doc)
 
 
 @dataclass
@@ -252,7 +256,10 @@ def _out_side(side: int, k: int, stride: int, padding: int, dilation: int) -> in
 def _plan_one(
     spec: dict[str, Any], index: int, shape: tuple[int, ...]
 ) -> tuple[str, dict[str, Any], tuple[int, ...], int, int]:
-    """(kind, resolved arguments, output shape, parameters, MACs) of one layer given its input shape."""
+    """(kind, resolved arguments, output shape, parameters, arithmetic) of one layer given its input shape.
+
+    The arithmetic is MACs for conv2d and linear, other operations for normalisation and pooling (0 for the rest);
+    `plan_layers` sorts them and adds activations."""
     where = f"layers.{index}"
     kind = spec.get("type")
     if not isinstance(kind, str):
@@ -336,7 +343,10 @@ def plan_layers(arch: Architecture) -> list[LayerPlan]:
     names: set[str] = set()
     plan: list[LayerPlan] = []
     for index, spec in enumerate(arch.layers):
-        kind, args, out_shape, params, macs = _plan_one(spec, index, shape)
+        kind, args, out_shape, params, arithmetic = _plan_one(spec, index, shape)
+        macs, other = (arithmetic, 0) if kind in ("conv2d", "linear") else (0, arithmetic)
+        if kind in _ACTIVATIONS:
+            other = math.prod(out_shape)
         counts[kind] = counts.get(kind, 0) + 1
         name = spec.get("name") or f"{kind}{counts[kind]}"
         where = f"layers.{index}.name"
@@ -347,7 +357,7 @@ def plan_layers(arch: Architecture) -> list[LayerPlan]:
                 f"{where} {name!r} is the name of a PyTorch module attribute; choose another name", where
             )
         names.add(name)
-        plan.append(LayerPlan(name, kind, args, shape, out_shape, params, macs))
+        plan.append(LayerPlan(name, kind, args, shape, out_shape, params, macs, other))
         shape = out_shape
     if shape != (len(arch.categories),):
         raise ArchitectureError(
@@ -420,20 +430,6 @@ def build_meta(arch: Architecture) -> nn.Module:
             return get_model(arch.torchvision, weights=None, num_classes=len(arch.categories))
 
 
-@contextlib.contextmanager
-def _leaf_hooks(model: nn.Module, hook: Callable[[str, nn.Module, Any, Any], None]) -> Iterator[None]:
-    handles = [
-        module.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o))
-        for name, module in model.named_modules()
-        if not any(True for _ in module.children())
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def estimate(arch: Architecture) -> Estimate:
     """Parameters, MACs and activation bytes of one image, without allocating the model (conventions above).
 
@@ -449,6 +445,7 @@ def estimate(arch: Architecture) -> Estimate:
         return Estimate(
             params=sum(step.params for step in arch.plan),
             macs=sum(step.macs for step in arch.plan),
+            other_ops=sum(step.other_ops for step in arch.plan),
             activation_bytes=FLOAT_BYTES * elements,
             depth=sum(1 for step in arch.plan if step.kind in ("conv2d", "linear")),
             output_shape=arch.plan[-1].out_shape,
@@ -461,18 +458,25 @@ def estimate(arch: Architecture) -> Estimate:
             f"torchvision {arch.torchvision} cannot be checked before building it ({exc})", "torchvision"
         ) from exc
     model.eval()
-    macs = 0
     elements = arch.in_channels * arch.input_size[0] * arch.input_size[1]
+    x = torch.zeros(1, arch.in_channels, *arch.input_size, device="meta")
+    recorder = TreeRecorder(model)
 
-    def count(name: str, module: nn.Module, inputs: Any, output: Any) -> None:
-        nonlocal macs, elements
-        macs += leaf_macs(module, inputs, output) or 0
-        if isinstance(output, torch.Tensor):
-            elements += output.numel()
+    def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        count = recorder.make_hook(name)
+        leaf = name in recorder.leaves
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            nonlocal elements
+            count(module, inputs, output)
+            if leaf and isinstance(output, torch.Tensor):
+                elements += output.numel()
+
+        return hook
 
     try:
-        with _leaf_hooks(model, count), torch.no_grad():
-            out = model(torch.zeros(1, arch.in_channels, *arch.input_size, device="meta"))
+        with forward_hooks(recorder.named, make_hook), recorder.tracking(x), torch.no_grad():
+            out = model(x)
     except Exception as exc:
         # Shape errors come as RuntimeError (conv), ValueError or AssertionError (ViT's fixed image size).
         size = f"[{arch.input_size[0]}, {arch.input_size[1]}]"
@@ -480,6 +484,7 @@ def estimate(arch: Architecture) -> Estimate:
             f"torchvision {arch.torchvision} does not run at input_size {size}: {exc or type(exc).__name__}",
             "input_size",
         ) from exc
+    tree = recorder.build(model, x)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != len(arch.categories):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ArchitectureError(
@@ -488,7 +493,8 @@ def estimate(arch: Architecture) -> Estimate:
         )
     return Estimate(
         params=sum(p.numel() for p in model.parameters()),
-        macs=macs,
+        macs=tree.macs,
+        other_ops=tree.other_ops,
         activation_bytes=FLOAT_BYTES * elements,
         depth=sum(1 for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)),
         output_shape=tuple(out.shape[1:]),
@@ -527,27 +533,26 @@ def first_non_finite_layer(model: nn.Module, inputs: torch.Tensor) -> str | None
     """
     bad: list[str] = []
 
-    def check(name: str, module: nn.Module, inputs: Any, output: Any) -> None:
-        if (
-            not bad
-            and isinstance(output, torch.Tensor)
-            and output.is_floating_point()
-            and not bool(torch.isfinite(output.sum()))
-        ):
-            bad.append(name)
+    def make_check(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def check(module: nn.Module, inputs: Any, output: Any) -> None:
+            if (
+                not bad
+                and isinstance(output, torch.Tensor)
+                and output.is_floating_point()
+                and not bool(torch.isfinite(output.sum()))
+            ):
+                bad.append(name)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with _leaf_hooks(model, check), torch.inference_mode():
-            for image in inputs.split(1):
-                out = model(image)
-                if bad:
-                    return bad[0]
-                if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
-                    return "output"
-    finally:
-        model.train(was_training)
+        return check
+
+    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
+    with eval_mode(model), forward_hooks(leaves, make_check), torch.inference_mode():
+        for image in inputs.split(1):
+            out = model(image)
+            if bad:
+                return bad[0]
+            if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+                return "output"
     return None
 
 

@@ -1,53 +1,84 @@
-"""Walk a model's module tree: output shapes, parameters and multiply-accumulates per layer.
+"""Walk a model's module tree: output shapes, parameters, MACs and other operations per layer.
 
-Public, stable API (also used by the CAM explanations, issue 5):
+Public, stable API (also used by the CAM explanations, feature maps and the work-cost estimates):
 
 - ``layer_tree(model, example_input) -> LayerInfo``: the whole module hierarchy, from ONE forward pass.
 - ``LayerInfo``: ``name`` (dotted module path, ``""`` for the root), ``type``, ``output_shape``
-  (per sample, batch dimension dropped), ``params``, ``macs``, ``children``, ``order`` (first call index,
-  ``-1`` if the module never ran), ``calls``; helpers ``walk()``, ``find(name)``, ``is_leaf``.
+  (per sample, batch dimension dropped, of the module's LAST call), ``params``, ``macs``, ``other_ops``,
+  ``children``, ``order`` (first call index, ``-1`` if the module never ran), ``calls`` (how many times it ran
+  in the forward pass) and ``call_shapes`` (the output shape of each call, 0-based); helpers ``walk()``,
+  ``find(name)``, ``is_leaf``.
 - ``flat_layers(tree)``: every module below the root, in pre-order (module-definition order).
-- ``get_layer(model, name) -> nn.Module`` raising ``LayerNotFound`` (a ``KeyError``) that carries
-  ``choices`` (every valid dotted name).
-- ``layer_names(model)``, ``conv_layer_names(tree)`` (convolutions in execution order), ``totals(tree)``.
-- ``forward_hooks(modules, hook)``: a context manager that always removes what it registered.
-- ``eval_mode(model)``: a context manager that puts every submodule in eval mode and restores each
-  submodule's own ``training`` flag afterwards.
+- ``layer_names(model)``, ``get_layer(model, name)`` and ``LayerNotFound`` come from
+  ``app.core.models.hooks`` (re-exported here), as do ``eval_mode`` and ``forward_hooks``.
+- ``conv_layer_names(tree)`` (convolutions in execution order), ``totals(model, tree)``.
 
-MACs (multiply-accumulates) per sample are counted for the layer types that do arithmetic: convolutions
-(``k_h * k_w * C_in / groups`` per output element), transposed convolutions, ``Linear``, normalisation
-(one multiply-add per element, the affine scale and shift of eval mode), pooling (one accumulate or
-comparison per window element). Element-wise activations, dropout and reshapes cost 0. Functional
-arithmetic outside modules (the residual ``+``) is not a module and is not counted; torchvision's own
-GFLOPS figures follow the same convention, so ``totals`` agrees with ``weights.meta["_ops"]``.
+What is counted (per sample)
+----------------------------
+``macs``: multiply-accumulates of convolutions (``k_h * k_w * C_in / groups`` per output element), transposed
+convolutions, ``Linear`` / ``Bilinear`` layers, and the matrix products of attention (the query/key/value and
+output projections, ``Q K^T`` and ``softmax(.) V``) and of any other matrix product a module makes with
+``torch`` functions (``F.linear``, ``matmul``, ``@``, ``bmm``, ``einsum``, ``scaled_dot_product_attention``,
+functional convolutions). This is the figure torchvision's ``weights.meta["_ops"]``, fvcore and ptflops report
+(they call it GFLOPS, meaning GMACs).
+
+``other_ops``: the rest of the arithmetic, counted separately and never added to ``macs``: normalisation (one
+multiply-add per output element, the affine scale and shift of eval mode), pooling (one accumulate or
+comparison per window element; adaptive pooling one per input element), element-wise activations (one per
+output element, softmax included) and attention's softmax (one per attention score). Dropout, reshapes and
+padding cost 0. Functional element-wise arithmetic outside modules (the residual ``+``, a squeeze-and-excitation
+gate's ``*``) is in neither figure.
+
+``uncounted_types`` (on the root and in ``totals``) lists the module types whose arithmetic is not known: leaf
+types this file has no rule for, and modules that make a matrix product this file cannot size. Their share is
+counted as 0, so a non-empty list means the totals are a lower bound.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-Hook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+from app.core.models.hooks import (
+    Hook,
+    LayerNotFound,
+    eval_mode,
+    first_tensor,
+    forward_hooks,
+    get_layer,
+    layer_names,
+    model_lock,
+)
 
-
-class LayerNotFound(KeyError):
-    """Unknown dotted layer name; ``choices`` lists every valid one."""
-
-    def __init__(self, name: str, choices: list[str]) -> None:
-        shown = ", ".join(choices[:20]) + (" ..." if len(choices) > 20 else "")
-        super().__init__(f"no layer named {name!r}; choose one of: {shown}")
-        self.name = name
-        self.choices = choices
-
-    def __str__(self) -> str:
-        # KeyError.__str__ would wrap the message in quotes.
-        return str(self.args[0])
+__all__ = [
+    "Cost",
+    "Hook",
+    "LayerInfo",
+    "LayerNotFound",
+    "Totals",
+    "TreeRecorder",
+    "conv_layer_names",
+    "eval_mode",
+    "executed_order",
+    "flat_layers",
+    "forward_hooks",
+    "get_layer",
+    "layer_cost",
+    "layer_kind",
+    "layer_names",
+    "layer_tree",
+    "leaf_macs",
+    "spatial_layer_names",
+    "totals",
+]
 
 
 @dataclass
@@ -60,11 +91,14 @@ class LayerInfo:
     params: int
     macs: int
     children: list[LayerInfo] = field(default_factory=list)
-    kind: str = "other"  # see layer_kind(): conv, pool, norm, linear, activation, ..., container
+    kind: str = "other"  # see layer_kind(): conv, pool, norm, linear, attention, activation, ..., container
     order: int = -1
     calls: int = 0
     depth: int = 0
-    # Only set on the root: the example input's per-sample shape and leaf types whose MACs are unknown.
+    other_ops: int = 0
+    # Output shape of each call, in call order (call index 0, 1, ...); () for a module that never ran.
+    call_shapes: tuple[tuple[int, ...] | None, ...] = ()
+    # Only set on the root: the example input's per-sample shape and types whose arithmetic is unknown.
     input_shape: tuple[int, ...] | None = None
     uncounted_types: tuple[str, ...] = ()
 
@@ -75,6 +109,11 @@ class LayerInfo:
     @property
     def short_name(self) -> str:
         return self.name.rsplit(".", 1)[-1] if self.name else "(model)"
+
+    @property
+    def label(self) -> str:
+        """``name`` plus "(called N times)" for a module that runs more than once, for layer pickers."""
+        return self.name if self.calls <= 1 else f"{self.name} (called {self.calls} times)"
 
     def walk(self) -> Iterator[LayerInfo]:
         """Pre-order traversal, self first."""
@@ -96,6 +135,7 @@ class LayerInfo:
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
             "params": self.params,
             "macs": self.macs,
+            "other_ops": self.other_ops,
             "order": self.order,
             "calls": self.calls,
             "children": [c.to_dict() for c in self.children],
@@ -113,65 +153,15 @@ class Totals:
     output_shape: tuple[int, ...] | None
     input_shape: tuple[int, ...]
     uncounted_types: tuple[str, ...]
+    other_ops: int = 0
 
 
-@contextlib.contextmanager
-def forward_hooks(
-    modules: Iterable[tuple[str, nn.Module]], make_hook: Callable[[str], Hook]
-) -> Iterator[None]:
-    """Register ``make_hook(name)`` as a forward hook on each module; always remove them on exit."""
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    try:
-        for name, module in modules:
-            handles.append(module.register_forward_hook(make_hook(name)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+@dataclass(frozen=True)
+class Cost:
+    """Arithmetic of one call: ``macs`` (conv, linear, matrix products) and ``other_ops`` (see the module doc)."""
 
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the duration; every submodule gets its own previous ``training`` flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule at dotted path ``name`` (``""`` is the model itself).
-
-    Raises ``LayerNotFound`` (a ``KeyError``) whose ``choices`` lists every valid name.
-    """
-    modules = dict(model.named_modules())
-    if name in modules:
-        return modules[name]
-    raise LayerNotFound(name, [n for n in modules if n])
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """Every dotted submodule name, in definition order (root excluded)."""
-    return [n for n, _ in model.named_modules() if n]
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    if isinstance(value, dict):
-        for item in value.values():
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    return None
+    macs: int = 0
+    other_ops: int = 0
 
 
 _NORM_TYPES = (
@@ -236,19 +226,37 @@ _FREE_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 # Free types defined outside torch.nn (torchvision.ops), matched by name so core needs no import.
-_FREE_TYPE_NAMES = {"StochasticDepth", "Permute", "Identity"}
+_FREE_TYPE_NAMES = {
+    "StochasticDepth",
+    "Permute",
+    "Identity",
+    "SwapAxes",
+    "WindowPartition",
+    "WindowDepartition",
+}
+
+
+# Modules whose own formula (below) already counts the matrix products they make through torch functions.
+_FORMULA_KINDS = ("conv", "conv_transpose", "linear")
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
 
 
 def layer_kind(module: nn.Module) -> str:
     """A coarse family by ``isinstance``, so subclasses (TF-style "same"-padded convs) are recognised:
-    ``conv``, ``conv_transpose``, ``linear``, ``norm``, ``pool``, ``activation``, ``dropout``,
-    ``container`` (has children) or ``other``."""
+    ``conv``, ``conv_transpose``, ``linear``, ``attention`` (``nn.MultiheadAttention`` and any type whose name
+    ends in ``Attention``, e.g. torchvision's Swin and MaxViT attention), ``norm``, ``pool``, ``activation``,
+    ``dropout``, ``container`` (has children) or ``other``."""
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return "conv_transpose"
     if isinstance(module, nn.modules.conv._ConvNd):
         return "conv"
     if isinstance(module, (nn.Linear, nn.Bilinear)):
         return "linear"
+    if _is_attention(module):
+        return "attention"
     if isinstance(module, _NORM_TYPES):
         return "norm"
     if isinstance(module, _POOL_TYPES + _ADAPTIVE_POOL_TYPES):
@@ -266,77 +274,245 @@ def _prod(values: Iterable[int]) -> int:
     return math.prod(int(v) for v in values)
 
 
-def leaf_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int | None:
-    """Multiply-accumulates of one call of a leaf module, per sample; ``None`` if the type is unknown."""
-    out = _first_tensor(output)
-    inp = _first_tensor(inputs)
+def layer_cost(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Cost | None:
+    """Arithmetic of one call of a module by its own formula, per sample; ``None`` if the type is unknown.
+
+    Attention modules get ``Cost()`` here: their matrix products are counted from the torch functions they
+    call (see ``TreeRecorder``).
+    """
+    out = first_tensor(output)
+    inp = first_tensor(inputs)
     if out is None:
-        return 0
+        return Cost()
     batch = out.shape[0] if out.dim() > 1 else 1
     per_sample_out = out.numel() // max(batch, 1)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         if inp is None:
-            return 0
+            return Cost()
         per_sample_in = inp.numel() // max(inp.shape[0], 1)
         # Each input element is multiplied into a (C_out / groups) x kernel patch.
-        return per_sample_in * (module.out_channels // module.groups) * _prod(module.kernel_size)
+        return Cost(macs=per_sample_in * (module.out_channels // module.groups) * _prod(module.kernel_size))
     if isinstance(module, nn.modules.conv._ConvNd):
-        return per_sample_out * (module.in_channels // module.groups) * _prod(module.kernel_size)
+        return Cost(macs=per_sample_out * (module.in_channels // module.groups) * _prod(module.kernel_size))
     if isinstance(module, nn.Linear):
-        return (
-            (out.numel() // module.out_features) // max(batch, 1) * module.in_features * module.out_features
-        )
+        rows = (out.numel() // module.out_features) // max(batch, 1)
+        return Cost(macs=rows * module.in_features * module.out_features)
     if isinstance(module, nn.Bilinear):
-        return per_sample_out * module.in1_features * module.in2_features
+        return Cost(macs=per_sample_out * module.in1_features * module.in2_features)
+    if _is_attention(module):
+        return Cost()
     if isinstance(module, _NORM_TYPES):
-        return per_sample_out
+        return Cost(other_ops=per_sample_out)
     if isinstance(module, _POOL_TYPES):
         kernel = module.kernel_size
         window = _prod(kernel) if isinstance(kernel, (tuple, list)) else int(kernel) ** max(out.dim() - 2, 1)
-        return per_sample_out * window
+        return Cost(other_ops=per_sample_out * window)
     if isinstance(module, _ADAPTIVE_POOL_TYPES):
         # Every input element is read once into some window.
-        return inp.numel() // max(inp.shape[0], 1) if inp is not None else 0
+        return Cost(other_ops=inp.numel() // max(inp.shape[0], 1) if inp is not None else 0)
+    if isinstance(module, _ACTIVATION_TYPES):
+        return Cost(other_ops=per_sample_out)
     if isinstance(module, _FREE_TYPES) or type(module).__name__ in _FREE_TYPE_NAMES:
-        return 0
+        return Cost()
     return None
+
+
+def leaf_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int | None:
+    """MACs (conv + linear) of one call of a module by its own formula, per sample; ``None`` if unknown."""
+    cost = layer_cost(module, inputs, output)
+    return None if cost is None else cost.macs
+
+
+_EINSUM_LETTERS = re.compile(r"[A-Za-z]")
+
+
+def _einsum_macs(args: tuple[Any, ...]) -> int | None:
+    """Multiply-adds of ``einsum(equation, *operands)``: the product of every index's size (two operands)."""
+    if not args or not isinstance(args[0], str):
+        return None
+    equation = args[0].replace(" ", "")
+    operands = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+    inputs = equation.split("->")[0].split(",")
+    if "." in equation or len(inputs) != len(operands) or len(operands) < 2:
+        return None if "." in equation else 0
+    sizes: dict[str, int] = {}
+    for letters, operand in zip(inputs, operands, strict=True):
+        if not isinstance(operand, torch.Tensor) or len(letters) != operand.dim():
+            return None
+        for letter, size in zip(letters, operand.shape, strict=True):
+            sizes[letter] = max(sizes.get(letter, 1), int(size))
+    return _prod(sizes[c] for c in sizes if _EINSUM_LETTERS.match(c))
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else None
+
+
+def _attention_cost(query: Any, key: Any, value: Any, heads: Any, batch_first: bool) -> Cost | None:
+    """``multi_head_attention_forward`` (sequence first) and ``_native_multi_head_attention`` (batch first):
+    Q, K, V and output projections plus ``Q K^T`` and ``softmax(.) V``; softmax as other operations."""
+    if not all(isinstance(t, torch.Tensor) for t in (query, key, value)):
+        return None
+    if query.dim() == 2:  # unbatched (L, E)
+        n, length, embed = 1, int(query.shape[0]), int(query.shape[1])
+        source = int(key.shape[0])
+    elif batch_first:
+        n, length, embed = int(query.shape[0]), int(query.shape[1]), int(query.shape[2])
+        source = int(key.shape[1])
+    else:
+        length, n, embed = int(query.shape[0]), int(query.shape[1]), int(query.shape[2])
+        source = int(key.shape[0])
+    kdim, vdim = int(key.shape[-1]), int(value.shape[-1])
+    macs = n * (2 * length * embed * embed + source * (kdim + vdim) * embed + 2 * length * source * embed)
+    return Cost(macs=macs, other_ops=n * int(heads or 1) * length * source)
+
+
+def functional_cost(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+) -> Cost | None:
+    """Matrix products made through torch functions, for the whole batch; ``Cost()`` for any other function,
+    ``None`` for a matrix product that cannot be sized (an einsum with ``...``)."""
+    name = getattr(func, "__name__", "")
+    out = first_tensor(result)
+    if name in ("linear", "bilinear"):
+        weight = _arg(args, kwargs, 2 if name == "bilinear" else 1, "weight")
+        if out is None or not isinstance(weight, torch.Tensor):
+            return None
+        inner = _prod(weight.shape[1:]) if name == "bilinear" else int(weight.shape[-1])
+        return Cost(macs=out.numel() * inner)
+    if name in ("conv1d", "conv2d", "conv3d"):
+        weight = _arg(args, kwargs, 1, "weight")
+        if out is None or not isinstance(weight, torch.Tensor):
+            return None
+        return Cost(macs=out.numel() * _prod(weight.shape[1:]))
+    if name in ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"):
+        inp, weight = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
+        if not isinstance(inp, torch.Tensor) or not isinstance(weight, torch.Tensor):
+            return None
+        return Cost(macs=inp.numel() * _prod(weight.shape[1:]))
+    if name in ("matmul", "__matmul__", "mm", "bmm", "__rmatmul__"):
+        left = args[1] if name == "__rmatmul__" and len(args) > 1 else (args[0] if args else None)
+        if out is None or not isinstance(left, torch.Tensor):
+            return None
+        return Cost(macs=out.numel() * int(left.shape[-1]))
+    if name in ("baddbmm", "addmm"):
+        left = _arg(args, kwargs, 1, "batch1" if name == "baddbmm" else "mat1")
+        if out is None or not isinstance(left, torch.Tensor):
+            return None
+        return Cost(macs=out.numel() * int(left.shape[-1]))
+    if name == "einsum":
+        macs = _einsum_macs(args)
+        return None if macs is None else Cost(macs=macs)
+    if name == "scaled_dot_product_attention":
+        q, k, v = (_arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
+        if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+            return None
+        scores = _prod(q.shape[:-1]) * int(k.shape[-2])
+        return Cost(macs=scores * (int(q.shape[-1]) + int(v.shape[-1])), other_ops=scores)
+    if name == "multi_head_attention_forward":
+        heads = _arg(args, kwargs, 4, "num_heads")
+        return _attention_cost(args[0], args[1], args[2], heads, batch_first=False)
+    if name == "_native_multi_head_attention":
+        heads = _arg(args, kwargs, 4, "num_head")
+        return _attention_cost(args[0], args[1], args[2], heads, batch_first=True)
+    return Cost()
 
 
 def _count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-class TreeRecorder:
-    """Forward hooks that record shapes, calls, order and MACs; ``build`` turns them into the tree.
+class _FunctionalCounter(TorchFunctionMode):
+    """Sees every torch call of the forward pass and gives matrix products to the innermost running module."""
 
-    Used by ``layer_tree`` and, together with other recorders, by ``app.core.inspection.analysis.analyse`` so that
-    one forward pass can serve several views.
+    def __init__(self, recorder: TreeRecorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        stack = self.recorder.stack
+        if stack and stack[-1][0] not in self.recorder.formula:
+            name, module = stack[-1]
+            cost = functional_cost(func, args, kwargs, result)
+            if cost is None:
+                self.recorder.uncounted.add(type(module).__name__)
+            elif cost.macs or cost.other_ops:
+                self.recorder.functional_macs[name] = self.recorder.functional_macs.get(name, 0) + cost.macs
+                self.recorder.functional_other[name] = (
+                    self.recorder.functional_other.get(name, 0) + cost.other_ops
+                )
+        return result
+
+
+class TreeRecorder:
+    """Forward hooks that record shapes, calls, order, MACs and other operations; ``build`` makes the tree.
+
+    Used by ``layer_tree`` and, together with other recorders, by ``app.core.inspection.analysis.analyse`` so
+    that one forward pass can serve several views: register ``make_hook`` on ``named`` with
+    ``forward_hooks`` and run the forward inside ``tracking()`` (forward pre-hooks that keep the stack of
+    running modules, and the torch-function mode that counts matrix products made through torch functions).
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.named = list(model.named_modules())
         self.leaves = {name for name, m in self.named if not any(True for _ in m.children())}
-        self.shapes: dict[str, tuple[int, ...] | None] = {}
+        self.kinds = {name: layer_kind(m) for name, m in self.named}
+        # Modules whose own formula counts the matrix products they make (their torch calls are not counted).
+        self.formula = {name for name, kind in self.kinds.items() if kind in _FORMULA_KINDS}
+        self.call_shapes: dict[str, list[tuple[int, ...] | None]] = {}
         self.macs: dict[str, int] = {}
-        self.calls: dict[str, int] = {}
+        self.other: dict[str, int] = {}
         self.order: dict[str, int] = {}
         self.uncounted: set[str] = set()
+        self.stack: list[tuple[str, nn.Module]] = []
+        # Matrix products made through torch functions (attention), per module, for the whole batch.
+        self.functional_macs: dict[str, int] = {}
+        self.functional_other: dict[str, int] = {}
+        self.batch = 1
+
+    def _pre_hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def pre_hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            self.stack.append((name, module))
+
+        return pre_hook
+
+    def tracking(self, example_input: torch.Tensor) -> contextlib.ExitStack[bool | None]:
+        """Context manager around the forward pass (see the class doc)."""
+        self.batch = max(int(example_input.shape[0]), 1) if example_input.dim() > 0 else 1
+        stack = contextlib.ExitStack()
+        stack.enter_context(forward_hooks(self.named, self._pre_hook, pre=True))
+        stack.enter_context(_FunctionalCounter(self))
+        return stack
 
     def make_hook(self, name: str) -> Hook:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            out = _first_tensor(output)
-            self.shapes[name] = tuple(int(s) for s in out.shape[1:]) if out is not None else None
-            self.calls[name] = self.calls.get(name, 0) + 1
+            if self.stack and self.stack[-1][0] == name:
+                self.stack.pop()
+            out = first_tensor(output)
+            shape = tuple(int(s) for s in out.shape[1:]) if out is not None else None
+            self.call_shapes.setdefault(name, []).append(shape)
             if name not in self.order:
                 self.order[name] = len(self.order)
             # Own arithmetic of leaves, and of known layer types that happen to have children (a
             # TF-"same" conv that owns its padding module); containers otherwise just sum their children.
-            own = name in self.leaves or layer_kind(module) != "container"
-            cost = leaf_macs(module, inputs, output) if own else 0
+            own = name in self.leaves or self.kinds[name] != "container"
+            cost = layer_cost(module, inputs, output) if own else Cost()
             if cost is None:
-                self.uncounted.add(type(module).__name__)
-                cost = 0
-            self.macs[name] = self.macs.get(name, 0) + cost
+                if name not in self.functional_macs:
+                    self.uncounted.add(type(module).__name__)
+                cost = Cost()
+            self.macs[name] = self.macs.get(name, 0) + cost.macs
+            self.other[name] = self.other.get(name, 0) + cost.other_ops
 
         return hook
 
@@ -350,16 +526,21 @@ class TreeRecorder:
             ]
             child_orders = [c.order for c in children if c.order >= 0]
             own_order = min(child_orders) if child_orders else self.order.get(name, -1)
+            shapes = self.call_shapes.get(name, [])
+            own_macs = self.macs.get(name, 0) + self.functional_macs.get(name, 0) // self.batch
+            own_other = self.other.get(name, 0) + self.functional_other.get(name, 0) // self.batch
             return LayerInfo(
                 name=name,
                 type=type(module).__name__,
-                output_shape=self.shapes.get(name),
+                output_shape=shapes[-1] if shapes else None,
                 params=_count_params(module),
-                macs=self.macs.get(name, 0) + sum(c.macs for c in children),
+                macs=own_macs + sum(c.macs for c in children),
+                other_ops=own_other + sum(c.other_ops for c in children),
                 children=children,
-                kind=layer_kind(module),
+                kind=self.kinds.get(name) or layer_kind(module),
                 order=own_order,
-                calls=self.calls.get(name, 0),
+                calls=len(shapes),
+                call_shapes=tuple(shapes),
                 depth=depth,
             )
 
@@ -370,16 +551,24 @@ class TreeRecorder:
 
 
 def layer_tree(model: nn.Module, example_input: torch.Tensor) -> LayerInfo:
-    """The module hierarchy with per-layer output shape, parameters and MACs, from one forward pass.
+    """The module hierarchy with per-layer output shape, parameters, MACs and other operations, from one
+    forward pass.
 
-    ``example_input`` is a batch ``(N, C, H, W)`` (N may be 1); shapes and MACs are per sample. The model
+    ``example_input`` is a batch ``(N, C, H, W)`` (N may be 1); shapes and counts are per sample. The model
     runs in eval mode without gradients; hooks are removed and every ``training`` flag restored even if
-    the forward pass fails. A module called several times (a ReLU reused inside a ResNet block) keeps the
-    shape of its last call and the sum of the MACs of all calls. A container's MACs are the sum of its
-    children's; its params count every parameter below it once.
+    the forward pass fails. A module called several times (a ReLU reused inside a ResNet block) has
+    ``calls > 1``, the shape of each call in ``call_shapes``, ``output_shape`` of its last call and the sum of
+    the counts of all calls. A container's counts are the sum of its children's (plus matrix products it
+    makes itself through torch functions); its params count every parameter below it once.
     """
     recorder = TreeRecorder(model)
-    with eval_mode(model), torch.no_grad(), forward_hooks(recorder.named, recorder.make_hook):
+    with (
+        model_lock(model),
+        eval_mode(model),
+        torch.no_grad(),
+        forward_hooks(recorder.named, recorder.make_hook),
+        recorder.tracking(example_input),
+    ):
         model(example_input)
     return recorder.build(model, example_input)
 
@@ -418,6 +607,7 @@ def totals(model: nn.Module, tree: LayerInfo) -> Totals:
         params=sum(p.numel() for p in unique.values()),
         trainable_params=sum(p.numel() for p in unique.values() if p.requires_grad),
         macs=tree.macs,
+        other_ops=tree.other_ops,
         layers=len(flat),
         leaf_layers=sum(1 for i in flat if i.is_leaf),
         param_bytes=sum(p.numel() * p.element_size() for p in unique.values()),

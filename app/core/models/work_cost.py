@@ -22,8 +22,10 @@ GRADIENT_FORWARDS = 3
 
 
 def model_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """MACs of one forward of one ``(C, H, W)`` input; at least one per parameter (types layer_tree cannot
-    count, such as attention's fused projections, still touch every weight)."""
+    """MACs (conv + linear + matrix products, as ``layer_tree`` counts them) of one forward of one ``(C, H, W)``
+    input; at least one per parameter (a type ``layer_tree`` lists as uncounted still touches every weight).
+    Normalisation, pooling and activations (``other_ops``) are left out: a few per cent of the work at most,
+    which the measured ``assumed_macs_per_second`` absorbs."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     tree = layer_tree(model, torch.zeros(1, *input_shape, device=device))
     params = sum(p.numel() for p in model.parameters())

@@ -27,6 +27,7 @@ from torch import nn
 
 from app.core.imaging import synthetic
 from app.core.models.builtin_nets import BUILTIN_ARCHITECTURES, count_parameters
+from app.core.models.hooks import Hook, eval_mode, forward_hooks
 from app.core.training.engine import deterministic_torch, evaluate_accuracy, normalise
 
 __all__ = [
@@ -161,24 +162,17 @@ def _layer_table(
 ) -> list[tuple[str, str, str, int]]:
     """(dotted name, module type, output shape, parameter count) of every leaf layer for the model card."""
     rows: list[tuple[str, str, str, int]] = []
-    handles = []
-    for name, module in model.named_modules():
-        if name and not list(module.children()):
+    leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
 
-            def hook(mod: nn.Module, _inp: Any, out: torch.Tensor, name: str = name) -> None:
-                shape = "x".join(str(d) for d in out.shape[1:])
-                rows.append((name, type(mod).__name__, shape, sum(p.numel() for p in mod.parameters())))
+    def make_hook(name: str) -> Hook:
+        def hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            shape = "x".join(str(d) for d in out.shape[1:])
+            rows.append((name, type(mod).__name__, shape, sum(p.numel() for p in mod.parameters())))
 
-            handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.inference_mode():
-            model(torch.zeros(1, in_channels, *input_size))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+        return hook
+
+    with eval_mode(model), forward_hooks(leaves, make_hook), torch.inference_mode():
+        model(torch.zeros(1, in_channels, *input_size))
     return rows
 
 

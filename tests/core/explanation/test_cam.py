@@ -382,3 +382,52 @@ def test_the_app_does_not_import_the_reference_libraries() -> None:
         str(p.relative_to(app_root)) for p in app_root.rglob("*.py") if imports.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_call_picks_one_run_of_a_shared_module(assert_model_clean: Callable[[nn.Module], None]) -> None:
+    """``call=0`` gives the CAM of the first run of the shared ReLU (4 channels after conv1), computed by hand;
+    the default is the last run (6 channels), as before."""
+    model = _SharedActivation().eval()
+    x = torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    first = cam.compute_cams(model, x, ["gradcam", "ablationcam"], "act", target=0, call=0)
+    assert (first.call, first.calls) == (0, 2)
+    assert first.activation_shape == (1, 4, 12, 12)
+    last = cam.compute_cams(model, x, ["gradcam"], "act", target=0)
+    assert (last.call, last.calls, last.activation_shape) == (1, 2, (1, 6, 12, 12))
+    assert cam.compute_cams(model, x, ["gradcam"], "act", target=0, call=-2).activation_shape == (
+        1,
+        4,
+        12,
+        12,
+    )
+    # By hand: Grad-CAM at the first run (a leaf after the first ReLU, the rest of the network on top of it).
+    with torch.no_grad():
+        a0 = model.act(model.conv1(x))
+    leaf = a0.clone().requires_grad_(True)
+    score = model.fc(model.act(model.conv2(leaf)).mean(dim=(2, 3)))[0, 0]
+    (grad,) = torch.autograd.grad(score, leaf)
+    expected = torch.relu((grad.mean(dim=(2, 3))[:, :, None, None] * a0).sum(dim=1))[0].numpy()
+    np.testing.assert_allclose(first.maps["gradcam"][0], expected, rtol=1e-4, atol=1e-6)
+    # Ablation-CAM zeroes channels of the first run only.
+    with torch.no_grad():
+        y = float(first.logits[0, 0])
+        weights = []
+        for c in range(4):
+            ablated = a0.clone()
+            ablated[:, c] = 0
+            weights.append((y - float(model.fc(model.act(model.conv2(ablated)).mean(dim=(2, 3)))[0, 0])) / y)
+    expected_ab = torch.relu((torch.tensor(weights)[:, None, None] * a0[0]).sum(0)).numpy()
+    np.testing.assert_allclose(first.maps["ablationcam"][0], expected_ab, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="runs 2 times"):
+        cam.compute_cams(model, x, ["gradcam"], "act", call=2)
+    assert_model_clean(model)
+
+
+def test_trace_layers_reports_calls() -> None:
+    model = _SharedActivation().eval()
+    infos = {i.name: i for i in cam.trace_layers(model, torch.zeros(1, 1, 12, 12))}
+    assert infos["act"].calls == 2
+    assert infos["act"].call_shapes == ((4, 12, 12), (6, 12, 12))
+    assert infos["act"].shape == (6, 12, 12)
+    assert infos["act"].label == "act (called 2 times)"
+    assert infos["conv1"].calls == 1 and infos["conv1"].label == "conv1"

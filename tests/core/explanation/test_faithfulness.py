@@ -29,7 +29,7 @@ def test_curve_end_points_are_the_clean_and_baseline_images(
 ) -> None:
     model, x = blob_net(), blob_image()
     sal = np.random.default_rng(0).random((32, 32)).astype(np.float32)
-    res = faithfulness.deletion_insertion(model, x, sal, target=1, steps=8)
+    res = faithfulness.deletion_insertion(model, x, sal, target=1, protocol="convscope", steps=8)
 
     def p(t: torch.Tensor) -> float:
         with torch.no_grad():
@@ -48,14 +48,20 @@ def test_grad_cam_beats_the_random_baseline(
 ) -> None:
     model, x = blob_net(), blob_image()
     maps = cam.compute_cams(model, x, ["gradcam", "random"], "features", target=1).maps
-    scores = faithfulness.evaluate_maps(model, x, {k: v[0] for k, v in maps.items()}, target=1, steps=16)
-    assert scores["gradcam"].deletion_auc < scores["random"].deletion_auc
-    assert scores["gradcam"].insertion_auc > scores["random"].insertion_auc
+    maps_ = {k: v[0] for k, v in maps.items()}
+    for protocol in ("rise", "convscope"):
+        scores = faithfulness.evaluate_maps(model, x, maps_, target=1, protocol=protocol, steps=16)
+        assert scores["gradcam"].deletion_auc < scores["random"].deletion_auc, protocol
+        assert scores["gradcam"].insertion_auc > scores["random"].insertion_auc, protocol
 
 
 def test_invalid_steps(blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]) -> None:
     with pytest.raises(ValueError):
-        faithfulness.deletion_insertion(blob_net(), blob_image(), np.ones((4, 4)), 1, steps=0)
+        faithfulness.deletion_insertion(
+            blob_net(), blob_image(), np.ones((4, 4)), 1, protocol="convscope", steps=0
+        )
+    with pytest.raises(ValueError):
+        faithfulness.deletion_insertion(blob_net(), blob_image(), np.ones((4, 4)), 1, protocol="nope")  # type: ignore[arg-type]
 
 
 def _trapezoid_by_hand(ys: list[float], xs: list[float]) -> float:
@@ -70,7 +76,7 @@ def test_curves_and_areas_match_a_pixel_by_pixel_reimplementation(
     # A map at the input's size with distinct values: the order is plain argsort, no upsampling, no ties.
     sal = np.random.default_rng(1).permutation(32 * 32).reshape(32, 32).astype(np.float32)
     steps = 8
-    res = faithfulness.deletion_insertion(model, x, sal, target=1, steps=steps)
+    res = faithfulness.deletion_insertion(model, x, sal, target=1, protocol="convscope", steps=steps)
 
     order = np.argsort(-sal.ravel())  # most salient first
     image = x[0].numpy()
@@ -111,7 +117,102 @@ def test_area_of_a_known_curve() -> None:
 
     x = torch.ones(1, 1, 16, 16)
     sal = np.random.default_rng(2).random((16, 16)).astype(np.float32)
-    res = faithfulness.deletion_insertion(MeanPixel(), x, sal, target=1, steps=4)
+    res = faithfulness.deletion_insertion(MeanPixel(), x, sal, target=1, protocol="convscope", steps=4)
     np.testing.assert_allclose(res.deletion, [1.0, 0.75, 0.5, 0.25, 0.0], atol=1e-5)
     assert res.deletion_auc == pytest.approx(0.5, abs=1e-5)
     assert res.insertion_auc == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The RISE authors' protocol, checked against their published evaluation code's logic (eclique/RISE,
+# evaluation.py: gkern, CausalMetric.single_run, auc), restated here one image at a time in numpy and
+# written without the app's helpers.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _rise_gkern(klen: int, nsig: float, channels: int) -> torch.Tensor:
+    from scipy.ndimage import gaussian_filter
+
+    inp = np.zeros((klen, klen))
+    inp[klen // 2, klen // 2] = 1
+    k = gaussian_filter(inp, nsig)
+    kern = np.zeros((channels, channels, klen, klen))
+    for c in range(channels):
+        kern[c, c] = k
+    return torch.from_numpy(kern.astype("float32"))
+
+
+def _rise_auc(arr: np.ndarray) -> float:
+    return float((arr.sum() - arr[0] / 2 - arr[-1] / 2) / (arr.shape[0] - 1))
+
+
+def _rise_single_run(
+    model: nn.Module, img: torch.Tensor, explanation: np.ndarray, mode: str, step: int, target: int
+) -> np.ndarray:
+    _, c, h, w = img.shape
+    hw = h * w
+    kern = _rise_gkern(11, 5, c)
+    if mode == "del":
+        start, finish = img.clone(), torch.zeros_like(img)
+    else:
+        with torch.no_grad():
+            start, finish = nn.functional.conv2d(img, kern, padding=11 // 2), img.clone()
+    n_steps = (hw + step - 1) // step
+    scores = np.empty(n_steps + 1)
+    salient_order = np.flip(np.argsort(explanation.reshape(-1, hw), axis=1, kind="stable"), axis=-1)
+    start_np = start.numpy().copy()
+    finish_np = finish.numpy()
+    for i in range(n_steps + 1):
+        with torch.no_grad():
+            pred = torch.softmax(model(torch.from_numpy(start_np)), 1)
+        scores[i] = float(pred[0, target])
+        if i < n_steps:
+            coords = salient_order[:, step * i : step * (i + 1)]
+            start_np.reshape(1, c, hw)[0, :, coords] = finish_np.reshape(1, c, hw)[0, :, coords]
+    return scores
+
+
+def test_rise_step_is_224_pixels_at_224_and_scales_with_the_area() -> None:
+    assert faithfulness.rise_step_pixels((224, 224)) == 224
+    assert faithfulness.protocol_steps("rise", (224, 224), 16) == 224
+    assert faithfulness.rise_step_pixels((112, 112)) == 56
+    assert faithfulness.rise_step_pixels((4, 4)) == 1
+    assert faithfulness.protocol_steps("convscope", (224, 224), 16) == 16
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_rise_protocol_matches_the_authors_code(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor], ties: bool
+) -> None:
+    """Curves and AUCs equal the RISE code's on a 3-channel 40x40 input, with and without tied map values."""
+    model, x = blob_net(in_channels=3), blob_image(size=40, channels=3)
+    rng = np.random.default_rng(3)
+    sal = rng.random((40, 40)).astype(np.float32)
+    if ties:  # a coarse map: whole blocks share one value, as with ReLU'd or Eigen-CAM maps
+        sal = np.round(sal * 3) / 3
+    res = faithfulness.deletion_insertion(model, x, sal, target=1, protocol="rise")
+    step = max(1, round(224 * 40 * 40 / (224 * 224)))  # 224 px per step at 224x224, by area
+    ref_del = _rise_single_run(model, x, sal, "del", step, 1)
+    ref_ins = _rise_single_run(model, x, sal, "ins", step, 1)
+    assert res.protocol == "rise" and res.step_pixels == step and res.steps == len(ref_del) - 1
+    np.testing.assert_allclose(res.deletion, ref_del, atol=1e-5)
+    np.testing.assert_allclose(res.insertion, ref_ins, atol=1e-5)
+    assert res.deletion_auc == pytest.approx(_rise_auc(ref_del), abs=1e-5)
+    assert res.insertion_auc == pytest.approx(_rise_auc(ref_ins), abs=1e-5)
+    assert "raster order" in res.tie_break
+
+
+def test_the_two_protocols_differ_on_insertion(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    """The RISE blur (gkern 11, 5) is milder than sigma 8: the insertion curves start from different images."""
+    model, x = blob_net(), blob_image(size=40)
+    sal = np.random.default_rng(4).random((40, 40)).astype(np.float32)
+    rise = faithfulness.deletion_insertion(model, x, sal, target=1, protocol="rise")
+    ours = faithfulness.deletion_insertion(model, x, sal, target=1, protocol="convscope", steps=16)
+    assert rise.steps == 40 * 40 // 7 + 1 and ours.steps == 16  # 7 px a step at 40x40
+    # The RISE blur keeps far more of the image than sigma 8 (about 2 px wide against 8).
+    blob = x[0, 0].numpy()
+    err_rise = float(np.abs(faithfulness.rise_blur(x)[0, 0].numpy() - blob).mean())
+    err_ours = float(np.abs(make_baseline(x, "blur")[0, 0].numpy() - blob).mean())
+    assert err_rise < err_ours

@@ -124,3 +124,24 @@ def test_filter_views() -> None:
     with pytest.raises(LayerNotFound) as info:
         conv_weight(model, "1")
     assert info.value.choices == ["0", "2"]
+
+
+def test_every_call_of_a_reused_module_is_kept(resnet: nn.Module) -> None:
+    """ResNet-18's ``layer1.0.relu`` runs twice: after bn1 and after the residual sum. The default is the last
+    call; ``at(name, 0)`` gives the first, which equals ``relu(bn1(conv1(.)))`` computed by hand."""
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 32, 32)
+    got = capture(resnet, x, ["layer1.0.relu", "layer1.0", "layer1.0.bn1"])
+    assert got.call_count("layer1.0.relu") == 2 and got.call_count("layer1.0") == 1
+    block = resnet.layer1[0]
+    with torch.no_grad():
+        stem = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
+        first = torch.relu(block.bn1(block.conv1(stem)))[0]
+    assert torch.allclose(got.at("layer1.0.relu", 0), first, atol=1e-6)
+    assert torch.allclose(got.at("layer1.0.relu"), got.activations["layer1.0"], atol=1e-6)
+    assert torch.equal(got.at("layer1.0.relu", -1), got.activations["layer1.0.relu"])
+    assert not torch.allclose(got.at("layer1.0.relu", 0), got.at("layer1.0.relu", 1))
+    with pytest.raises(ValueError, match="runs 2 times"):
+        got.at("layer1.0.relu", 2)
+    with pytest.raises(KeyError):
+        got.at("layer9")

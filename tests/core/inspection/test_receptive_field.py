@@ -228,3 +228,39 @@ def test_reshapes_and_permutes_keep_the_grid() -> None:
     assert rf["pointwise"].spatial and not rf["pointwise"].grid  # (H, W, C): spatial, but not NCHW
     assert rf["pointwise"].size == 3
     assert rf["after"].grid and rf["after"].size == 5 and not rf["after"].approx
+
+
+def test_effective_rf_of_a_reused_module_follows_the_call() -> None:
+    """One ReLU run twice: after a 3x3 conv, then after a second 3x3 conv. The theoretical RF table describes the
+    last call (5x5), and so does the default ERF; call 0 is the first run (3x3). The ERF used to stop at the first
+    call while the box showed the last."""
+    torch.manual_seed(0)
+
+    class Reuse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 2, 3, padding=1)
+            self.c2 = nn.Conv2d(2, 2, 3, padding=1)
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.c2(self.act(self.c1(x))))
+
+    model = Reuse().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()  # all positive: no ReLU cuts a path, so the ERF's support is the whole RF
+    image = torch.rand(1, 1, 12, 12) + 0.1
+    rf = receptive_fields(model, image)["act"]
+    assert rf.size == 5
+
+    def support(erf: np.ndarray) -> tuple[int, int]:
+        ys, xs = np.nonzero(erf)
+        return int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+
+    assert support(effective_rf(model, image, "act", 6, 6)) == (5, 5)
+    assert support(effective_rf(model, image, "act", 6, 6, call=1)) == (5, 5)
+    assert support(effective_rf(model, image, "act", 6, 6, call=0)) == (3, 3)
+    with pytest.raises(ValueError, match="runs 2 times"):
+        effective_rf(model, image, "act", 6, 6, call=5)
+    assert _all_hooks_empty(model)

@@ -48,22 +48,32 @@ def test_shapes_params_and_macs_by_hand() -> None:
     # 8 x 16 x 16 outputs, each 3 * 3*3 multiply-adds; params 8*3*9 + 8 bias.
     assert conv1.output_shape == (8, 16, 16)
     assert conv1.params == 8 * 3 * 9 + 8
-    assert conv1.macs == 8 * 16 * 16 * 3 * 9
-    assert tree.find("stem.1").macs == 8 * 16 * 16  # BN: one multiply-add per element
-    assert tree.find("stem.2").macs == 0  # ReLU is free
+    assert (conv1.macs, conv1.other_ops) == (8 * 16 * 16 * 3 * 9, 0)
+    # BN: no MAC, one other operation (its eval-mode multiply-add) per element.
+    assert (tree.find("stem.1").macs, tree.find("stem.1").other_ops) == (0, 8 * 16 * 16)
+    assert (tree.find("stem.2").macs, tree.find("stem.2").other_ops) == (
+        0,
+        8 * 16 * 16,
+    )  # ReLU: one per element
     assert tree.find("stem.3").output_shape == (8, 8, 8)
-    assert tree.find("stem.3").macs == 8 * 8 * 8 * 4  # 2x2 window per output
+    assert (tree.find("stem.3").macs, tree.find("stem.3").other_ops) == (0, 8 * 8 * 8 * 4)  # 2x2 window
     grouped = tree.find("block.0")
     # groups=2: each output sees only 8/2 = 4 input channels.
     assert grouped.output_shape == (16, 4, 4)
     assert grouped.params == 16 * 4 * 9
     assert grouped.macs == 16 * 4 * 4 * 4 * 9
-    assert tree.find("pool").macs == 16 * 4 * 4
+    assert tree.find("block.1").other_ops == 16 * 4 * 4
+    assert (tree.find("pool").macs, tree.find("pool").other_ops) == (0, 16 * 4 * 4)  # every input read once
     assert tree.find("fc").macs == 16 * 5
     assert tree.find("stem").macs == sum(c.macs for c in tree.find("stem").children)
+    assert tree.find("stem").other_ops == sum(c.other_ops for c in tree.find("stem").children)
     assert tree.output_shape == (5,)
     tot = totals(model, tree)
     assert tot.params == sum(p.numel() for p in model.parameters())
+    # Hand-computed: conv 55,296 + grouped conv 9,216 + fc 80 MACs; BN 2,048 + ReLU 2,048 + max-pool 2,048 +
+    # ReLU 256 + global pool 256 other operations.
+    assert tot.macs == 55_296 + 9_216 + 80
+    assert tot.other_ops == 2_048 + 2_048 + 2_048 + 256 + 256
     assert tot.macs == sum(i.macs for i in flat_layers(tree) if i.is_leaf)
     assert tot.input_shape == (3, 16, 16)
     assert tot.uncounted_types == ()
@@ -81,8 +91,9 @@ def test_totals_agree_with_torchvision_metadata() -> None:
     tot = totals(model, tree)
     meta = torchvision.models.get_model_weights("resnet18").DEFAULT.meta
     assert tot.params == meta["num_params"]
-    # torchvision's "_ops" is GMACs of conv + linear; ours also counts BN and pooling (a few per mille).
-    assert tot.macs / 1e9 == pytest.approx(meta["_ops"], rel=0.01)
+    # torchvision's "_ops" is GMACs of conv + linear, rounded to 3 decimals: so are ours, BN and pooling apart.
+    assert tot.macs / 1e9 == pytest.approx(meta["_ops"], abs=0.0005)
+    assert 0 < tot.other_ops < 0.01 * tot.macs
     assert len(conv_layer_names(tree)) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
@@ -99,6 +110,8 @@ def test_reused_module_and_order() -> None:
 
     tree = layer_tree(Reuse(), torch.zeros(1, 1, 8, 8))
     assert tree.find("act").calls == 2
+    assert tree.find("act").call_shapes == ((2, 8, 8), (2, 8, 8))
+    assert tree.find("act").label == "act (called 2 times)" and tree.find("conv_a").label == "conv_a"
     assert conv_layer_names(tree) == ["conv_a", "conv_b"]
 
 
@@ -156,3 +169,24 @@ def test_conv_subclass_with_children_is_a_conv() -> None:
     assert conv.macs == 4 * 6 * 6 * 2 * 9
     assert conv_layer_names(tree) == ["0"]
     assert tree.macs == conv.macs
+
+
+def test_efficientnet_lite0_swish_runs_at_the_stem_and_the_head() -> None:
+    """Lite0's top-level ``_swish`` runs twice: on the stem (32 x 112 x 112) and on the head (1280 x 7 x 7). The
+    tree says so, and a CAM or a feature capture can take either call (the last is the default)."""
+    from app.core.explanation import cam
+    from app.core.inspection.features import capture
+    from app.core.models import zoo
+
+    model = zoo.build_efficientnet_lite0(pretrained=False).eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    swish = layer_tree(model, x).find("_swish")
+    assert swish.calls == 2
+    assert swish.call_shapes == ((32, 112, 112), (1280, 7, 7))
+    assert swish.output_shape == (1280, 7, 7)
+    got = capture(model, x, ["_swish", "_bn0"])
+    assert got.at("_swish", 0).shape == (32, 112, 112)
+    assert torch.allclose(got.at("_swish", 0), torch.clamp(got.activations["_bn0"], 0, 6))
+    assert cam.compute_cams(model, x, ["gradcam"], "_swish", call=0).activation_shape == (1, 32, 112, 112)
+    assert cam.compute_cams(model, x, ["gradcam"], "_swish").activation_shape == (1, 1280, 7, 7)
+    assert _all_hooks_empty(model)

@@ -217,3 +217,12 @@ def test_a_diverging_run_stops_and_says_the_learning_rate() -> None:
     with pytest.raises(TrainingDiverged, match="learning rate") as caught:
         train(_tiny_net, data, TrainConfig(epochs=3, seed=1, batch_size=8, optimizer="sgd", lr=1e12))
     assert caught.value.epoch == 1
+
+
+def test_deterministic_with_two_threads_too() -> None:
+    data = _tiny_data()
+    config = TrainConfig(epochs=2, seed=5, batch_size=16, threads=2)
+    first, second = train(_tiny_net, data, config), train(_tiny_net, data, config)
+    assert first.threads == 2
+    assert _history(first) == _history(second)
+    assert all(torch.equal(v, second.best_state[k]) for k, v in first.best_state.items())

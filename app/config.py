@@ -97,6 +97,20 @@ class Settings(BaseSettings):
     max_zoo_parameters: int = 150_000_000
     max_zoo_gflops: float = 40.0
 
+    # --- Training (issue 11): checked from the request before anything is generated or built.
+    # Training jobs running or queued at once (the rest of the job workers stay free for the pages' jobs).
+    max_training_jobs: int = 1
+    max_train_epochs: int = 100
+    max_train_batch_size: int = 512
+    # Training + validation images, and their float32 bytes at the model's input size (held in memory).
+    max_train_images: int = 20_000
+    max_train_dataset_bytes: int = 256 * 1024 * 1024
+    # One batch's activations (per-image estimate x batch size x 3: outputs, their gradients, the optimiser's).
+    max_train_batch_activation_bytes: int = 1024 * 1024 * 1024
+    # Training runs far below the forward-pass figure above (small layers, backward pass, optimiser step):
+    # measured 1.3 G (digits CNN, 290 k MACs an image, 1 thread, ~1500 images/s with backward = 3 forwards).
+    training_macs_per_second: float = 1e9
+
     # --- Web hardening.
     # Host headers accepted (DNS rebinding): loopback by default; add the server's name when exposing it.
     allowed_hosts: list[str] = Field(

@@ -20,6 +20,7 @@ from app.api import jobs as api_jobs
 from app.api import models as api_models
 from app.api import network as api_network
 from app.api import predict as api_predict
+from app.api import training as api_training
 from app.config import Settings, get_settings
 from app.errors import ConvScopeError
 from app.middleware.body_limit import BodyLimitMiddleware
@@ -51,6 +52,7 @@ API_ROUTERS = (
     api_models.router,
     api_network.router,
     api_predict.router,
+    api_training.router,
 )
 WEB_ROUTERS = (
     api_docs.router,

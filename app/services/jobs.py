@@ -54,6 +54,7 @@ KIND_NAMES: dict[str, str] = {
     "occlusion": "an occlusion map (/occlusion)",
     "compare": "a method comparison (/compare)",
     "weights-download": "a weights download (/models)",
+    "train": "a training run (/train)",
 }
 
 

@@ -15,8 +15,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from torch import nn
 from app.core.imaging import synthetic
 from app.core.models.builtin_nets import BUILTIN_ARCHITECTURES, count_parameters
 from app.core.models.hooks import Hook, eval_mode, forward_hooks
+from app.core.training.engine import deterministic_torch, evaluate_accuracy, normalise
 
 __all__ = [
     "BUILTIN_RECIPES",
@@ -139,60 +139,6 @@ BUILTIN_RECIPES: dict[str, BuiltinRecipe] = {
         quick_test_size=100,
     ),
 }
-
-
-@contextmanager
-def _deterministic_torch(seed: int, threads: int = TRAIN_THREADS) -> Iterator[None]:
-    """Seed torch, fix the thread count and demand deterministic kernels; restore all of it afterwards."""
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    # fork_rng keeps the caller's global RNG stream untouched by our manual_seed.
-    with torch.random.fork_rng(devices=[]):
-        try:
-            torch.set_num_threads(threads)
-            torch.use_deterministic_algorithms(True)
-            torch.manual_seed(seed)
-            yield
-        finally:
-            torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
-            torch.set_num_threads(old_threads)
-
-
-def normalise(x: np.ndarray | torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """Per-channel standardisation with the model's training statistics: ``(N, C, H, W) -> (N, C, H, W)``."""
-    t = torch.as_tensor(x, dtype=torch.float32)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (t - m) / s
-
-
-def evaluate_accuracy(
-    model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
-    mean: list[float],
-    std: list[float],
-    batch_size: int = 64,
-) -> float:
-    """Top-1 accuracy of ``model`` on raw [0, 1] images ``x (N, C, H, W)`` with labels ``y (N,)``.
-
-    Runs in eval mode under ``inference_mode`` and restores the model's previous training flag.
-    """
-    if len(x) == 0:
-        raise ValueError("cannot evaluate on an empty set")
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                logits = model(normalise(x[start : start + batch_size], mean, std))
-                pred = logits.argmax(dim=1).numpy()
-                correct += int((pred == y[start : start + batch_size]).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(x)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -328,7 +274,7 @@ def train_builtin(
     std = [round(max(float(v), 1e-6), 6) for v in x_train.std(axis=axes, dtype=np.float64)]
 
     arch = BUILTIN_ARCHITECTURES[recipe.architecture]
-    with _deterministic_torch(recipe.seed):
+    with deterministic_torch(recipe.seed, TRAIN_THREADS):
         model = arch(num_classes=len(recipe.categories), in_channels=recipe.in_channels)
         xt = normalise(x_train, mean, std)
         yt = torch.as_tensor(y_train)

@@ -347,3 +347,68 @@ def test_a_deep_network_stays_under_the_html_budget(client: TestClient, sample_i
         assert r.status_code == 200, (url, r.text[:300])
         assert len(r.content) < 100_000, (url, len(r.content))
         assert "data:image" not in r.text
+
+
+# --- counts: MACs and other operations, defined beside the numbers ------------------------------------------------
+
+DEFINITION = "multiply-accumulates of convolutions, linear layers and matrix products"
+
+
+def _data_value(html: str, marker: str) -> int:
+    match = re.search(marker + r'[^>]*data-value="(\d+)"', html)
+    assert match, marker
+    return int(match.group(1))
+
+
+def test_network_totals_and_rows_show_other_operations_as_the_api_counts_them(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id}
+    api = client.get(f"/api/v1/models/{MODEL}/summary", params={"weights": "untrained"}).json()
+    totals = api["totals"]
+    assert totals["other_ops"] > 0 and totals["uncounted_types"] == []
+    html = " ".join(client.get("/network", params=params).text.split())
+    assert _data_value(html, 'id="total-macs"') == totals["macs"]
+    assert _data_value(html, 'id="total-other-ops"') == totals["other_ops"]
+    assert f"{totals['other_ops']:,}" in html
+    assert DEFINITION in html and "normalisation, pooling and activations" in html
+    assert "residual connections are not" in html and "Incomplete count" not in html
+    # Each row carries both figures, equal to the API's, for a block and (fetched on opening) for a leaf.
+    layer1 = next(c for c in api["tree"]["children"] if c["name"] == "layer1")
+    assert (
+        f'title="MACs {layer1["macs"]}"' in html and f'title="other operations {layer1["other_ops"]}"' in html
+    )
+    rows = client.get("/network/tree", params={**params, "node": "layer1.0"}, headers=HX).text
+    bn1 = next(c for c in layer1["children"][0]["children"] if c["name"] == "layer1.0.bn1")
+    assert bn1["macs"] == 0 and bn1["other_ops"] > 0
+    assert f'title="other operations {bn1["other_ops"]}"' in rows
+
+
+def test_an_incomplete_count_says_so_and_names_the_types() -> None:
+    from app.web.templating import get_templates
+
+    env = get_templates().env
+    macro = env.get_template("macros/counts.html").module.uncounted_note  # type: ignore[attr-defined]
+    html = " ".join(str(macro(["MysteryAttention", "Odd"])).split())
+    assert "Incomplete count" in html and "MysteryAttention, Odd" in html and "lower bounds" in html
+    assert str(macro([])).strip() == ""
+
+
+def test_milestones_and_models_say_what_the_figures_count(client: TestClient, sample_image_id: str) -> None:
+    params = {
+        "model_a": "squeezenet1_1",
+        "model_b": MODEL,
+        "weights": "untrained",
+        "image_id": sample_image_id,
+    }
+    html = " ".join(client.get("/milestones", params=params).text.split())
+    for name in ("squeezenet1_1", MODEL):
+        totals = client.get(f"/api/v1/models/{name}/summary", params={"weights": "untrained"}).json()[
+            "totals"
+        ]
+        side = html.split(f'data-model="{name}"', 1)[1]
+        assert _data_value(side, 'class="total-macs"') == totals["macs"]
+        assert _data_value(side, 'class="total-other-ops"') == totals["other_ops"]
+    assert DEFINITION in html and "GFLOPs is torchvision" in html
+    models = " ".join(client.get("/models").text.split())
+    assert "GFLOPs is torchvision" in models and "multiply-accumulates (MACs)" in models

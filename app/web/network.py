@@ -153,10 +153,14 @@ def _view_context(
         scale=q.scale,
         cmap=q.cmap,
         depth=q.depth,
+        # A depth or a new layer (the tree, the slider) never carries the call of the layer before it.
+        call=q.call,
     )
-    convs = network.structure(fp.loaded, image_id).conv_layers
+    structure = network.structure(fp.loaded, image_id)
+    convs = structure.conv_layers
     context: dict[str, Any] = {
         "fp": fp,
+        "call_shapes": _call_shapes(structure, fp.layer),
         "tiles": _tile_urls(pictures, fp),
         "conv_layers": convs,
         "depth_index": convs.index(fp.layer) if fp.layer in convs else None,
@@ -165,7 +169,7 @@ def _view_context(
     }
     if q.channel is not None and fp.spatial:
         view = network.channel(
-            q.model, q.weights, image_id, fp.layer, q.channel, q.cmap, q.alpha, q.vmin, q.vmax
+            q.model, q.weights, image_id, fp.layer, q.channel, q.cmap, q.alpha, q.vmin, q.vmax, call=fp.call
         )
         recipe = view.recipe()
         context.update(
@@ -178,6 +182,14 @@ def _view_context(
             }
         )
     return context
+
+
+def _call_shapes(structure: Any, layer: str) -> list[tuple[int, ...] | None]:
+    """The output shape of each call of ``layer`` (one entry per call; for the call control)."""
+    try:
+        return list(structure.tree.find(layer).call_shapes)
+    except LookupError:
+        return []
 
 
 def _early_late_context(
@@ -366,9 +378,9 @@ def _rf_click_context(
     network: NetworkService, pictures: PictureStore, q: ReceptiveFieldParams, image_id: str | None
 ) -> dict[str, Any]:
     """Block "click": the clickable channel-mean map of the layer, and the probe of one unit (default: centre)."""
-    probe = network.rf_probe(q.model, q.weights, image_id, q.layer, q.y, q.x, q.channel)
+    probe = network.rf_probe(q.model, q.weights, image_id, q.layer, q.y, q.x, q.channel, call=q.call)
     loaded = probe.loaded
-    mean = network.mean_map(loaded, image_id, probe.layer.name)
+    mean = network.mean_map(loaded, image_id, probe.layer.name, call=probe.call)
     shown = probe.net_input.shown
     h, w = shown.shape[:2]
     return {
@@ -381,6 +393,7 @@ def _rf_click_context(
         "map_vmax": mean.vmax,
         "input_url": _lazy(pictures, "input", shown, _as_is(shown)),
         "erf_url": _lazy(pictures, probe.recipe(), probe.erf, probe.erf_image),
+        "call_shapes": _call_shapes(network.structure(loaded, image_id), probe.layer.name),
         "img_h": h,
         "img_w": w,
         "loaded": loaded,
@@ -446,6 +459,7 @@ def receptive_fields_page(
                     if structure.rf[n].kind in ("conv", "pool") or n == context["layer"]
                 ],
                 "stack_rows": network.stack_comparison(4, 64),
+                "labels": {i.name: i.label for i in structure.tree.walk() if i.name},
                 "input_shape": input_shape,
                 "input_h": input_shape[-2],
                 "input_w": input_shape[-1],

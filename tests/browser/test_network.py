@@ -171,3 +171,24 @@ def test_choose_the_call_of_a_layer_that_runs_twice(page: Any, live_server: str)
     page.wait_for_selector('#features .features[data-layer="layer2"]', timeout=120_000)
     page.wait_for_function("() => location.search.includes('layer=layer2')")
     assert "call=" not in page.url and page.locator("#call-controls").count() == 0
+
+
+@pytest.mark.browser
+def test_receptive_field_click_probes_the_call_shown(page: Any, live_server: str) -> None:
+    page.goto(
+        f"{live_server}/receptive-fields?model={MODEL}&weights=untrained&layer=layer1.0.relu", timeout=120_000
+    )
+    page.wait_for_selector("#rf-probe .rf-probe")
+    assert page.locator('#rf-call-form select[name="call"]').input_value() == "1"
+    page.locator('#rf-call-form select[name="call"]').select_option("0")
+    page.wait_for_function("() => location.search.includes('call=0')", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#rf-probe h3').textContent.includes('call 0, the first, shown')"
+    )
+    page.wait_for_function(
+        "() => { const i = document.getElementById('rf-clickable'); return i.complete && i.naturalWidth > 0; }"
+    )
+    page.locator("#rf-clickable").click(position={"x": 2, "y": 2})
+    page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]', timeout=60_000)
+    page.wait_for_function("() => location.search.includes('y=0') && location.search.includes('call=0')")
+    assert "call 0, the first, shown" in page.locator("#rf-probe h3").inner_text()

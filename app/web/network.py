@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from app.core.imaging.rendering import encode_png
 from app.deps import ImageStoreDep, ModelNameDep, NetworkDep, PicturesDep, RegistryDep
+from app.errors import InvalidInput
 from app.schemas.network import (
     FeaturesParams,
     FiltersParams,
@@ -79,8 +80,9 @@ def _page(
     block: str | None,
     context: dict[str, Any],
     url: str,
+    status_code: int = 200,
 ) -> HTMLResponse:
-    response = render(request, template, context, block=block)
+    response = render(request, template, context, status_code, block=block)
     response.headers["Vary"] = "HX-Request, HX-Target, HX-History-Restore-Request"
     if block is not None:
         name = request.headers.get("HX-Trigger-Name", "")
@@ -192,6 +194,21 @@ def _call_shapes(structure: Any, layer: str) -> list[tuple[int, ...] | None]:
         return []
 
 
+def _with_default_call(
+    block: str | None, q: Any, build: Callable[[Any], dict[str, Any]]
+) -> tuple[Any, dict[str, Any], str | None]:
+    """``build(q)``; on a whole page whose ``call`` the layer does not have (a typed or edited URL), the page of
+    the default call with the message beside the call control (an HTMX request gets the 422 itself, and the page
+    keeps its last good result). Returns the request model used, the context and the message."""
+    try:
+        return q, build(q), None
+    except InvalidInput as exc:
+        if block is not None or exc.field != "call" or q.call is None:
+            raise
+        q = q.model_copy(update={"call": None})
+        return q, build(q), exc.message
+
+
 def _early_late_context(
     network: NetworkService, pictures: PictureStore, model: str, weights: str, image_id: str | None
 ) -> dict[str, Any]:
@@ -242,7 +259,11 @@ def network_page(
     image_id = _default_image(store, q.image_id)
     block = _wanted_block(request, NETWORK_BLOCKS)
     context = _base(store, registry, image_id, model, q.weights)
-    context.update(_view_context(network, pictures, q, image_id))
+    q, view_context, call_error = _with_default_call(
+        block, q, lambda p: _view_context(network, pictures, p, image_id)
+    )
+    context.update(view_context)
+    context["call_error"] = call_error
     fp: FeaturePage = context["fp"]
     if block in (None, "body"):
         structure = network.structure(fp.loaded, image_id)
@@ -261,7 +282,7 @@ def network_page(
         page=fp.page.page,
         **({} if view is not None else {"channel": None, "alpha": None, "vmin": None, "vmax": None}),
     )
-    return _page(request, "pages/network.html", block, context, url)
+    return _page(request, "pages/network.html", block, context, url, 422 if call_error else 200)
 
 
 def _fragment_or_page(request: Request, model: str, weights: str, image_id: str | None) -> Response | None:
@@ -439,10 +460,15 @@ def receptive_fields_page(
     context = _base(store, registry, image_id, model, q.weights)
     context["loaded"] = loaded
     grid_layers = network.rf_grid_layers(structure)
+    call_error = None
     if grid_layers:
-        context.update(_rf_click_context(network, pictures, q, image_id))
+        q, click_context, call_error = _with_default_call(
+            block, q, lambda p: _rf_click_context(network, pictures, p, image_id)
+        )
+        context.update(click_context)
     else:
         context.update({"probe": None, "layer": None})
+    context["call_error"] = call_error
     if block in (None, "body"):
         input_shape = structure.totals.input_shape
         context.update(
@@ -468,7 +494,7 @@ def receptive_fields_page(
     probe = context["probe"]
     resolved = {"layer": probe.layer.name, "y": probe.y, "x": probe.x} if probe is not None else {}
     url = state_url("/receptive-fields", q, model=model, image_id=image_id, **resolved)
-    return _page(request, "pages/receptive_fields.html", block, context, url)
+    return _page(request, "pages/receptive_fields.html", block, context, url, 422 if call_error else 200)
 
 
 # --- /milestones ------------------------------------------------------------------------------------------------

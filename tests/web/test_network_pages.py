@@ -523,3 +523,22 @@ def test_receptive_fields_offer_the_call_of_a_layer_called_twice(
     assert not np.array_equal(maps[0], maps[1])
     bad = client.get("/receptive-fields", params={**params, "call": 2}, headers=hx("rf-click"))
     assert bad.status_code == 422 and "<code>call</code>" in bad.text
+
+
+def test_a_typed_url_with_a_call_the_layer_lacks_shows_the_page_with_the_message_beside_the_control(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id, "layer": RELU, "call": 5}
+    for path, form in (("/network", "call-controls"), ("/receptive-fields", "rf-call-form")):
+        r = client.get(path, params=params)
+        assert r.status_code == 422 and "<html" in r.text
+        control = re.search(rf'<form id="{form}".*?</form>', r.text, re.S).group(0)
+        assert (
+            'aria-invalid="true"' in control and "2 times" in control and 'class="field-message"' in control
+        )
+        # The view shown is the default call (the last), and says so.
+        assert "call 1, the last, shown" in r.text and _call_options(r.text)[1][1]
+    # A module that runs once has no control: the message stands on its own.
+    r = client.get("/network", params={**params, "layer": "layer1.0.conv1", "call": 1})
+    assert r.status_code == 422 and 'id="call-controls"' not in r.text
+    assert re.search(r'<p class="field-message" role="alert">[^<]*once', r.text)

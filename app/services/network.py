@@ -258,6 +258,8 @@ class RFProbe:
     erf_extent: dict[str, int] | None  # bounding box of ERF >= 1% of its max
     net_input: NetInput
     cmap: str = "magma"
+    call: int = 0  # the 0-based call of the layer probed (the last one unless asked otherwise)
+    calls: int = 1  # how many times the layer runs in one forward pass
 
     @property
     def larger_than_image(self) -> bool:
@@ -823,6 +825,8 @@ class NetworkService:
             erf_extent=extent,
             net_input=net_input,
             cmap=cmap,
+            call=call_index,
+            calls=len(calls),
         )
 
     @staticmethod
@@ -832,10 +836,15 @@ class NetworkService:
     # --- milestones --------------------------------------------------------------------------------------------
 
     def mean_map(
-        self, loaded: LoadedModel, image_id: str | None, layer: str, cmap: str = "viridis"
+        self,
+        loaded: LoadedModel,
+        image_id: str | None,
+        layer: str,
+        cmap: str = "viridis",
+        call: int | None = None,
     ) -> MeanMap:
-        """The channel-mean of a layer's maps, to be blown up to the input size (for side-by-side views)."""
-        acts, maps = self.layer_activation(loaded, image_id, layer)
+        """The channel-mean of a layer's maps at ``call`` (None: the last), blown up to the input size."""
+        acts, maps = self.layer_activation(loaded, image_id, layer, call)
         mean = maps.mean(axis=0)
         lo, hi = value_limits(mean)
         h, w = acts.net_input.shown.shape[:2]

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from app.core.imaging.rendering import encode_png
 from app.deps import ImageStoreDep, ModelNameDep, NetworkDep, PicturesDep, RegistryDep
+from app.errors import InvalidInput
 from app.schemas.network import (
     FeaturesParams,
     FiltersParams,
@@ -79,8 +80,9 @@ def _page(
     block: str | None,
     context: dict[str, Any],
     url: str,
+    status_code: int = 200,
 ) -> HTMLResponse:
-    response = render(request, template, context, block=block)
+    response = render(request, template, context, status_code, block=block)
     response.headers["Vary"] = "HX-Request, HX-Target, HX-History-Restore-Request"
     if block is not None:
         name = request.headers.get("HX-Trigger-Name", "")
@@ -153,10 +155,14 @@ def _view_context(
         scale=q.scale,
         cmap=q.cmap,
         depth=q.depth,
+        # A depth or a new layer (the tree, the slider) never carries the call of the layer before it.
+        call=q.call,
     )
-    convs = network.structure(fp.loaded, image_id).conv_layers
+    structure = network.structure(fp.loaded, image_id)
+    convs = structure.conv_layers
     context: dict[str, Any] = {
         "fp": fp,
+        "call_shapes": _call_shapes(structure, fp.layer),
         "tiles": _tile_urls(pictures, fp),
         "conv_layers": convs,
         "depth_index": convs.index(fp.layer) if fp.layer in convs else None,
@@ -165,7 +171,7 @@ def _view_context(
     }
     if q.channel is not None and fp.spatial:
         view = network.channel(
-            q.model, q.weights, image_id, fp.layer, q.channel, q.cmap, q.alpha, q.vmin, q.vmax
+            q.model, q.weights, image_id, fp.layer, q.channel, q.cmap, q.alpha, q.vmin, q.vmax, call=fp.call
         )
         recipe = view.recipe()
         context.update(
@@ -178,6 +184,29 @@ def _view_context(
             }
         )
     return context
+
+
+def _call_shapes(structure: Any, layer: str) -> list[tuple[int, ...] | None]:
+    """The output shape of each call of ``layer`` (one entry per call; for the call control)."""
+    try:
+        return list(structure.tree.find(layer).call_shapes)
+    except LookupError:
+        return []
+
+
+def _with_default_call(
+    block: str | None, q: Any, build: Callable[[Any], dict[str, Any]]
+) -> tuple[Any, dict[str, Any], str | None]:
+    """``build(q)``; on a whole page whose ``call`` the layer does not have (a typed or edited URL), the page of
+    the default call with the message beside the call control (an HTMX request gets the 422 itself, and the page
+    keeps its last good result). Returns the request model used, the context and the message."""
+    try:
+        return q, build(q), None
+    except InvalidInput as exc:
+        if block is not None or exc.field != "call" or q.call is None:
+            raise
+        q = q.model_copy(update={"call": None})
+        return q, build(q), exc.message
 
 
 def _early_late_context(
@@ -230,7 +259,11 @@ def network_page(
     image_id = _default_image(store, q.image_id)
     block = _wanted_block(request, NETWORK_BLOCKS)
     context = _base(store, registry, image_id, model, q.weights)
-    context.update(_view_context(network, pictures, q, image_id))
+    q, view_context, call_error = _with_default_call(
+        block, q, lambda p: _view_context(network, pictures, p, image_id)
+    )
+    context.update(view_context)
+    context["call_error"] = call_error
     fp: FeaturePage = context["fp"]
     if block in (None, "body"):
         structure = network.structure(fp.loaded, image_id)
@@ -249,7 +282,7 @@ def network_page(
         page=fp.page.page,
         **({} if view is not None else {"channel": None, "alpha": None, "vmin": None, "vmax": None}),
     )
-    return _page(request, "pages/network.html", block, context, url)
+    return _page(request, "pages/network.html", block, context, url, 422 if call_error else 200)
 
 
 def _fragment_or_page(request: Request, model: str, weights: str, image_id: str | None) -> Response | None:
@@ -366,9 +399,9 @@ def _rf_click_context(
     network: NetworkService, pictures: PictureStore, q: ReceptiveFieldParams, image_id: str | None
 ) -> dict[str, Any]:
     """Block "click": the clickable channel-mean map of the layer, and the probe of one unit (default: centre)."""
-    probe = network.rf_probe(q.model, q.weights, image_id, q.layer, q.y, q.x, q.channel)
+    probe = network.rf_probe(q.model, q.weights, image_id, q.layer, q.y, q.x, q.channel, call=q.call)
     loaded = probe.loaded
-    mean = network.mean_map(loaded, image_id, probe.layer.name)
+    mean = network.mean_map(loaded, image_id, probe.layer.name, call=probe.call)
     shown = probe.net_input.shown
     h, w = shown.shape[:2]
     return {
@@ -381,6 +414,7 @@ def _rf_click_context(
         "map_vmax": mean.vmax,
         "input_url": _lazy(pictures, "input", shown, _as_is(shown)),
         "erf_url": _lazy(pictures, probe.recipe(), probe.erf, probe.erf_image),
+        "call_shapes": _call_shapes(network.structure(loaded, image_id), probe.layer.name),
         "img_h": h,
         "img_w": w,
         "loaded": loaded,
@@ -426,10 +460,15 @@ def receptive_fields_page(
     context = _base(store, registry, image_id, model, q.weights)
     context["loaded"] = loaded
     grid_layers = network.rf_grid_layers(structure)
+    call_error = None
     if grid_layers:
-        context.update(_rf_click_context(network, pictures, q, image_id))
+        q, click_context, call_error = _with_default_call(
+            block, q, lambda p: _rf_click_context(network, pictures, p, image_id)
+        )
+        context.update(click_context)
     else:
         context.update({"probe": None, "layer": None})
+    context["call_error"] = call_error
     if block in (None, "body"):
         input_shape = structure.totals.input_shape
         context.update(
@@ -446,6 +485,7 @@ def receptive_fields_page(
                     if structure.rf[n].kind in ("conv", "pool") or n == context["layer"]
                 ],
                 "stack_rows": network.stack_comparison(4, 64),
+                "labels": {i.name: i.label for i in structure.tree.walk() if i.name},
                 "input_shape": input_shape,
                 "input_h": input_shape[-2],
                 "input_w": input_shape[-1],
@@ -454,7 +494,7 @@ def receptive_fields_page(
     probe = context["probe"]
     resolved = {"layer": probe.layer.name, "y": probe.y, "x": probe.x} if probe is not None else {}
     url = state_url("/receptive-fields", q, model=model, image_id=image_id, **resolved)
-    return _page(request, "pages/receptive_fields.html", block, context, url)
+    return _page(request, "pages/receptive_fields.html", block, context, url, 422 if call_error else 200)
 
 
 # --- /milestones ------------------------------------------------------------------------------------------------

@@ -97,8 +97,12 @@ def render_page_or_block(
 ) -> HTMLResponse:
     """The whole page for a normal request, only `block` for an HTMX request that targets that region.
 
-    Any URL that can land in the address bar therefore renders a full page (reload, bookmark, Back).
+    Any URL that can land in the address bar therefore renders a full page (reload, bookmark, Back): a boosted
+    link, and HTMX restoring a history entry it has no snapshot of (HX-History-Restore-Request), get the page.
     """
-    htmx = request.headers.get("HX-Request", "").lower() == "true"
-    boosted = request.headers.get("HX-Boosted", "").lower() == "true"
-    return render(request, template, context, status_code, block=block if htmx and not boosted else None)
+
+    def flag(name: str) -> bool:
+        return request.headers.get(name, "").lower() == "true"
+
+    partial = flag("HX-Request") and not flag("HX-Boosted") and not flag("HX-History-Restore-Request")
+    return render(request, template, context, status_code, block=block if partial else None)

@@ -4,6 +4,7 @@
 // 2. A click on the receptive-field map (#rf-clickable) becomes a unit position (y, x) for the probe.
 // 3. An error answer (422, 404) goes next to the field it names; the last good result stays in place.
 // 4. The opacity read-out follows its slider while it moves.
+// 5. A click on the map of a module that runs more than once probes the call shown (#rf-call-form).
 (function () {
   "use strict";
 
@@ -29,6 +30,9 @@
     var y = Math.min(rows - 1, Math.max(0, Math.floor((event.clientY - rect.top) / rect.height * rows)));
     var values = controlValues();
     values.layer = img.dataset.layer;
+    // The call of a module that runs more than once belongs to the map that was clicked.
+    var call = document.querySelector('#rf-call-form select[name="call"]');
+    if (call) { values.call = call.value; }
     values.y = y;
     values.x = x;
     window.htmx.ajax("GET", img.dataset.probeUrl, { target: img.dataset.target, values: values });

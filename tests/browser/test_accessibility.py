@@ -34,10 +34,12 @@ URLS: dict[str, list[str]] = {
         "/network?image_id={image}",
         "/network?image_id={image}&channel=2",
         "/network?image_id={image}&model=resnet18&weights=untrained&layer=fc",
+        "/network?image_id={image}&model=resnet18&weights=untrained&layer=layer1.0.relu&channel=1",
     ],
     "receptive_fields.html": [
         "/receptive-fields?image_id={image}",
         "/receptive-fields?image_id={image}&model=resnet18&weights=untrained&layer=layer4",
+        "/receptive-fields?image_id={image}&model=resnet18&weights=untrained&layer=layer1.0.relu",
     ],
     "milestones.html": [
         "/milestones",

@@ -132,3 +132,63 @@ def test_receptive_field_click_swaps_the_probe_and_pushes_the_unit(page: Any, li
     page.go_back()
     page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]')
     assert page.locator('#rf-layer-form select[name="layer"]').input_value() == "layer2"
+
+
+@pytest.mark.browser
+def test_choose_the_call_of_a_layer_that_runs_twice(page: Any, live_server: str) -> None:
+    """ResNet-18's layer1.0.relu runs twice (after bn1, after the residual sum): a call control appears with
+    the last call chosen; choosing call 0 swaps the maps and lands in the URL; a call the module does not have
+    (sent by a hand-edited control) gets a message beside the control and the maps stay; a new layer from the tree
+    does not carry the call over."""
+    page.goto(f"{live_server}/network?model={MODEL}&weights=untrained&layer=layer1.0.relu", timeout=120_000)
+    select = page.locator('#call-controls select[name="call"]')
+    assert select.input_value() == "1"
+    assert "call 1, the last, shown" in page.locator("#features h2").inner_text()
+    assert page.locator("#call-controls option").count() == 2
+    mark_document(page)
+    before = page.locator("#fmap-grid img").first.get_attribute("src")
+    select.select_option("0")
+    page.wait_for_function("() => location.search.includes('call=0')", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#features h2').textContent.includes('call 0, the first, shown')"
+    )
+    after = page.locator("#fmap-grid img").first.get_attribute("src")
+    assert after != before and same_document(page)
+    assert page.locator("#fmap-grid img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+
+    url = page.url
+    page.evaluate(
+        "() => { const s = document.querySelector('#call-controls select');"
+        " s.options[1].value = '7'; s.value = '7'; s.dispatchEvent(new Event('change', {bubbles: true})); }"
+    )
+    message = page.wait_for_selector("#call-controls .field-message", timeout=60_000)
+    assert "2 times" in message.inner_text()
+    assert page.locator('#call-controls select[name="call"]').get_attribute("aria-invalid") == "true"
+    assert page.locator("#fmap-grid img").first.get_attribute("src") == after
+    assert page.url == url
+
+    page.locator('.tree button.layer-link[data-layer="layer2"]').first.click()
+    page.wait_for_selector('#features .features[data-layer="layer2"]', timeout=120_000)
+    page.wait_for_function("() => location.search.includes('layer=layer2')")
+    assert "call=" not in page.url and page.locator("#call-controls").count() == 0
+
+
+@pytest.mark.browser
+def test_receptive_field_click_probes_the_call_shown(page: Any, live_server: str) -> None:
+    page.goto(
+        f"{live_server}/receptive-fields?model={MODEL}&weights=untrained&layer=layer1.0.relu", timeout=120_000
+    )
+    page.wait_for_selector("#rf-probe .rf-probe")
+    assert page.locator('#rf-call-form select[name="call"]').input_value() == "1"
+    page.locator('#rf-call-form select[name="call"]').select_option("0")
+    page.wait_for_function("() => location.search.includes('call=0')", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#rf-probe h3').textContent.includes('call 0, the first, shown')"
+    )
+    page.wait_for_function(
+        "() => { const i = document.getElementById('rf-clickable'); return i.complete && i.naturalWidth > 0; }"
+    )
+    page.locator("#rf-clickable").click(position={"x": 2, "y": 2})
+    page.wait_for_selector('#rf-probe .rf-probe[data-y="0"][data-x="0"]', timeout=60_000)
+    page.wait_for_function("() => location.search.includes('y=0') && location.search.includes('call=0')")
+    assert "call 0, the first, shown" in page.locator("#rf-probe h3").inner_text()

@@ -166,3 +166,19 @@ def test_small_model_input_is_shown_enlarged(client: TestClient, gray_image_id: 
     ).text
     assert 'alt="the preprocessed input" width="252" height="252"' in html
     assert "shown 9x enlarged" in html
+
+
+def test_history_restore_request_gets_the_whole_page(client: TestClient, gray_image_id: str) -> None:
+    """HTMX asks with HX-Request *and* HX-History-Restore-Request when it has no snapshot of a history entry
+    (Back after a reload): what it swaps in is the whole body, so the answer must be the full page."""
+    params = {"image_id": gray_image_id}
+    partial = client.get("/predict", params=params, headers={"HX-Request": "true"})
+    assert "<html" not in partial.text and 'id="predictions"' in partial.text
+    restore = client.get(
+        "/predict", params=params, headers={"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    )
+    assert restore.status_code == 200
+    assert "<html" in restore.text and 'id="predictions"' in restore.text
+    assert restore.text.count("<nav") >= 1  # the navigation: a page, not a region
+    boosted = client.get("/predict", params=params, headers={"HX-Request": "true", "HX-Boosted": "true"})
+    assert "<html" in boosted.text

@@ -7,7 +7,7 @@ import io
 import json
 import re
 from html.parser import HTMLParser
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -347,3 +347,198 @@ def test_a_deep_network_stays_under_the_html_budget(client: TestClient, sample_i
         assert r.status_code == 200, (url, r.text[:300])
         assert len(r.content) < 100_000, (url, len(r.content))
         assert "data:image" not in r.text
+
+
+# --- counts: MACs and other operations, defined beside the numbers ------------------------------------------------
+
+DEFINITION = "multiply-accumulates of convolutions, linear layers and matrix products"
+
+
+def _data_value(html: str, marker: str) -> int:
+    match = re.search(marker + r'[^>]*data-value="(\d+)"', html)
+    assert match, marker
+    return int(match.group(1))
+
+
+def test_network_totals_and_rows_show_other_operations_as_the_api_counts_them(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id}
+    api = client.get(f"/api/v1/models/{MODEL}/summary", params={"weights": "untrained"}).json()
+    totals = api["totals"]
+    assert totals["other_ops"] > 0 and totals["uncounted_types"] == []
+    html = " ".join(client.get("/network", params=params).text.split())
+    assert _data_value(html, 'id="total-macs"') == totals["macs"]
+    assert _data_value(html, 'id="total-other-ops"') == totals["other_ops"]
+    assert f"{totals['other_ops']:,}" in html
+    assert DEFINITION in html and "normalisation, pooling and activations" in html
+    assert "residual connections are not" in html and "Incomplete count" not in html
+    # Each row carries both figures, equal to the API's, for a block and (fetched on opening) for a leaf.
+    layer1 = next(c for c in api["tree"]["children"] if c["name"] == "layer1")
+    assert (
+        f'title="MACs {layer1["macs"]}"' in html and f'title="other operations {layer1["other_ops"]}"' in html
+    )
+    rows = client.get("/network/tree", params={**params, "node": "layer1.0"}, headers=HX).text
+    bn1 = next(c for c in layer1["children"][0]["children"] if c["name"] == "layer1.0.bn1")
+    assert bn1["macs"] == 0 and bn1["other_ops"] > 0
+    assert f'title="other operations {bn1["other_ops"]}"' in rows
+
+
+def test_an_incomplete_count_says_so_and_names_the_types() -> None:
+    from app.web.templating import get_templates
+
+    env = get_templates().env
+    macro = env.get_template("macros/counts.html").module.uncounted_note  # type: ignore[attr-defined]
+    html = " ".join(str(macro(["MysteryAttention", "Odd"])).split())
+    assert "Incomplete count" in html and "MysteryAttention, Odd" in html and "lower bounds" in html
+    assert str(macro([])).strip() == ""
+
+
+def test_milestones_and_models_say_what_the_figures_count(client: TestClient, sample_image_id: str) -> None:
+    params = {
+        "model_a": "squeezenet1_1",
+        "model_b": MODEL,
+        "weights": "untrained",
+        "image_id": sample_image_id,
+    }
+    html = " ".join(client.get("/milestones", params=params).text.split())
+    for name in ("squeezenet1_1", MODEL):
+        totals = client.get(f"/api/v1/models/{name}/summary", params={"weights": "untrained"}).json()[
+            "totals"
+        ]
+        side = html.split(f'data-model="{name}"', 1)[1]
+        assert _data_value(side, 'class="total-macs"') == totals["macs"]
+        assert _data_value(side, 'class="total-other-ops"') == totals["other_ops"]
+    assert DEFINITION in html and "GFLOPs is torchvision" in html
+    models = " ".join(client.get("/models").text.split())
+    assert "GFLOPs is torchvision" in models and "multiply-accumulates (MACs)" in models
+
+
+# --- a module called more than once: "called N times" and the call control ----------------------------------------
+
+RELU = "layer1.0.relu"  # ResNet's BasicBlock runs its one ReLU twice: after bn1 and after the residual sum
+
+
+def _call_options(html: str) -> list[tuple[str, bool, str]]:
+    form = re.search(r'<form id="(?:call-controls|rf-call-form)".*?</form>', html, re.S)
+    assert form, "no call control"
+    return [
+        (value, bool(selected), text)
+        for value, selected, text in re.findall(
+            r'<option value="(-?\d+)"( selected)?>([^<]*)</option>', form.group(0)
+        )
+    ]
+
+
+def test_a_layer_called_twice_offers_its_calls_and_shows_the_one_chosen(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id, "layer": RELU}
+    html = client.get("/network", params=params).text
+    # The tree says which modules run more than once (the block's rows are fetched when it is opened).
+    rows = client.get("/network/tree", params={**params, "node": "layer1.0"}, headers=HX).text
+    assert re.search(r'data-layer="layer1\.0\.relu"[^>]*>relu <span class="calls">\(called 2 times\)', rows)
+    assert "(called 2 times)" not in rows.split('data-layer="layer1.0.conv1"')[1].split("</li>")[0]
+    # The control lists each call with its shape; by default the last call is shown, and the page says so.
+    options = _call_options(html)
+    assert [(v, s) for v, s, _ in options] == [("0", False), ("1", True)]
+    shape = re.search(r"\(ReLU, ([\d×]+)\)", html).group(1)
+    assert all(text.endswith(": " + shape) for _, _, text in options) and "(last)" in options[1][2]
+    assert "called 2 times; call 1, the last, shown" in html
+    # Call 0 and call 1 are different maps (before and after the residual sum), both as the API gives them.
+    tiles = {}
+    for call in (0, 1):
+        r = client.get("/network", params={**params, "call": call}, headers=hx("network-view", "call"))
+        assert r.status_code == 200, r.text
+        assert query(r.headers["HX-Push-Url"])["call"] == str(call)
+        assert f"call {call}, the {'first' if call == 0 else 'last'}, shown" in r.text
+        tiles[call] = png_array(client, PICTURE.search(r.text).group(1))
+        api = client.post(
+            "/api/v1/features",
+            json={
+                "model": MODEL,
+                "weights": "untrained",
+                "image_id": sample_image_id,
+                "layer": RELU,
+                "call": call,
+                "per_page": 1,
+            },
+        ).json()
+        assert api["call"] == call and api["calls"] == 2
+        assert f"max {api['channels'][0]['max']:.3g}" in r.text
+    assert not np.array_equal(tiles[0], tiles[1])
+    # The pushed URL renders the same view as a whole page.
+    full = client.get(f"/network?{urlencode({**params, 'call': 0})}").text
+    assert "call 0, the first, shown" in full and _call_options(full)[0][1]
+    # A call the module does not have is named by the field the control sends.
+    bad = client.get("/network", params={**params, "call": 5}, headers=hx("network-view", "call"))
+    assert bad.status_code == 422 and "<code>call</code>" in bad.text and "2 times" in bad.text
+    # A module that runs once has no control.
+    once = client.get("/network", params={**params, "layer": "layer1.0.conv1"}, headers=hx("network-view"))
+    assert 'id="call-controls"' not in once.text and "called" not in once.text
+
+
+def test_efficientnet_lite_swish_calls_have_their_own_shapes(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": "efficientnet_lite0", "image_id": sample_image_id, "layer": "_swish"}
+    html = client.get("/network", params=params).text
+    options = _call_options(html)
+    assert len(options) == 2 and options[1][1]
+    assert "×" in options[0][2] and options[0][2].split(": ")[1] != options[1][2].split(": ")[1]
+    first = client.get("/network", params={**params, "call": 0}, headers=hx("network-view", "call")).text
+    last = client.get("/network", params={**params, "call": 1}, headers=hx("network-view", "call")).text
+    shape0 = re.search(r", ([\d×]+)\)</span></h2>", first)
+    shape1 = re.search(r", ([\d×]+)\)</span></h2>", last)
+    assert shape0 and shape1 and shape0.group(1) != shape1.group(1)
+    assert shape0.group(1) in options[0][2] and shape1.group(1) in options[1][2]
+
+
+def test_receptive_fields_offer_the_call_of_a_layer_called_twice(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id, "layer": RELU}
+    html = client.get("/receptive-fields", params=params).text
+    assert f'<option value="{RELU}" selected>{RELU} (called 2 times)</option>' in html
+    assert [s for _, s, _ in _call_options(html)] == [False, True]
+    assert "called 2 times; call 1, the last, shown" in html
+    maps = {}
+    for call in (0, 1):
+        r = client.get("/receptive-fields", params={**params, "call": call}, headers=hx("rf-click"))
+        assert r.status_code == 200, r.text
+        assert query(r.headers["HX-Push-Url"])["call"] == str(call)
+        assert f"call {call}, the {'first' if call == 0 else 'last'}, shown" in r.text
+        maps[call] = png_array(client, re.search(r'id="rf-clickable"[^>]*src="([^"]+)"', r.text).group(1))
+        api = client.post(
+            "/api/v1/receptive-field",
+            json={
+                "model": MODEL,
+                "weights": "untrained",
+                "image_id": sample_image_id,
+                "layer": RELU,
+                "call": call,
+            },
+        ).json()
+        assert f"normalised to its maximum ({api['erf_max']:.4g})" in r.text
+    assert not np.array_equal(maps[0], maps[1])
+    bad = client.get("/receptive-fields", params={**params, "call": 2}, headers=hx("rf-click"))
+    assert bad.status_code == 422 and "<code>call</code>" in bad.text
+
+
+def test_a_typed_url_with_a_call_the_layer_lacks_shows_the_page_with_the_message_beside_the_control(
+    client: TestClient, sample_image_id: str
+) -> None:
+    params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id, "layer": RELU, "call": 5}
+    for path, form in (("/network", "call-controls"), ("/receptive-fields", "rf-call-form")):
+        r = client.get(path, params=params)
+        assert r.status_code == 422 and "<html" in r.text
+        control = re.search(rf'<form id="{form}".*?</form>', r.text, re.S).group(0)
+        assert (
+            'aria-invalid="true"' in control and "2 times" in control and 'class="field-message"' in control
+        )
+        # The view shown is the default call (the last), and says so.
+        assert "call 1, the last, shown" in r.text and _call_options(r.text)[1][1]
+    # A module that runs once has no control: the message stands on its own.
+    r = client.get("/network", params={**params, "layer": "layer1.0.conv1", "call": 1})
+    assert r.status_code == 422 and 'id="call-controls"' not in r.text
+    assert re.search(r'<p class="field-message" role="alert">[^<]*once', r.text)

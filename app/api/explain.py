@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.api.responses import COMMON, NPY, PNG, content, errors
+from app.api.responses import COMMON, NPY, PNG, content, errors, job_accepted
 from app.core.explanation import cam
 from app.core.imaging.rendering import encode_npy, encode_png
 from app.deps import ClientDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep
@@ -30,24 +30,8 @@ from app.schemas.explain import (
     patch_out,
 )
 from app.services import explain
-from app.services.jobs import Job
 
 router = APIRouter(prefix="/api/v1", tags=["explain"], responses=COMMON)
-
-
-def _accepted(request: Request, job: Job) -> JSONResponse:
-    """202 with the job's id, where to poll it, and what it was estimated to cost."""
-    est = job.estimate
-    body = JobAccepted(
-        job_id=job.id,
-        status_url=str(request.url_for("job_status", job_id=job.id)),
-        estimated_seconds=None if est is None or est.seconds is None else round(est.seconds, 3),
-        forward_passes=est.forward_passes if est is not None else 0,
-        macs=est.macs if est is not None else 0,
-        batch_size=est.batch_size if est is not None else 1,
-        time_limit_seconds=job.time_limit,
-    )
-    return JSONResponse(body.model_dump(), status_code=202)
 
 
 @router.get("/explain/methods", response_model=list[MethodOut])
@@ -129,7 +113,7 @@ def cam_route(
             client,
             call=body.call,
         )
-        return _accepted(request, job)
+        return job_accepted(request, job)
     outcome = explain.explain_cam(loaded, image, body.method, body.target, body.layer, body.k, call=body.call)
     pic = explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture)
     fmt = format or body.format
@@ -176,7 +160,7 @@ def occlusion_route(
     estimate = explain.plan_occlusion(jobs, registry, model, body.weights, settings, client, key)
     loaded = registry.get(model, body.weights)
     job = explain.submit_occlusion(jobs, loaded, store.load(body.image_id), settings, client, estimate, key)
-    return _accepted(request, job)
+    return job_accepted(request, job)
 
 
 @router.post("/explain/occlusion/patch", response_model=PatchOut, responses=errors(404, 409, 413, 422))
@@ -241,7 +225,7 @@ def compare_route(
             client,
             body.protocol,
         )
-        return _accepted(request, job)
+        return job_accepted(request, job)
     outcome = explain.compare_methods(
         loaded,
         image,

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.schemas.common import ErrorResponse
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from app.schemas.common import ErrorResponse, JobAccepted
+from app.services.jobs import Job
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -75,3 +79,18 @@ def multipart_upload(files: dict[str, str], required: tuple[str, ...]) -> dict[s
     }
     schema = {"type": "object", "required": list(required), "properties": properties}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def job_accepted(request: Request, job: Job) -> JSONResponse:
+    """202 with the job's id, where to poll it, and what it was estimated to cost (every route that starts a job)."""
+    est = job.estimate
+    body = JobAccepted(
+        job_id=job.id,
+        status_url=str(request.url_for("job_status", job_id=job.id)),
+        estimated_seconds=None if est is None or est.seconds is None else round(est.seconds, 3),
+        forward_passes=est.forward_passes if est is not None else 0,
+        macs=est.macs if est is not None else 0,
+        batch_size=est.batch_size if est is not None else 1,
+        time_limit_seconds=job.time_limit,
+    )
+    return JSONResponse(body.model_dump(), status_code=202)

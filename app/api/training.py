@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.responses import COMMON, errors
+from app.api.responses import COMMON, errors, job_accepted
 from app.deps import ClientDep, JobsDep, RegistryDep, SettingsDep
 from app.schemas.common import JobAccepted
 from app.schemas.training import DatasetOut, TrainRequest
@@ -39,14 +39,4 @@ async def train_route(
     """
     order = training.TrainRequest(**body.model_dump())
     job = await run_in_threadpool(training.start_training, order, registry, jobs, settings, client)
-    est = job.estimate
-    accepted = JobAccepted(
-        job_id=job.id,
-        status_url=str(request.url_for("job_status", job_id=job.id)),
-        estimated_seconds=None if est is None or est.seconds is None else round(est.seconds, 3),
-        forward_passes=est.forward_passes if est is not None else 0,
-        macs=est.macs if est is not None else 0,
-        batch_size=est.batch_size if est is not None else 1,
-        time_limit_seconds=job.time_limit,
-    )
-    return JSONResponse(accepted.model_dump(), status_code=202)
+    return job_accepted(request, job)

@@ -233,10 +233,10 @@ def _run_curves(
                     continue
                 last = key
                 same = seen.get(key, [])
-                mine = (
-                    moved(mi, int(c)) if same else None
-                )  # checked pixel by pixel: a label collision is harmless
-                found = next((u for u in same if np.array_equal(moved(*unique[u][1:]), mine)), -1)
+                found = -1
+                if same:  # checked pixel by pixel: a collision of the labels' sums can only cost a forward
+                    mine = moved(mi, int(c))
+                    found = next((u for u in same if np.array_equal(moved(*unique[u][1:]), mine)), -1)
                 if found < 0:
                     found = len(unique)
                     unique.append((kind, mi, int(c)))

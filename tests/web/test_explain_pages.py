@@ -682,3 +682,11 @@ def test_a_layer_called_twice_has_a_call_picker_and_each_call_its_own_map(
     once = client.get(f"/explain?image_id={sample_image_id}&model=efficientnet_lite0&layer=_conv_head&call=0")
     assert '<option value="_conv_head" selected>_conv_head · ' in once.text
     assert once.status_code == 200 and 'name="call"' not in once.text
+
+
+def test_compare_layer_picker_says_called_n_times(client: TestClient) -> None:
+    html = client.get("/compare?model=efficientnet_lite0").text
+    assert re.search(r'<option value="_swish"[^>]*>_swish \(called 2 times\) · ', html)
+    assert re.search(
+        r'<option value="_conv_head">_conv_head · ', html
+    )  # a layer that runs once: its name alone

@@ -7,7 +7,14 @@
 3. Progressive occlusion: time to the first coarse map vs the full map (target <= 0.1), and the coarse
    map's correlation with the full one.
 
+4. A comparison (the default methods and the random map, RISE deletion/insertion, about 224 steps per curve) on
+   the built-in nodule CNN and on EfficientNet-Lite0 at their own input size, as a ratio to one bare forward:
+   "before" = each map's two curves in their own batches, every step's image evaluated (the loop this app ran
+   until the curves were shared), "after" = :func:`app.core.explanation.faithfulness.evaluate_maps` (shared
+   batches, equal images once). Both must give the same curves; the images sent through the network are counted.
+
 Run:  .venv/bin/python bench/bench_explain.py            (ResNet-18 for the occlusion part: see --occlusion-model)
+      .venv/bin/python bench/bench_explain.py --only-compare   (part 4 alone)
       .venv/bin/python bench/bench_explain.py --quick    (fewer repeats)
 Untrained (seeded) weights: speed does not depend on the weights. CPU only; the machine may be shared, so
 each timing is the median of interleaved repeats.
@@ -21,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -195,6 +203,100 @@ def bench_occlusion(model_name: str, batch: int, repeats: int) -> None:
     print(f"   Pearson r, coarse vs full   {corr:8.3f}")
 
 
+def _before_curves(
+    model: torch.nn.Module, x: torch.Tensor, maps: dict[str, np.ndarray], target: int, batch: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The per-map loop as it was: rise_blur per map, each curve's every step evaluated, batches per curve."""
+    from app.core.explanation import faithfulness as fa
+
+    _, _, h, w = x.shape
+    step = fa.rise_step_pixels((h, w))
+    n = fa.protocol_steps("rise", (h, w), 16)
+    counts = torch.clamp(torch.arange(n + 1) * step, max=h * w).long()
+    out = {}
+    for name, sal in maps.items():
+        ranks = torch.from_numpy(fa.pixel_ranks(sal, (h, w), 0, "rise"))
+        blurred = fa.rise_blur(x)
+        curves = []
+        for start, end in ((x, torch.zeros_like(x)), (blurred, x)):
+            probs = []
+            for s in range(0, len(counts), batch):
+                masks = (ranks[None, None] < counts[s : s + batch, None, None, None]).to(x.dtype)
+                b = (start * (1 - masks) + end * masks).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    probs.append(torch.softmax(model(b).float(), dim=1)[:, target])
+            curves.append(torch.cat(probs).numpy())
+        out[name] = (curves[0], curves[1])
+    return out
+
+
+def bench_compare(models: list[str], batch: int, repeats: int) -> None:
+    import tempfile
+
+    from app.config import Settings
+    from app.services.models import ModelRegistry
+
+    print("\n4. Comparison with RISE deletion/insertion: time / one bare forward (same process, interleaved)")
+    registry = ModelRegistry(Settings(data_dir=Path(tempfile.mkdtemp())))
+    yy, xx = np.mgrid[0:64, 0:64]
+    rgb = np.stack([xx * 4, yy * 4, np.full_like(xx, 90)], axis=2).astype(np.float32) / 255
+    rgb[20:40, 24:44] = 250 / 255  # the tests' sample picture
+    for name in models:
+        _bench_compare_one(registry.get(name), rgb, batch, repeats)
+
+
+def _bench_compare_one(loaded: Any, rgb: np.ndarray, batch: int, repeats: int) -> None:
+    from app.core.explanation import faithfulness as fa
+    from app.services import explain
+
+    name = loaded.name
+    model = loaded.module
+    x = loaded.prepare(rgb).tensor
+    methods = [*explain.DEFAULT_COMPARE, "random"]
+    res = cam.compute_cams(model, x, methods, explain.resolve_layer(loaded, x, None)[0], None)
+    maps = {m: res.maps[m][0] for m in methods}
+    target = res.targets[0]
+    counted = [0]
+    hook = model.register_forward_pre_hook(lambda _m, a: counted.__setitem__(0, counted[0] + a[0].shape[0]))
+    before = _before_curves(model, x, maps, target, batch)
+    n_before, counted[0] = counted[0], 0
+    after = fa.evaluate_maps(model, x, maps, target, protocol="rise", batch_size=batch)
+    n_after = counted[0]
+    hook.remove()
+    worst = max(
+        float(
+            np.abs(after[m].deletion - before[m][0]).max() + np.abs(after[m].insertion - before[m][1]).max()
+        )
+        for m in maps
+    )
+
+    def bare() -> object:  # 20 forwards: a few ms each, too short to time alone on a shared machine
+        with torch.inference_mode():
+            for _ in range(20):
+                model(x)
+        return None
+
+    t = _median_times(
+        {
+            "bare": bare,
+            "before": lambda: _before_curves(model, x, maps, target, batch),
+            "after": lambda: fa.evaluate_maps(model, x, maps, target, protocol="rise", batch_size=batch),
+        },
+        repeats,
+    )
+    t["bare"] /= 20
+    steps = after[methods[0]].steps
+    print(
+        f"   {name} {tuple(x.shape[1:])}, {len(maps)} maps x 2 curves x {steps + 1} images, batch {batch}: "
+        f"bare forward {t['bare'] * 1000:.2f} ms"
+    )
+    print(f"     before {t['before']:7.2f} s = {t['before'] / t['bare']:7.0f}x forward, {n_before} images")
+    print(
+        f"     after  {t['after']:7.2f} s = {t['after'] / t['bare']:7.0f}x forward, {n_after} images "
+        f"(speed-up {t['before'] / t['after']:.2f}x; largest curve difference {worst:.1e})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,9 +307,16 @@ def main() -> None:
         "--batch", type=int, default=64, help="perturbations per forward, both implementations"
     )
     parser.add_argument("--skip-occlusion", action="store_true")
+    parser.add_argument("--only-compare", action="store_true", help="part 4 alone")
+    parser.add_argument("--compare-models", default="nodule-cnn,efficientnet_lite0")
+    parser.add_argument("--compare-batch", type=int, default=33, help="images per forward in part 4")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.only_compare:
+        bench_compare(args.compare_models.split(","), args.compare_batch, repeats=1 if args.quick else 3)
+        return
     bench_grad_cam(repeats=5 if args.quick else 15)
+    bench_compare(args.compare_models.split(","), args.compare_batch, repeats=1 if args.quick else 3)
     if not args.skip_occlusion:
         bench_occlusion(args.occlusion_model, args.batch, repeats=1 if args.quick else 3)
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from app.api.responses import COMMON, NPY, PNG, content, errors, job_accepted
 from app.core.explanation import cam
 from app.core.imaging.rendering import encode_npy, encode_png
-from app.deps import ClientDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep
+from app.deps import ClientDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep, model_name
 from app.schemas.common import JobAccepted
 from app.schemas.explain import (
     CamFormat,
@@ -145,7 +145,9 @@ def occlusion_route(
     The cost (windows x forward MACs) is estimated first, before the model is loaded: past
     max_job_seconds the answer is 422 over_limit with the estimate and a window/stride that fits.
     """
-    model = body.model or registry.default_model()  # named before loading: the estimate comes first
+    model = model_name(
+        registry, body.model
+    )  # named before loading (the default when omitted): the estimate first
     settings = explain.OcclusionSettings(
         target=body.target,
         window=body.window,

@@ -975,24 +975,25 @@ def compare_methods(
     check_finite(loaded, "maps or class scores", res.probabilities, *res.maps.values())
     tgt = res.targets[0]
     size = (int(x.shape[2]), int(x.shape[3]))
+    # All the maps' curves at once: one blurred image, shared batches, equal images evaluated once.
+    all_scores = faithfulness.evaluate_maps(
+        loaded.module,
+        x,
+        {m: res.maps[m][0] for m in all_methods},
+        tgt,
+        protocol=protocol,
+        steps=steps,
+        batch_size=batch_size or 33,
+        check=ctx.check_cancelled if ctx is not None else None,
+        lock=loaded.lock,
+        progress=(lambda f: ctx.report(cam_share + (1 - cam_share) * f)) if ctx is not None else None,
+    )
     rows = []
-    for i, m in enumerate(all_methods):
+    for m in all_methods:
         raw = res.maps[m][0]
-        scores = faithfulness.deletion_insertion(
-            loaded.module,
-            x,
-            raw,
-            tgt,
-            protocol=protocol,
-            steps=steps,
-            batch_size=batch_size or 33,
-            check=ctx.check_cancelled if ctx is not None else None,
-            lock=loaded.lock,
-        )
+        scores = all_scores[m]
         check_finite(loaded, "deletion/insertion curves", scores.deletion, scores.insertion)
         rows.append(MethodScore(cam.METHODS[m], raw, cam.normalise(cam.upsample(raw, size)), scores))
-        if ctx is not None:
-            ctx.report(cam_share + (1 - cam_share) * (i + 1) / len(all_methods))
     probs = res.probabilities[0]
     notes = []
     flat = [r.method.name for r in rows if float(r.raw.max()) <= 0.0]

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.core.explanation import cam, faithfulness, occlusion
 from app.core.imaging.rendering import colorize, encode_png, overlay, resize_to
-from app.deps import ClientDep, FormDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep
+from app.deps import ClientDep, FormDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep, model_name
 from app.errors import Busy, ConvScopeError, InvalidInput, OverLimit
 from app.schemas.explain import (
     CamQuery,
@@ -48,7 +48,7 @@ Q = TypeVar("Q", bound=BaseModel)
 
 # The fields each page shows an error next to (an error slot `<page>-error-<field>`); others go to `form`.
 FIELD_SLOTS: dict[str, tuple[str, ...]] = {
-    "explain": ("method", "target", "opacity", "cmap", "normalise", "resolution", "layer"),
+    "explain": ("method", "target", "opacity", "cmap", "normalise", "resolution", "layer", "call"),
     "compare": ("methods", "target", "protocol", "steps", "cmap", "layer"),
     "occlusion": ("target", "window", "stride", "baseline", "score"),
 }
@@ -177,19 +177,47 @@ def _form_error(context: dict[str, Any], exc: ConvScopeError) -> tuple[int, dict
     return exc.status_code, exc.headers
 
 
-def _layer_context(loaded: LoadedModel, layer: str | None, x: torch.Tensor | None = None) -> dict[str, Any]:
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def call_choices(info: cam.LayerInfo) -> list[dict[str, Any]]:
+    """The calls of a layer that runs more than once, for the call picker: value (0-based), text with the output
+    shape of that call ("1st call (first) · 32×112×112", ..., "2nd call (last) · 1280×7×7"); [] for one call."""
+    if info.calls <= 1:
+        return []
+    choices = []
+    for i in range(info.calls):
+        shape = info.call_shapes[i] if i < len(info.call_shapes) else None
+        where = " (first)" if i == 0 else " (last)" if i == info.calls - 1 else ""
+        dims = "×".join(str(d) for d in shape) if shape else "no spatial map"
+        choices.append(
+            {"value": i, "text": f"{_ordinal(i + 1)} call{where} · {dims}", "spatial": shape is not None}
+        )
+    return choices
+
+
+def _layer_context(
+    loaded: LoadedModel, layer: str | None, x: torch.Tensor | None = None, call: int | None = None
+) -> dict[str, Any]:
+    """The layer picker: the layers (labelled "(called N times)" when they run more than once), the chosen one,
+    and for a layer that runs more than once its calls and the chosen call (0-based; the last when not given)."""
     if x is None:
         x = torch.zeros(1, loaded.in_channels, *loaded.input_size)
     unsupported = explain.cam_unsupported(loaded)
     if unsupported:
         return {"layers": [], "layer": None, "default_layer": None, "why_layer": cam.WHY_LAST_CONV,
-                "layer_note": None, "cam_unsupported": unsupported}  # fmt: skip
+                "layer_note": None, "cam_unsupported": unsupported, "calls": [], "call": None}  # fmt: skip
     layers, default = explain.layer_choices(loaded, x)
-    names = {info.name for info in layers}
-    chosen = layer if layer in names else default
+    by_name = {info.name: info for info in layers}
+    chosen = layer if layer in by_name else default
     note = None
-    if layer and layer not in names:
+    if layer and layer not in by_name:
         note = f"{explain.layer_problem(loaded, x, layer)} Showing the default layer {default!r}."
+    info = by_name[chosen]
+    chosen_call: int | None = None
+    if info.calls > 1:
+        chosen_call = info.calls - 1 if call is None else (call + info.calls if call < 0 else call)
     return {
         "layers": layers,
         "layer": chosen,
@@ -197,6 +225,8 @@ def _layer_context(loaded: LoadedModel, layer: str | None, x: torch.Tensor | Non
         "why_layer": cam.WHY_LAST_CONV,
         "layer_note": note,
         "cam_unsupported": None,
+        "calls": call_choices(info),
+        "call": chosen_call,
     }
 
 
@@ -255,7 +285,9 @@ def explain_page(
         "image_id": q.image_id,
         "form_error": error,
     }
-    context.update(_layer_context(loaded, q.layer))
+    context.update(_layer_context(loaded, q.layer, call=q.call))
+    # The call only means something for a layer that runs more than once (a picker shows it then).
+    call = q.call if context["calls"] else None
     status = 422 if error else 200
     headers: dict[str, str] = {}
     try:
@@ -271,11 +303,12 @@ def explain_page(
             }
             if explain.needs_job([q.method]):
                 job = explain.submit_cam_job(
-                    jobs, loaded, image, q.method, tgt, context["layer"], q.k, picture, cam_summary, client
-                )
+                    jobs, loaded, image, q.method, tgt, context["layer"], q.k, picture, cam_summary, client,
+                    call=call,
+                )  # fmt: skip
                 context.update(_job_context(job, "explain", request.url.query))
             else:
-                outcome = explain.explain_cam(loaded, image, q.method, tgt, context["layer"], q.k)
+                outcome = explain.explain_cam(loaded, image, q.method, tgt, context["layer"], q.k, call=call)
                 pic = explain.cam_picture(outcome.raw, outcome.prepared.shown, **picture)
                 context.update({"outcome": outcome, "picture": pic})
                 context.update(_cam_pictures(pictures, pic, outcome.prepared.shown))
@@ -436,7 +469,9 @@ async def occlusion_run(
         return _run_error(request, context, 422)
     assert q.image_id is not None
     image_id = q.image_id
-    model = q.model or registry.default_model()  # named before loading: the estimate comes first
+    model = model_name(
+        registry, q.model
+    )  # named before loading (the default when omitted): the estimate first
     settings = _occlusion_settings(q)
     try:
         # Pressing Run again (or resending the form) while this run is going follows the running job.

@@ -560,3 +560,47 @@ def test_cam_of_one_call_of_a_reused_layer(client: TestClient, sample_image_id: 
     assert first["raw_max"] != last["raw_max"]
     r = client.post("/api/v1/explain/cam", json={**base, "layer": "layer4.1.relu", "call": 5})
     assert r.status_code == 422 and r.json()["error"]["field"] == "call"
+
+
+def test_occlusion_without_a_model_runs_the_default_model(
+    client: TestClient, sample_image_id: str, registry: Any
+) -> None:
+    """The model named once (app.deps.model_name) before the estimate: omitted or empty means the default."""
+    default = registry.default_model()
+    size = min(registry.get(None).input_size)
+    for extra in ({}, {"model": ""}):
+        r = client.post(
+            "/api/v1/explain/occlusion",
+            json={"image_id": sample_image_id, "window": size // 2, "stride": size // 2, **extra},
+        )
+        assert r.status_code == 202, r.text
+        job = _wait(client, r.json()["status_url"])
+        assert job["status"] == "done" and job["result"]["model"] == default, job
+
+
+def test_cam_of_each_call_of_a_layer_called_twice(client: TestClient, sample_image_id: str) -> None:
+    """EfficientNet-Lite0's `_swish` (stem and head): the layers list says so; call 0 and -1 are different maps."""
+    layers = client.get(
+        "/api/v1/explain/layers", params={"image_id": sample_image_id, "model": "efficientnet_lite0"}
+    ).json()
+    swish = next(entry for entry in layers["layers"] if entry["name"] == "_swish")
+    assert swish["calls"] == 2 and swish["label"] == "_swish (called 2 times)"
+    out = {}
+    for call in (0, -1):
+        r = client.post(
+            "/api/v1/explain/cam",
+            json={
+                "image_id": sample_image_id,
+                "model": "efficientnet_lite0",
+                "layer": "_swish",
+                "call": call,
+                "format": "json",
+                "resolution": "feature",
+            },
+        )
+        assert r.status_code == 200, r.text
+        out[call] = r.json()
+        assert out[call]["calls"] == 2 and out[call]["call"] == call % 2
+        assert out[call]["shape"] == out[call]["activation_shape"][1:]
+    assert out[0]["activation_shape"] != out[-1]["activation_shape"]
+    assert out[-1]["activation_shape"] == swish["shape"]  # the listed shape is the last call's

@@ -132,3 +132,33 @@ def test_occlusion_run_keeps_the_page_url(page: Any, live_server: str) -> None:
     page.click("#occlusion-image", position={"x": 100, "y": 100})
     page.wait_for_selector("#patch-result .score-shown")
     assert "/patch" not in page.url
+
+
+@pytest.mark.browser
+def test_choosing_the_call_of_a_layer_called_twice(page: Any, live_server: str) -> None:
+    """EfficientNet-Lite0's `_swish` (stem and head): the picker says "called 2 times", a call picker appears,
+    choosing the first call shows the stem's map (its grid in the caption) and puts call=0 in the URL."""
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(f"{live_server}/explain?model=efficientnet_lite0")
+    sample = _sample(page)
+    page.goto(
+        f"{live_server}/explain?model=efficientnet_lite0&image_id={sample}&layer=_swish&resolution=feature"
+    )
+    page.wait_for_selector("#explain-result .cam-result")
+    assert "_swish (called 2 times)" in page.locator('select[name="layer"] option:checked').inner_text()
+    call = page.locator('select[name="call"]')
+    assert call.is_visible() and call.locator("option:checked").inner_text().startswith("2nd call (last)")
+    head = page.locator("#explain-result .cam-call").inner_text()
+    assert "call 2 of 2" in head
+    page.select_option('select[name="call"]', value="0")
+    page.wait_for_function(
+        "() => (document.querySelector('#explain-result .cam-call') || {}).textContent.includes('call 1 of 2')",
+        timeout=120_000,
+    )
+    assert re.search(r"[?&]call=0(&|$)", page.url)
+    caption = page.locator("#explain-result figcaption", has_text="heat map").inner_text()
+    assert "112×112" in caption  # the stem's grid, not the head's 7×7
+    # Another layer: no call picker, and the stale call is not sent with it.
+    page.select_option('select[name="layer"]', value="_conv_head")
+    page.wait_for_function("() => !document.querySelector('select[name=call]')", timeout=120_000)
+    assert "call=" not in page.url

@@ -645,3 +645,48 @@ def test_compare_names_its_protocol_and_tie_break(
     with_images = client.post("/api/v1/explain/compare", json={**body, "images": True}).json()
     url = with_images["methods"][0]["overlay_url"]
     assert url.startswith("/pictures/") and client.get(url).status_code == 200
+
+
+def test_a_layer_called_twice_has_a_call_picker_and_each_call_its_own_map(
+    client: TestClient, sample_image_id: str
+) -> None:
+    """EfficientNet-Lite0's `_swish` runs at the stem and at the head: the picker says so, a call picker lists
+    both calls with their shapes, the chosen call is the one computed (its shape), shown and kept in the URL."""
+    base = f"/explain?image_id={sample_image_id}&model=efficientnet_lite0&layer=_swish&resolution=feature"
+    html = client.get(base).text
+    assert re.search(r'<option value="_swish" selected>_swish \(called 2 times\)', html), html[:2000]
+    picker = re.search(r'<select name="call".*?</select>', html, re.S)
+    assert picker is not None
+    options = re.findall(r'<option value="(\d)"( selected)?>([^<]+)</option>', picker.group(0))
+    assert [(v, t.split(" · ")[0]) for v, _, t in options] == [
+        ("0", "1st call (first)"),
+        ("1", "2nd call (last)"),
+    ]
+    stem_shape, head_shape = (t.split(" · ")[1] for _, _, t in options)
+    assert stem_shape != head_shape and options[1][1] == " selected"  # no call given: the last
+    # The feature-resolution heat map has the grid of the chosen call's activation.
+    shapes = {}
+    for call, shape in (("0", stem_shape), ("-1", head_shape), ("1", head_shape)):
+        page = client.get(f"{base}&call={call}").text
+        assert f"call {int(call) % 2 + 1} of 2" in page  # the heading and the facts say which call
+        c, h, w = (int(d) for d in shape.split("×"))
+        assert f"{c} channels of {h}×{w}" in page
+        assert f"heat map, {h}×{w} values (the layer's own grid)" in page
+        assert _shown_image(client, page, "cam-heatmap").shape[2] == 3
+        shapes[call] = (h, w)
+    assert shapes["0"] != shapes["-1"]
+    # A call the layer does not have: said next to the call picker.
+    bad = client.get(f"{base}&call=5")
+    assert bad.status_code == 422 and 'data-field="call"' in bad.text
+    # A layer that runs once: no call picker, and a stray call is ignored.
+    once = client.get(f"/explain?image_id={sample_image_id}&model=efficientnet_lite0&layer=_conv_head&call=0")
+    assert '<option value="_conv_head" selected>_conv_head · ' in once.text
+    assert once.status_code == 200 and 'name="call"' not in once.text
+
+
+def test_compare_layer_picker_says_called_n_times(client: TestClient) -> None:
+    html = client.get("/compare?model=efficientnet_lite0").text
+    assert re.search(r'<option value="_swish"[^>]*>_swish \(called 2 times\) · ', html)
+    assert re.search(
+        r'<option value="_conv_head">_conv_head · ', html
+    )  # a layer that runs once: its name alone

@@ -19,14 +19,16 @@ can be twice the other's):
   Gaussian blur of sigma 8 px (reflect padding), ties broken by a seeded random order, AUC by the
   trapezoid rule over the fraction of pixels.
 
-All perturbed images of a curve are built with one broadcast comparison against a rank image and
-evaluated in batches under ``torch.inference_mode``.
+All perturbed images are built with one broadcast comparison against a rank image and evaluated in batches
+under ``torch.inference_mode``; images that are equal (the first and last of every map, steps that only change
+pixels where the two ends already agree, maps with the same order) are evaluated once, so the numbers are those
+of one image at a time with fewer forwards.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
@@ -146,28 +148,144 @@ def protocol_steps(protocol: Protocol, size: tuple[int, int], steps: int) -> int
     return steps
 
 
-def _curve(
+@dataclass
+class _Setup:
+    """What every map's curves share: the pixel counts of each step, the two curves' start and end images."""
+
+    counts: np.ndarray  # (n + 1,) int64: pixels changed at each step
+    step_px: int
+    fractions: np.ndarray  # (n + 1,) float64
+    ends: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]  # (start, end) of deletion, then of insertion
+
+
+def _setup(x: Tensor, protocol: Protocol, steps: int) -> _Setup:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    _, _, h, w = x.shape
+    if protocol == "rise":
+        step_px = rise_step_pixels((h, w))
+        n = protocol_steps(protocol, (h, w), steps)
+        counts = np.minimum(np.arange(n + 1, dtype=np.int64) * step_px, h * w)
+        deleted = torch.zeros_like(x)
+        blurred = rise_blur(x)  # once for every map and step
+    else:
+        counts = torch.round(torch.linspace(0, h * w, steps + 1)).long().numpy()
+        step_px = math.ceil(h * w / steps)
+        deleted = make_baseline(x, "zeros")
+        blurred = make_baseline(x, "blur")
+    fractions = counts.astype(np.float64) / (h * w)
+    return _Setup(counts, step_px, fractions, ((x, deleted), (blurred, x)))
+
+
+# 64-bit random labels of the pixels: the sum of the labels of a set of pixels names the set (a match is then
+# checked pixel by pixel, so a collision can only cost a forward, never change a number).
+def _pixel_labels(size: int) -> np.ndarray:
+    return np.random.default_rng(12345).integers(0, 2**63, size=size, dtype=np.uint64)
+
+
+def _run_curves(
     model: nn.Module,
-    start: Tensor,
-    end: Tensor,
-    ranks: Tensor,
-    counts: Tensor,
+    setup: _Setup,
+    ranks: Mapping[str, np.ndarray],
     target: int,
     batch_size: int,
     check: CheckFn | None,
     lock: AbstractContextManager[object] | None,
-) -> np.ndarray:
-    # Image i takes ``end`` at the counts[i] top-ranked pixels and ``start`` elsewhere.
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Deletion and insertion curves of every map (name -> pixel ranks ``(H, W)``): name -> (deletion, insertion).
+
+    Image ``k`` of a curve takes ``end`` at the ``counts[k]`` top-ranked pixels and ``start`` elsewhere. Images
+    that are equal are evaluated once: two steps (of one map, or of two maps) whose changed pixels differ only
+    where ``start`` already equals ``end`` (a black background deleted to zero, a flat region inserted into its
+    own blur, the first and last image of every map, two maps with the same order) give the same image, so the
+    same score. The distinct images go through the network in batches of ``batch_size``, deletion and insertion
+    and all maps mixed, so no batch is left part-empty at the end of each curve.
+    """
+    names = list(ranks)
+    counts = setup.counts
+    flat_ranks = {name: np.asarray(r).ravel() for name, r in ranks.items()}
+    size = next(iter(flat_ranks.values())).size
+    labels = _pixel_labels(size)
+    # Unique images: (kind, map index, count) of the first of each; index of every (kind, map, step) into them.
+    unique: list[tuple[int, int, int]] = []
+    where: dict[tuple[int, int], np.ndarray] = {}
+    for kind, (start, end) in enumerate(setup.ends):
+        changing = (start != end).any(dim=1)[0].reshape(-1).numpy()  # pixels where the two images differ
+        seen: dict[tuple[int, int], list[int]] = {}  # key -> unique images with it (index into ``unique``)
+
+        def moved(mi: int, c: int, changing: np.ndarray = changing) -> np.ndarray:
+            return (flat_ranks[names[mi]] < c) & changing
+
+        for mi, name in enumerate(names):
+            order = np.argsort(flat_ranks[name], kind="stable")  # pixel at each rank
+            moves = changing[order]
+            n_moved = np.concatenate([[0], np.cumsum(moves)])
+            key_sum = np.concatenate([[0], np.cumsum(np.where(moves, labels[order], 0), dtype=np.uint64)])
+            idx = np.empty(len(counts), dtype=np.int64)
+            last: tuple[int, int] | None = None
+            for k, c in enumerate(counts):
+                key = (int(n_moved[c]), int(key_sum[c]))
+                if key == last:  # same map, nothing that differs changed since the last step: the same image
+                    idx[k] = idx[k - 1]
+                    continue
+                last = key
+                same = seen.get(key, [])
+                found = -1
+                if same:  # checked pixel by pixel: a collision of the labels' sums can only cost a forward
+                    mine = moved(mi, int(c))
+                    found = next((u for u in same if np.array_equal(moved(*unique[u][1:]), mine)), -1)
+                if found < 0:
+                    found = len(unique)
+                    unique.append((kind, mi, int(c)))
+                    seen.setdefault(key, []).append(found)
+                idx[k] = found
+            where[(kind, mi)] = idx
+    # Evaluate the distinct images in batches.
+    rank_stack = torch.from_numpy(
+        np.stack([flat_ranks[n] for n in names]).reshape(len(names), *ranks[names[0]].shape)
+    )
+    starts = torch.cat([setup.ends[0][0], setup.ends[1][0]])  # (2, C, H, W)
+    ends = torch.cat([setup.ends[0][1], setup.ends[1][1]])
+    kinds = torch.tensor([u[0] for u in unique], dtype=torch.long)
+    maps_of = torch.tensor([u[1] for u in unique], dtype=torch.long)
+    counts_of = torch.tensor([u[2] for u in unique], dtype=torch.long)
     probs = []
-    for s in range(0, len(counts), batch_size):
+    for s in range(0, len(unique), batch_size):
         if check is not None:
             check()
-        masks = (ranks[None, None] < counts[s : s + batch_size, None, None, None]).to(start.dtype)
+        sl = slice(s, s + batch_size)
+        masks = (rank_stack[maps_of[sl]] < counts_of[sl, None, None])[:, None].to(starts.dtype)
+        st, en = starts[kinds[sl]], ends[kinds[sl]]
         # channels_last: faster CPU convolutions for the batch.
-        batch = (start * (1 - masks) + end * masks).contiguous(memory_format=torch.channels_last)
+        batch = (st * (1 - masks) + en * masks).contiguous(memory_format=torch.channels_last)
         with evaluating(model, lock), torch.inference_mode():
             probs.append(torch.softmax(model(batch).float(), dim=1)[:, target])
-    return torch.cat(probs).numpy().astype(np.float32)
+        if progress is not None:
+            progress(min(1.0, (s + batch_size) / len(unique)))
+    values = torch.cat(probs).numpy().astype(np.float32)
+    return {name: (values[where[(0, mi)]], values[where[(1, mi)]]) for mi, name in enumerate(names)}
+
+
+def _result(
+    setup: _Setup, protocol: Protocol, deletion: np.ndarray, insertion: np.ndarray
+) -> FaithfulnessResult:
+    if protocol == "rise":
+        del_auc, ins_auc = rise_auc(deletion), rise_auc(insertion)
+    else:
+        del_auc = float(np.trapezoid(deletion, setup.fractions))
+        ins_auc = float(np.trapezoid(insertion, setup.fractions))
+    return FaithfulnessResult(
+        fractions=setup.fractions.astype(np.float32),
+        deletion=deletion,
+        insertion=insertion,
+        deletion_auc=del_auc,
+        insertion_auc=ins_auc,
+        protocol=protocol,
+        step_pixels=setup.step_px,
+    )
 
 
 def deletion_insertion(
@@ -186,42 +304,13 @@ def deletion_insertion(
     """Deletion and insertion curves of map ``saliency`` ``(h, w)`` for ``x`` ``(1, C, H, W)``.
 
     ``protocol`` ``"rise"``: the RISE authors' (``steps`` is ignored: about 224 steps); ``"convscope"``:
-    ``steps`` equal slices. ``2 * (n + 1)`` forwards for ``n`` steps. ``lock`` is held around each batch.
+    ``steps`` equal slices. At most ``2 * (n + 1)`` forwards for ``n`` steps (equal images are evaluated once).
+    ``lock`` is held around each batch.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}")
-    if steps < 1:
-        raise ValueError("steps must be at least 1")
-    _, _, h, w = x.shape
-    ranks = torch.from_numpy(pixel_ranks(saliency, (h, w), seed, protocol))
-    if protocol == "rise":
-        step_px = rise_step_pixels((h, w))
-        n = protocol_steps(protocol, (h, w), steps)
-        counts = torch.clamp(torch.arange(n + 1) * step_px, max=h * w).long()
-        deleted = torch.zeros_like(x)
-        blurred = rise_blur(x)
-    else:
-        counts = torch.round(torch.linspace(0, h * w, steps + 1)).long()
-        step_px = math.ceil(h * w / steps)
-        deleted = make_baseline(x, "zeros")
-        blurred = make_baseline(x, "blur")
-    fractions = (counts.double() / (h * w)).numpy()
-    deletion = _curve(model, x, deleted, ranks, counts, target, batch_size, check, lock)
-    insertion = _curve(model, blurred, x, ranks, counts, target, batch_size, check, lock)
-    if protocol == "rise":
-        del_auc, ins_auc = rise_auc(deletion), rise_auc(insertion)
-    else:
-        del_auc = float(np.trapezoid(deletion, fractions))
-        ins_auc = float(np.trapezoid(insertion, fractions))
-    return FaithfulnessResult(
-        fractions=fractions.astype(np.float32),
-        deletion=deletion,
-        insertion=insertion,
-        deletion_auc=del_auc,
-        insertion_auc=ins_auc,
-        protocol=protocol,
-        step_pixels=step_px,
-    )
+    return evaluate_maps(
+        model, x, {"map": saliency}, target, protocol=protocol, steps=steps, batch_size=batch_size, seed=seed,
+        check=check, lock=lock,
+    )["map"]  # fmt: skip
 
 
 def evaluate_maps(
@@ -232,14 +321,22 @@ def evaluate_maps(
     *,
     protocol: Protocol = DEFAULT_PROTOCOL,
     steps: int = 16,
+    batch_size: int = 33,
     seed: int = 0,
     check: CheckFn | None = None,
     lock: AbstractContextManager[object] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[str, FaithfulnessResult]:
-    """:func:`deletion_insertion` for every map in ``maps`` (name -> ``(h, w)``), same settings for all."""
-    return {
-        name: deletion_insertion(
-            model, x, m, target, protocol=protocol, steps=steps, seed=seed, check=check, lock=lock
-        )
-        for name, m in maps.items()
-    }
+    """:func:`deletion_insertion` for every map in ``maps`` (name -> ``(h, w)``), same settings for all.
+
+    The blurred image, the step counts and each map's pixel order are computed once, and the images of all the
+    curves share batches (equal images once: see :func:`_run_curves`). The numbers are those of one map at a time.
+    ``progress(fraction)`` after each batch.
+    """
+    setup = _setup(x, protocol, steps)
+    size = (int(x.shape[2]), int(x.shape[3]))
+    ranks = {name: pixel_ranks(m, size, seed, protocol) for name, m in maps.items()}
+    if not ranks:
+        return {}
+    curves = _run_curves(model, setup, ranks, target, max(1, batch_size), check, lock, progress)
+    return {name: _result(setup, protocol, *curves[name]) for name in maps}

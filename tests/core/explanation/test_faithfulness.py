@@ -216,3 +216,97 @@ def test_the_two_protocols_differ_on_insertion(
     err_rise = float(np.abs(faithfulness.rise_blur(x)[0, 0].numpy() - blob).mean())
     err_ours = float(np.abs(make_baseline(x, "blur")[0, 0].numpy() - blob).mean())
     assert err_rise < err_ours
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Equal images are evaluated once: fewer forwards, the same numbers as one image at a time.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _one_at_a_time(
+    model: nn.Module, x: torch.Tensor, sal: np.ndarray, target: int, protocol: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The oracle: every step's image built and evaluated alone, the RISE code's order and counts."""
+    _, _, h, w = x.shape
+    order = np.flip(np.argsort(sal.ravel(), kind="stable")) if protocol == "rise" else None
+    assert order is not None
+    step = faithfulness.rise_step_pixels((h, w))
+    n = (h * w + step - 1) // step
+    blurred = faithfulness.rise_blur(x)[0].numpy()
+    image = x[0].numpy()
+    dele, ins = [], []
+    for k in range(n + 1):
+        chosen = np.zeros(h * w, bool)
+        chosen[order[: min(k * step, h * w)]] = True
+        mask = chosen.reshape(h, w)[None]
+        for arr, out in ((np.where(mask, 0.0, image), dele), (np.where(mask, image, blurred), ins)):
+            with torch.no_grad():
+                out.append(
+                    float(torch.softmax(model(torch.from_numpy(arr.astype(np.float32))[None]), 1)[0, target])
+                )
+    return np.array(dele), np.array(ins)
+
+
+class _Counting(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.images = inner, 0
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        self.images += int(t.shape[0])
+        out: torch.Tensor = self.inner(t)
+        return out
+
+
+def test_equal_images_are_evaluated_once_with_the_same_numbers(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    """A black border (deleted to zero: no change) and two maps with the same order: fewer forwards, and every
+    curve still equals the one-image-at-a-time oracle."""
+    model = _Counting(blob_net())
+    x = blob_image()
+    x[..., :, :10] = 0.0  # a black band: deleting its pixels changes nothing
+    rng = np.random.default_rng(3)
+    sal = rng.permutation(32 * 32).reshape(32, 32).astype(np.float32)
+    sal[:, :10] += 5000  # ranked first: the first deletion steps only zero pixels already zero
+    maps = {"a": sal, "same order": sal * 2 + 1, "other": rng.random((32, 32)).astype(np.float32)}
+    res = faithfulness.evaluate_maps(model, x, maps, target=1, protocol="rise", batch_size=7)
+    n = res["a"].steps
+    naive = len(maps) * 2 * (n + 1)
+    assert model.images < naive - (n + 1) * 2  # "same order" costs nothing, the black band saves more
+    for name, m in maps.items():
+        dele, ins = _one_at_a_time(model.inner, x, m, 1, "rise")
+        np.testing.assert_allclose(res[name].deletion, dele, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(res[name].insertion, ins, atol=1e-5, err_msg=name)
+        single = faithfulness.deletion_insertion(model.inner, x, m, 1, protocol="rise")
+        assert res[name].deletion_auc == pytest.approx(single.deletion_auc, abs=1e-6)
+        assert res[name].insertion_auc == pytest.approx(single.insertion_auc, abs=1e-6)
+    # The black band's deletion steps are flat: the same image, hence exactly the same score.
+    band_steps = 10 * 32 // faithfulness.rise_step_pixels((32, 32))
+    assert len(set(res["a"].deletion[: band_steps + 1].tolist())) == 1
+
+
+def test_progress_and_cancellation_between_batches(
+    blob_net: Callable[..., nn.Module], blob_image: Callable[..., torch.Tensor]
+) -> None:
+    seen: list[float] = []
+    faithfulness.evaluate_maps(
+        blob_net(), blob_image(), {"m": np.ones((4, 4))}, 1, protocol="convscope", steps=8, batch_size=3,
+        progress=seen.append,
+    )  # fmt: skip
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 1
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        faithfulness.evaluate_maps(
+            blob_net(), blob_image(), {"m": np.ones((4, 4))}, 1, protocol="rise", batch_size=4, check=check
+        )

@@ -131,7 +131,7 @@ def features(body: FeaturesRequest, network: NetworkDep) -> Response | FeaturesR
             layer,
             body.channel,
             body.cmap,
-            body.alpha,
+            body.opacity,
             body.vmin,
             body.vmax,
             call=body.call,

@@ -130,7 +130,7 @@ class FeaturesParams(BaseModel):
     per_page: int = Field(default=32, ge=1, le=256)
     scale: Literal["channel", "layer"] = "channel"
     cmap: Cmap = "viridis"
-    alpha: float = Field(default=0.6, ge=0.0, le=1.0, description="opacity of a channel over the input")
+    opacity: float = Field(default=0.5, ge=0.0, le=1.0, description="opacity of a channel over the input")
     vmin: float | None = Field(default=None, allow_inf_nan=False)
     vmax: float | None = Field(default=None, allow_inf_nan=False)
     overlay: bool = Field(default=False, description="format=png with channel: draw over the input image")

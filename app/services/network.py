@@ -50,7 +50,7 @@ TILE_PIXELS = 64  # feature-map tiles are blown up (nearest) to at least this ma
 FILTER_TILE_PIXELS = 48
 ZOOM_PIXELS = 240  # an enlarged kernel is about this many pixels a side
 MAX_TILE_PIXELS = 96  # grid tiles of larger maps are shrunk to this
-# Request fields (sort, scale, cmap, alpha, page sizes) are validated once, by the request models in
+# Request fields (sort, scale, cmap, opacity, page sizes) are validated once, by the request models in
 # app/schemas/network.py; this module checks only what depends on the model or the image (layer names, channel
 # and unit ranges).
 
@@ -192,13 +192,11 @@ class ChannelView:
     vmin: float
     vmax: float
     cmap: str
-    alpha: float
+    opacity: float
     net_input: NetInput
 
     def recipe(self) -> str:
-        return (
-            f"channel|{self.cmap}|{self.vmin!r}|{self.vmax!r}|{self.alpha!r}|{_digest(self.net_input.shown)}"
-        )
+        return f"channel|{self.cmap}|{self.vmin!r}|{self.vmax!r}|{self.opacity!r}|{_digest(self.net_input.shown)}"
 
     def map_image(self) -> np.ndarray:
         """The map alone, blown up to the input picture's size (nearest: one block per unit)."""
@@ -207,7 +205,7 @@ class ChannelView:
 
     def overlay_image(self) -> np.ndarray:
         heat = colorize(self.values, self.cmap, self.vmin, self.vmax)
-        return overlay(self.net_input.shown, heat, self.alpha)
+        return overlay(self.net_input.shown, heat, self.opacity)
 
     def map_png(self) -> bytes:
         return encode_png(self.map_image())
@@ -599,12 +597,12 @@ class NetworkService:
         layer: str,
         channel: int,
         cmap: str = "viridis",
-        alpha: float = 0.6,
+        opacity: float = 0.5,
         vmin: float | None = None,
         vmax: float | None = None,
         call: int | None = None,
     ) -> ChannelView:
-        """One channel enlarged and overlaid on the input with opacity ``alpha`` and range [vmin, vmax]."""
+        """One channel enlarged and overlaid on the input with opacity ``opacity`` and range [vmin, vmax]."""
         loaded = self.model(name, weights)
         acts, maps = self.layer_activation(loaded, image_id, layer, call)
         if not 0 <= channel < maps.shape[0]:
@@ -623,7 +621,7 @@ class NetworkService:
             vmin=lo,
             vmax=hi,
             cmap=cmap,
-            alpha=alpha,
+            opacity=opacity,
             net_input=acts.net_input,
         )
 

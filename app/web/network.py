@@ -39,7 +39,7 @@ from app.web.templating import render
 router = APIRouter()
 
 # Controls whose every step is a new state of the same view: their requests replace the history entry.
-CONTINUOUS = frozenset({"alpha", "depth", "vmin", "vmax"})
+CONTINUOUS = frozenset({"opacity", "depth", "vmin", "vmax"})
 
 NETWORK_BLOCKS = {"network-body": "body", "network-view": "view", "channel-view": "channel"}
 RF_BLOCKS = {"rf-body": "body", "rf-click": "click", "rf-probe": "probe"}
@@ -171,7 +171,7 @@ def _view_context(
     }
     if q.channel is not None and fp.spatial:
         view = network.channel(
-            q.model, q.weights, image_id, fp.layer, q.channel, q.cmap, q.alpha, q.vmin, q.vmax, call=fp.call
+            q.model, q.weights, image_id, fp.layer, q.channel, q.cmap, q.opacity, q.vmin, q.vmax, call=fp.call
         )
         recipe = view.recipe()
         context.update(
@@ -280,7 +280,7 @@ def network_page(
         layer=fp.layer,
         depth=None,
         page=fp.page.page,
-        **({} if view is not None else {"channel": None, "alpha": None, "vmin": None, "vmax": None}),
+        **({} if view is not None else {"channel": None, "opacity": None, "vmin": None, "vmax": None}),
     )
     return _page(request, "pages/network.html", block, context, url, 422 if call_error else 200)
 

@@ -40,8 +40,8 @@
 
   document.addEventListener("input", function (event) {
     var t = event.target;
-    if (t instanceof HTMLInputElement && t.id === "channel-alpha") {
-      var out = document.querySelector('output[for="channel-alpha"]');
+    if (t instanceof HTMLInputElement && t.id === "channel-opacity") {
+      var out = document.querySelector('output[for="channel-opacity"]');
       if (out) { out.textContent = Number(t.value).toFixed(2); }
     }
   });

@@ -46,10 +46,12 @@ def test_pick_layer_channel_and_back(page: Any, live_server: str) -> None:
     entries = page.evaluate("history.length")
     assert state(page)["channel"] == page.locator("#fmap-grid .fmap").nth(2).get_attribute("value")
     # The opacity read-out follows the slider while it moves.
-    page.locator("#channel-alpha").fill("0.25")
-    page.wait_for_function("() => document.querySelector('output[for=channel-alpha]').textContent === '0.25'")
+    page.locator("#channel-opacity").fill("0.25")
+    page.wait_for_function(
+        "() => document.querySelector('output[for=channel-opacity]').textContent === '0.25'"
+    )
     # A slider step replaces the history entry instead of adding one.
-    page.wait_for_function("() => location.search.includes('alpha=0.25')")
+    page.wait_for_function("() => location.search.includes('opacity=0.25')")
     assert page.evaluate("history.length") == entries
 
     page.select_option('#features-controls select[name="sort"]', "max")
@@ -67,8 +69,8 @@ def test_pick_layer_channel_and_back(page: Any, live_server: str) -> None:
     )
     assert page.locator('#features-controls select[name="sort"]').input_value() == "index"
     assert page.locator("#channel-view .channel-view").count() == 1
-    assert state(page)["alpha"] == "0.25"
-    assert page.locator("#channel-alpha").input_value() == "0.25"
+    assert state(page)["opacity"] == "0.25"
+    assert page.locator("#channel-opacity").input_value() == "0.25"
     page.go_back()
     page.wait_for_function("() => !location.search.includes('channel=')")
     page.wait_for_selector("#channel-view p.muted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,21 @@ def test_no_unsafe_torch_load_in_app() -> None:
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path}:{lineno} unpickles without weights_only=True"
+
+
+def test_no_picture_is_inlined_and_the_overlay_slider_has_one_name() -> None:
+    # Pictures are served by URL (app/services/pictures.py), never as data URIs; the slider is `opacity` everywhere.
+    root = APP.parent
+    sources = [
+        *APP.rglob("*.py"),
+        *(root / "templates").rglob("*.html"),
+        *(root / "static" / "js").rglob("*.js"),
+    ]
+    inlined = [str(p.relative_to(root)) for p in sources if "data:image" in p.read_text()]
+    assert inlined == []
+    named_alpha = [
+        str(p.relative_to(root))
+        for p in sources
+        if p.suffix in {".html", ".js"} and re.search(r"name=\"alpha\"|[?&]alpha=|\balpha:", p.read_text())
+    ]
+    assert named_alpha == []

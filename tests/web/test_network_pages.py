@@ -143,14 +143,14 @@ def test_regions_are_blocks_of_the_page_with_the_state_url(client: TestClient, s
 def test_channel_view_is_part_of_the_state(client: TestClient, sample_image_id: str) -> None:
     params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id, "layer": "layer1"}
     r = client.get(
-        "/network", params={**params, "channel": 4, "alpha": 0.3}, headers=hx("channel-view", "channel")
+        "/network", params={**params, "channel": 4, "opacity": 0.3}, headers=hx("channel-view", "channel")
     )
     assert r.status_code == 200 and "channel 4" in r.text and "colorbar" in r.text and "<html" not in r.text
-    assert 'id="channel-alpha"' in r.text and ">0.30</output>" in r.text
+    assert 'id="channel-opacity"' in r.text and ">0.30</output>" in r.text
     assert query(r.headers["HX-Push-Url"])["channel"] == "4"
-    assert query(r.headers["HX-Push-Url"])["alpha"] == "0.3"
+    assert query(r.headers["HX-Push-Url"])["opacity"] == "0.3"
     r = client.get(
-        "/network", params={**params, "channel": 4, "alpha": 0.5}, headers=hx("channel-view", "alpha")
+        "/network", params={**params, "channel": 4, "opacity": 0.5}, headers=hx("channel-view", "opacity")
     )
     assert "HX-Replace-Url" in r.headers and "HX-Push-Url" not in r.headers
     overlay, alone = PICTURE.findall(r.text)
@@ -163,7 +163,7 @@ def test_bad_fields_are_named_once_with_the_dotted_spelling(client: TestClient, 
     params = {"model": MODEL, "weights": "untrained", "image_id": sample_image_id, "layer": "layer1"}
     for extra, field in (
         ({"cmap": "jet"}, "cmap"),
-        ({"channel": 4, "alpha": 3}, "alpha"),
+        ({"channel": 4, "opacity": 3}, "opacity"),
         ({"channel": 4, "vmin": "nan"}, "vmin"),
         ({"sort": "median"}, "sort"),
         ({"channel": 999}, "channel"),

@@ -6,7 +6,6 @@ Signed maps use a diverging map centred on zero; magnitudes a perceptually unifo
 
 from __future__ import annotations
 
-import base64
 import io
 from functools import cache
 
@@ -168,11 +167,6 @@ def encode_png(img: NDArray[np.uint8]) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(arr).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
-
-
-def png_data_uri(png: bytes) -> str:
-    """Inline a PNG in an <img src>, so a partial needs no second request."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def encode_npy(arr: np.ndarray) -> bytes:

@@ -12,7 +12,6 @@ import json
 import math
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cachetools import LRUCache
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -394,18 +394,18 @@ def _resize_exact(image: NDArray[np.float32], size: tuple[int, int]) -> NDArray[
 
 
 class _ShrunkCache:
-    """A tiny LRU of shrunk images keyed by (image id, size), bounded in bytes."""
+    """Shrunk images keyed by (image id, size): a cachetools LRU bounded in bytes, copies in and out."""
 
     def __init__(self, max_bytes: int) -> None:
-        self._items: OrderedDict[tuple[str, int, int], NDArray[np.float32]] = OrderedDict()
+        self._items: LRUCache[tuple[str, int, int], NDArray[np.float32]] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda a: int(a.nbytes)
+        )
         self._lock = threading.Lock()
         self._max_bytes = max_bytes
 
     def get(self, key: tuple[str, int, int]) -> NDArray[np.float32] | None:
         with self._lock:
             arr = self._items.get(key)
-            if arr is not None:
-                self._items.move_to_end(key)
             return None if arr is None else arr.copy()
 
     def put(self, key: tuple[str, int, int], arr: NDArray[np.float32]) -> None:
@@ -413,8 +413,6 @@ class _ShrunkCache:
             return
         with self._lock:
             self._items[key] = arr.copy()
-            while sum(a.nbytes for a in self._items.values()) > self._max_bytes:
-                self._items.popitem(last=False)
 
 
 _SHRUNK = _ShrunkCache(SHRUNK_CACHE_BYTES)

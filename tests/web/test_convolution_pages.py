@@ -344,3 +344,22 @@ def test_any_form_gets_an_answer_never_a_500(
         assert r.status_code in (200, 404, 422), (url, r.status_code, r.text[:300])
     if sum(map(len, junk)) < 2000:  # a URL has a length limit of its own
         assert client.get("/cost", params=junk, headers=HX).status_code in (200, 422)
+
+
+def test_the_shrunk_image_cache_is_bounded_in_bytes_and_hands_out_copies() -> None:
+    import numpy as np
+
+    from app.services.convolution import _ShrunkCache
+
+    one = np.zeros((64, 64), np.float32)  # 16 KiB
+    cache = _ShrunkCache(max_bytes=3 * one.nbytes)
+    for i in range(5):
+        cache.put((f"img{i}", 64, 64), one + i)
+    assert cache.get(("img0", 64, 64)) is None  # least recently used went first
+    kept = cache.get(("img4", 64, 64))
+    assert kept is not None and float(kept[0, 0]) == 4.0
+    kept[0, 0] = -1  # a copy: the cached array is unchanged
+    again = cache.get(("img4", 64, 64))
+    assert again is not None and float(again[0, 0]) == 4.0
+    cache.put(("huge", 1, 1), np.zeros((256, 256), np.float32))  # more than half the budget: not cached
+    assert cache.get(("huge", 1, 1)) is None

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 
 from app.core.imaging.rendering import (
     colorize,
@@ -55,38 +55,43 @@ MAX_TILE_PIXELS = 96  # grid tiles of larger maps are shrunk to this
 # and unit ranges).
 
 
-class _LRU(OrderedDict[Any, Any]):
-    """A small thread-safe LRU bounded by entry count and, optionally, by total bytes (``weigh``)."""
+class _LRU:
+    """A thread-safe LRU (cachetools) bounded by entry count and, optionally, by total bytes (``weigh``).
+
+    A single value larger than the whole byte budget is still kept, alone, until the next put (a page needs its
+    own activations for its follow-up requests even on a model whose capture is larger than the budget).
+    """
 
     def __init__(
         self, size: int, max_bytes: int | None = None, weigh: Callable[[Any], int] | None = None
     ) -> None:
-        super().__init__()
         self.size = size
-        self.max_bytes = max_bytes
-        self.weigh = weigh
+        self._cache: LRUCache[Any, Any] = (
+            LRUCache(maxsize=size)
+            if max_bytes is None or weigh is None
+            else LRUCache(maxsize=max(1, max_bytes), getsizeof=weigh)
+        )
+        self._oversized: tuple[Any, Any] | None = None
         self.lock = threading.Lock()
-
-    def _too_big(self) -> bool:
-        if len(self) > self.size:
-            return True
-        if self.max_bytes is None or self.weigh is None or len(self) <= 1:
-            return False
-        return sum(self.weigh(v) for v in self.values()) > self.max_bytes
 
     def lookup(self, key: Any) -> Any:
         with self.lock:
-            if key in self:
-                self.move_to_end(key)
-                return self[key]
-        return None
+            if self._oversized is not None and self._oversized[0] == key:
+                return self._oversized[1]
+            return self._cache.get(key)
 
     def put(self, key: Any, value: Any) -> None:
         with self.lock:
-            self[key] = value
-            self.move_to_end(key)
-            while self._too_big():
-                self.popitem(last=False)
+            self._oversized = None
+            self._cache.pop(key, None)
+            try:
+                self._cache[key] = value
+            except ValueError:  # larger than the whole budget: kept alone, as the only entry
+                self._cache.clear()
+                self._oversized = (key, value)
+                return
+            while len(self._cache) > self.size:
+                self._cache.popitem()
 
     def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
         found = self.lookup(key)

@@ -18,11 +18,12 @@ def test_lru_bounded_by_count_and_bytes() -> None:
     for key, size in [("a", 4), ("b", 4), ("c", 4)]:
         lru.get_or_make(key, lambda s=size: s)
     # 12 bytes > 10: the oldest entry goes even though 3 entries are allowed.
-    assert list(lru) == ["b", "c"]
+    assert [lru.lookup(k) for k in "abc"] == [None, 4, 4]
     assert lru.get_or_make("b", lambda: 99) == 4  # a hit does not rebuild
-    assert list(lru) == ["c", "b"]
+    lru.get_or_make("d", lambda: 4)  # over the budget again: c is now the least recently used
+    assert [lru.lookup(k) for k in "bcd"] == [4, None, 4]
     lru.get_or_make("huge", lambda: 50)
-    assert list(lru) == ["huge"]  # always keeps the newest, however big
+    assert [lru.lookup(k) for k in ("b", "d", "huge")] == [None, None, 50]  # keeps the newest, however big
 
 
 def test_activation_cache_per_image(
@@ -99,3 +100,26 @@ def test_rf_probe_defaults_and_fields_larger_than_the_image(
     picture = deep.erf_image()
     assert picture.shape == (*net_input.shown.shape[:2], 3)
     assert tuple(picture[0, 0]) == (255, 212, 0)  # the box's corner at the image's corner
+
+
+def test_the_service_lru_is_bounded_by_count_and_bytes_and_keeps_an_oversized_newest_alone() -> None:
+    from app.services.network import _LRU
+
+    by_count = _LRU(2)
+    for i in range(3):
+        by_count.put(i, str(i))
+    assert by_count.lookup(0) is None and by_count.lookup(2) == "2"
+    by_count.lookup(1)  # 1 becomes the most recently used
+    by_count.put(3, "3")
+    assert by_count.lookup(1) == "1" and by_count.lookup(2) is None
+
+    by_bytes = _LRU(10, max_bytes=100, weigh=len)
+    for key in "abc":
+        by_bytes.put(key, "x" * 40)  # 120 bytes in all: the oldest goes
+    assert by_bytes.lookup("a") is None and by_bytes.lookup("c") is not None
+    by_bytes.put("huge", "x" * 500)  # larger than the budget: kept alone
+    assert by_bytes.lookup("huge") == "x" * 500 and by_bytes.lookup("c") is None
+    by_bytes.put("d", "x" * 10)  # the next put replaces it
+    assert by_bytes.lookup("huge") is None and by_bytes.lookup("d") == "x" * 10
+    assert by_bytes.get_or_make("e", lambda: "made") == "made"
+    assert by_bytes.get_or_make("e", lambda: "again") == "made"

@@ -84,10 +84,9 @@ def _error_response(
 ) -> Response:
     if _wants_json(request):
         return JSONResponse(body, status_code=status_code, headers=headers)
-    from app.web.templating import render
+    from app.web.templating import render_error
 
-    template = "partials/error.html" if request.headers.get("HX-Request") == "true" else "pages/error.html"
-    response = render(request, template, {"error": body["error"], "status_code": status_code}, status_code)
+    response = render_error(request, body["error"], status_code)
     response.headers.update(headers or {})
     return response
 

@@ -89,11 +89,11 @@ def _html(scope: Scope, body: dict[str, Any]) -> str:
     # Imported here: the template machinery is the web layer's, and only refusals of pages need it.
     from starlette.requests import Request
 
+    from app.deps import is_htmx
     from app.web.templating import get_templates
 
     request = Request(scope)
-    htmx = request.headers.get("HX-Request", "").lower() == "true"
-    template = "partials/error.html" if htmx else "pages/error.html"
+    template = "partials/error.html" if is_htmx(request) else "pages/error.html"
     context = {
         "request": request,
         "error": body["error"],

@@ -322,10 +322,9 @@ class SecurityMiddleware:
 
 def _html_error(request: Request, body: dict[str, dict[str, str | None]], status: int) -> Response:
     """The app's own error page (or the error partial for HTMX), so the refusal looks like any other error."""
-    from app.web.templating import render
+    from app.web.templating import render_error
 
-    template = "partials/error.html" if request.headers.get("HX-Request") == "true" else "pages/error.html"
-    return render(request, template, {"error": body["error"], "status_code": status}, status)
+    return render_error(request, body["error"], status)
 
 
 def _plain_html_error(body: dict[str, dict[str, str | None]], status: int) -> Response:

@@ -27,7 +27,7 @@ from app.errors import ConvScopeError, InvalidInput, NotFound, OverLimit
 from app.schemas.convolution import FORM_CONTEXT, ConvolveRequest, CostQuery, FilterRequest
 from app.services import convolution as svc
 from app.services.pictures import PictureStore
-from app.web.templating import render, render_page_or_block
+from app.web.templating import is_htmx, render, render_page_or_block
 
 router = APIRouter()
 
@@ -571,7 +571,7 @@ def cost_page(request: Request) -> HTMLResponse:
         ctx.update(_cost_context(query))
     except FIELD_ERRORS as exc:
         errors = field_errors(exc, labels=COST_LABELS)
-        if request.headers.get("HX-Request", "").lower() == "true":
+        if is_htmx(request):
             return _errors_response(request, COST_PAGE, errors, "cost-errors")
         ctx["errors"] = errors
         return render(request, COST_PAGE, ctx, status_code=422)

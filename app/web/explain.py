@@ -39,7 +39,7 @@ from app.services import explain
 from app.services.jobs import Job
 from app.services.models import LoadedModel, ModelRegistry
 from app.services.pictures import PictureStore
-from app.web.templating import render
+from app.web.templating import render, wants_block
 
 router = APIRouter()
 
@@ -126,20 +126,6 @@ def _slot(page: str, error: dict[str, Any]) -> str:
     return top if top in FIELD_SLOTS[page] else "form"
 
 
-def _is_htmx(request: Request) -> bool:
-    return request.headers.get("HX-Request", "").lower() == "true"
-
-
-def _wants_block(request: Request) -> bool:
-    """An HTMX swap gets a block; a history restore (htmx asks for the page again) and a plain request a page."""
-    h = request.headers
-    return (
-        _is_htmx(request)
-        and h.get("HX-Boosted", "").lower() != "true"
-        and h.get("HX-History-Restore-Request", "").lower() != "true"
-    )
-
-
 def _page(
     request: Request,
     page: str,
@@ -156,7 +142,7 @@ def _page(
     """
     error = context.get("form_error")
     context["error_slot"] = _slot(page, error) if error else None
-    if _wants_block(request):
+    if wants_block(request):
         if error and error.get("field") and not context.get("keep_body"):
             response = render(request, f"pages/{page}.html", context, status, block="field_error")
             response.headers["HX-Retarget"] = f"#{page}-error-{context['error_slot']}"
@@ -326,7 +312,7 @@ def explain_job(
     request: Request, job_id: str, jobs: JobsDep, registry: RegistryDep, pictures: PicturesDep
 ) -> Response:
     """The progress of a slow CAM (polled every 500 ms), or its result once done. Opened as a page: /explain."""
-    if not _wants_block(request):
+    if not wants_block(request):
         return _to_page("explain", request)
     q, _ = parse_query(CamQuery, _query_data(request))
     job = jobs.get(job_id)
@@ -514,7 +500,7 @@ def occlusion_job(
     request: Request, job_id: str, jobs: JobsDep, registry: RegistryDep, pictures: PicturesDep
 ) -> Response:
     """Progress (with the coarse map so far in progressive mode) or the final map; polled every 500 ms."""
-    if not _wants_block(request):
+    if not wants_block(request):
         return _to_page("occlusion", request)
     job = jobs.get(job_id)
     context = _job_context(job, "occlusion")
@@ -548,7 +534,7 @@ def occlusion_patch(
     pictures: PicturesDep,
 ) -> Response:
     """Hide one square where the image was clicked and show the new top-k beside the old."""
-    if not _wants_block(request):
+    if not wants_block(request):
         return _to_page("occlusion", request, drop=("y", "x"))
     q, error = parse_query(PatchQuery, _query_data(request))
     if error is not None:
@@ -647,7 +633,7 @@ def compare_page(
 
 @router.get("/compare/job/{job_id}", response_class=HTMLResponse, response_model=None)
 def compare_job(request: Request, job_id: str, jobs: JobsDep, pictures: PicturesDep) -> Response:
-    if not _wants_block(request):
+    if not wants_block(request):
         return _to_page("compare", request)
     q, _ = parse_query(CompareQuery, _query_data(request, lists=("methods",)))
     job = jobs.get(job_id)

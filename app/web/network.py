@@ -34,7 +34,7 @@ from app.schemas.network import (
 from app.services.images import ImageStore
 from app.services.network import FeaturePage, MeanMap, NetworkService, Tile, rf_larger_than_image
 from app.services.pictures import PictureStore
-from app.web.templating import render
+from app.web.templating import is_htmx, render, wants_block
 
 router = APIRouter()
 
@@ -46,16 +46,9 @@ RF_BLOCKS = {"rf-body": "body", "rf-click": "click", "rf-probe": "probe"}
 MILESTONE_BLOCKS = {"compare": "compare"}
 
 
-def _flag(request: Request, name: str) -> bool:
-    return request.headers.get(name, "").lower() == "true"
-
-
 def _wanted_block(request: Request, blocks: Mapping[str, str]) -> str | None:
-    """The block an HTMX request targets, or None for a full page (a plain request, a boosted link, or HTMX
-    restoring a history entry it has no snapshot of: that must get the whole page)."""
-    if not _flag(request, "HX-Request") or _flag(request, "HX-Boosted"):
-        return None
-    if _flag(request, "HX-History-Restore-Request"):
+    """The block an HTMX request targets (HX-Target), or None when the whole page must answer."""
+    if not wants_block(request):
         return None
     return blocks.get(request.headers.get("HX-Target", ""))
 
@@ -287,7 +280,7 @@ def network_page(
 
 def _fragment_or_page(request: Request, model: str, weights: str, image_id: str | None) -> Response | None:
     """These regions are loaded by HTMX only; typed into the address bar they lead to the page they belong to."""
-    if _flag(request, "HX-Request"):
+    if is_htmx(request):
         return None
     query = {"model": model, "weights": weights, **({"image_id": image_id} if image_id else {})}
     return RedirectResponse(f"/network?{urlencode(query)}", status_code=303)
@@ -430,7 +423,7 @@ def rf_table(
     image_id: str | None = None,
 ) -> Response:
     """Every layer's field, jump and start: fetched when the table is first opened (hundreds of rows)."""
-    if not _flag(request, "HX-Request"):
+    if not is_htmx(request):
         query = {"model": model, "weights": weights, **({"image_id": image_id} if image_id else {})}
         return RedirectResponse(f"/receptive-fields?{urlencode(query)}", status_code=303)
     _, structure = network.rf_table(model, weights, image_id)

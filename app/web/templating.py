@@ -12,6 +12,7 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app.config import get_settings
 from app.core.imaging.rendering import cmap_css_gradient
+from app.deps import is_htmx
 
 # (path, label, one-line purpose): the order of the lecture. The brand in the top bar links home.
 NAV: tuple[tuple[str, str, str], ...] = (
@@ -88,6 +89,25 @@ def render(
     return response
 
 
+def wants_block(request: Request) -> bool:
+    """True when a region (a named block) should answer, False when the whole page must.
+
+    Any URL that can land in the address bar renders a full page (reload, bookmark, Back): a plain request, a
+    boosted link, and HTMX restoring a history entry it has no snapshot of (HX-History-Restore-Request).
+    """
+
+    def flag(name: str) -> bool:
+        return request.headers.get(name, "").lower() == "true"
+
+    return is_htmx(request) and not flag("HX-Boosted") and not flag("HX-History-Restore-Request")
+
+
+def render_error(request: Request, error: dict[str, Any], status_code: int) -> HTMLResponse:
+    """The error page, or the error box alone for HTMX (the app's handlers and the security middleware)."""
+    template = "partials/error.html" if is_htmx(request) else "pages/error.html"
+    return render(request, template, {"error": error, "status_code": status_code}, status_code)
+
+
 def render_page_or_block(
     request: Request,
     template: str,
@@ -95,14 +115,5 @@ def render_page_or_block(
     context: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    """The whole page for a normal request, only `block` for an HTMX request that targets that region.
-
-    Any URL that can land in the address bar therefore renders a full page (reload, bookmark, Back): a boosted
-    link, and HTMX restoring a history entry it has no snapshot of (HX-History-Restore-Request), get the page.
-    """
-
-    def flag(name: str) -> bool:
-        return request.headers.get(name, "").lower() == "true"
-
-    partial = flag("HX-Request") and not flag("HX-Boosted") and not flag("HX-History-Restore-Request")
-    return render(request, template, context, status_code, block=block if partial else None)
+    """The whole page, or only `block` for an HTMX request that targets that region (see wants_block)."""
+    return render(request, template, context, status_code, block=block if wants_block(request) else None)

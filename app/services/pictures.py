@@ -21,6 +21,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from app.config import Settings
+from app.core.imaging.rendering import encode_png
 from app.errors import NotFound
 
 URL_PREFIX = "/pictures"
@@ -90,6 +91,10 @@ class PictureStore:
                 if pending.nbytes <= self._pending.maxsize:
                     self._pending[key] = pending
         return self.url(key)
+
+    def image_url(self, image: np.ndarray) -> str:
+        """The URL of an image that is already a picture (uint8 grey or RGB), encoded as PNG on first request."""
+        return self.lazy_url("image", image, lambda: encode_png(image))
 
     def get(self, key: str) -> bytes:
         """The PNG bytes of a key, rendering a pending picture now (the caller runs this off the event loop)."""

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from app.core.explanation import cam, faithfulness, occlusion
-from app.core.imaging.rendering import colorize, encode_png, overlay, resize_to
+from app.core.imaging.rendering import colorize, overlay, resize_to
 from app.deps import ClientDep, FormDep, ImageStoreDep, JobsDep, PicturesDep, RegistryDep, model_name
 from app.errors import Busy, ConvScopeError, InvalidInput, OverLimit
 from app.schemas.explain import (
@@ -52,11 +52,6 @@ FIELD_SLOTS: dict[str, tuple[str, ...]] = {
     "compare": ("methods", "target", "protocol", "steps", "cmap", "layer"),
     "occlusion": ("target", "window", "stride", "baseline", "score"),
 }
-
-
-def _url(pictures: PictureStore, img: np.ndarray) -> str:
-    """A picture by URL (rendered on first request), never a data URI."""
-    return pictures.lazy_url("rgb-png", img, lambda: encode_png(img))
 
 
 def parse_target(loaded: LoadedModel, text: str | None) -> int | None:
@@ -239,9 +234,9 @@ def _to_page(page: str, request: Request, drop: tuple[str, ...] = ()) -> Redirec
 
 def _cam_pictures(pictures: PictureStore, pic: explain.CamPicture, shown: np.ndarray) -> dict[str, str]:
     return {
-        "overlay_uri": _url(pictures, pic.overlay),
-        "heatmap_uri": _url(pictures, pic.heatmap),
-        "input_uri": _url(pictures, shown),
+        "overlay_uri": pictures.image_url(pic.overlay),
+        "heatmap_uri": pictures.image_url(pic.heatmap),
+        "input_uri": pictures.image_url(shown),
     }
 
 
@@ -410,7 +405,7 @@ def occlusion_page(
         explain.check_finite(loaded, "class probabilities", probs)
         context.update(
             {
-                "input_uri": _url(pictures, prepared.shown),
+                "input_uri": pictures.image_url(prepared.shown),
                 "input_size": loaded.input_size,
                 "predictions": explain.predictions_from(loaded, probs, q.k),
                 "resolved_score": explain.resolve_score(q.score, float(probs.max())),
@@ -511,8 +506,8 @@ def occlusion_job(
             {
                 "result": job.result,
                 "loaded": registry.get(job.result["model"], job.result["weights"]),
-                "heatmap_uri": _url(pictures, heat),
-                "overlay_uri": _url(pictures, over),
+                "heatmap_uri": pictures.image_url(heat),
+                "overlay_uri": pictures.image_url(over),
                 "vmin": vmin,
                 "vmax": vmax,
             }
@@ -522,7 +517,7 @@ def occlusion_job(
     # A job stopped by the time limit keeps its coarse map: shown with the error.
     if partial_map is not None and shown is not None and job.status in ("queued", "running", "failed"):
         heat, over, vmin, vmax = explain.occlusion_picture(partial_map, shown)
-        context.update({"partial_uri": _url(pictures, over), "vmin": vmin, "vmax": vmax})
+        context.update({"partial_uri": pictures.image_url(over), "vmin": vmin, "vmax": vmax})
     return render(request, "partials/explain_job.html", context)
 
 
@@ -549,7 +544,7 @@ def occlusion_patch(
         "partials/occlusion_patch.html",
         {
             "res": res,
-            "hidden_uri": _url(pictures, res.hidden),
+            "hidden_uri": pictures.image_url(res.hidden),
             "loaded": loaded,
             "score_notes": explain.SCORE_NOTES,
         },
@@ -569,9 +564,9 @@ def _compare_context(
     tiles = []
     for entry in [*summary["methods"], summary["random"]]:
         rgb = resize_to(colorize(maps[entry["method"]], cmap, 0.0, 1.0), size, smooth=False)
-        over_url = _url(pictures, overlay(shown, rgb, 0.55))
+        over_url = pictures.image_url(overlay(shown, rgb, 0.55))
         tiles.append({**entry, "overlay_uri": over_url})
-    return {"summary": summary, "tiles": tiles, "cmap": cmap, "input_uri": _url(pictures, shown)}
+    return {"summary": summary, "tiles": tiles, "cmap": cmap, "input_uri": pictures.image_url(shown)}
 
 
 @router.get("/compare", response_class=HTMLResponse)

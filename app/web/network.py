@@ -106,10 +106,6 @@ def _lazy(pictures: PictureStore, recipe: str, array: np.ndarray, make: Callable
     return pictures.lazy_url(recipe, array, lambda: encode_png(make()))
 
 
-def _as_is(image: np.ndarray) -> Callable[[], np.ndarray]:
-    return lambda: image
-
-
 def _tile_urls(pictures: PictureStore, fp: FeaturePage) -> list[tuple[Tile, str]]:
     recipe = fp.tile_recipe()
     cmap, vmin, vmax = fp.cmap, fp.vmin, fp.vmax
@@ -233,7 +229,7 @@ def _filters_context(
     )
     return {
         "fv": view,
-        "filter_tiles": [(i, _lazy(pictures, "kernel", img, _as_is(img)), n) for i, img, n in view.tiles],
+        "filter_tiles": [(i, pictures.image_url(img), n) for i, img, n in view.tiles],
         "loaded": view.loaded,
     }
 
@@ -323,9 +319,7 @@ def network_filter_zoom(
     zoom = network.filter_zoom(model, weights, layer, index, filter)
     context = {
         "title": zoom.title,
-        "pictures": [
-            (c, _lazy(pictures, "kernel", img, _as_is(img)), values) for c, img, values in zoom.pictures
-        ],
+        "pictures": [(c, pictures.image_url(img), values) for c, img, values in zoom.pictures],
         "limit": zoom.limit,
         "loaded": zoom.loaded,
         "first": zoom.first,
@@ -405,7 +399,7 @@ def _rf_click_context(
         "map_shape": (probe.layer.output_shape or (0, 0, 0)),
         "map_vmin": mean.vmin,
         "map_vmax": mean.vmax,
-        "input_url": _lazy(pictures, "input", shown, _as_is(shown)),
+        "input_url": pictures.image_url(shown),
         "erf_url": _lazy(pictures, probe.recipe(), probe.erf, probe.erf_image),
         "call_shapes": _call_shapes(network.structure(loaded, image_id), probe.layer.name),
         "img_h": h,

@@ -46,7 +46,7 @@ def _result_context(result: PredictionResult, pictures: PictureStore) -> dict[st
     return {
         "result": result,
         "loaded": result.model,
-        "shown_url": pictures.lazy_url("predict-shown", shown, lambda: encode_png(shown)),
+        "shown_url": pictures.image_url(shown),
         "channel_urls": channels,
         "channel_limits": (vmin, vmax),
         "tensor_shape": list(result.prepared.tensor.shape),

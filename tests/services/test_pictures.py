@@ -76,3 +76,11 @@ def test_route_serves_immutable_pngs_and_refuses_other_keys(client: TestClient) 
     assert again.status_code == 304
     assert client.get("/pictures/" + "0" * 32 + ".png").status_code == 404
     assert client.get("/pictures/not-a-key.png").status_code == 404
+
+
+def test_image_url_encodes_the_image_itself_on_first_request() -> None:
+    store = PictureStore(1 << 20, 1 << 20)
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    url = store.image_url(rgb)
+    assert url == store.image_url(rgb.copy())  # same pixels, same URL
+    assert store.get(url.split("/")[-1][:-4]) == encode_png(rgb)

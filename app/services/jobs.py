@@ -11,6 +11,10 @@ the kind, the model, the input and every parameter); while the same client has a
 with that key, the submission returns that job instead of queueing another, so reloading a page or
 resending a request neither repeats the work nor uses up the client's share of the queue. Ended jobs
 (done, failed, cancelled) are not reused: asking again after the end starts a new job.
+
+The queue is fair between clients: each client has its own FIFO, and a free worker takes the next job of the
+client served least recently (round robin), so one student's three queued jobs, or a long training run, never
+make the rest of the room wait behind them. FIFO order holds within one client.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -216,6 +221,11 @@ class JobContext:
 JobFunction = Callable[[JobContext], dict[str, Any]]
 
 
+def _next_client(waiting: OrderedDict[str, deque[Any]], served: dict[str, int]) -> str:
+    """The waiting client served least recently (never served first; ties: the one waiting longest)."""
+    return min(waiting, key=lambda c: served.get(c, 0))
+
+
 class JobManager:
     """A bounded pool of worker threads and the jobs it has run (forgotten after ttl seconds).
 
@@ -239,6 +249,13 @@ class JobManager:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="convscope-job")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        # The fair queue (module doc): waiting jobs per client, clients in the order they were last served
+        # (least recently first), and how many jobs the pool runs now (never more than its workers, so the
+        # pool's own FIFO stays empty and the choice of the next job is made here).
+        self._waiting: OrderedDict[str, deque[tuple[Job, JobFunction]]] = OrderedDict()
+        self._served: dict[str, int] = {}  # client -> the tick its last job started (forgotten with its jobs)
+        self._tick = 0
+        self._dispatched = 0
         self._ttl = ttl_seconds
         self.max_seconds = max_seconds
         self.max_queued = max_queued
@@ -414,8 +431,50 @@ class JobManager:
                 return same
             self._check_room(client)
             self._jobs[job.id] = job
-        self._pool.submit(self._run, job, fn)
+            self._waiting.setdefault(client, deque()).append((job, fn))
+            self._dispatch()
         return job
+
+    def _dispatch(self) -> None:
+        """Hand waiting jobs to free workers, one client at a time in turn. Hold self._lock."""
+        while self._waiting and self._dispatched < self.workers:
+            client = _next_client(self._waiting, self._served)
+            queue = self._waiting[client]
+            job, fn = queue.popleft()
+            if not queue:
+                del self._waiting[client]
+            if job.cancel_event.is_set():  # cancelled while waiting: cancel() has already ended it
+                continue
+            self._tick += 1
+            self._served[client] = self._tick
+            self._dispatched += 1
+            self._pool.submit(self._run_and_dispatch, job, fn)
+
+    def _run_and_dispatch(self, job: Job, fn: JobFunction) -> None:
+        try:
+            self._run(job, fn)
+        finally:
+            with self._lock:
+                self._dispatched -= 1
+                self._dispatch()
+
+    def queued_order(self) -> list[str]:
+        """Ids of the jobs waiting for a worker, in the order they will start (for tests and the status)."""
+        with self._lock:
+            waiting = OrderedDict((c, deque(q)) for c, q in self._waiting.items())
+            served = dict(self._served)
+            tick = self._tick
+        order: list[str] = []
+        while waiting:
+            client = _next_client(waiting, served)
+            job, _ = waiting[client].popleft()
+            if not waiting[client]:
+                del waiting[client]
+            if not job.cancel_event.is_set():
+                tick += 1
+                served[client] = tick
+                order.append(job.id)
+        return order
 
     def _run(self, job: Job, fn: JobFunction) -> None:
         if job.cancel_event.is_set():
@@ -486,6 +545,10 @@ class JobManager:
         stale = [k for k, j in self._jobs.items() if j.finished is not None and now - j.finished > self._ttl]
         for key in stale:
             del self._jobs[key]
+        # The turn order only needs clients that still have jobs: it stays as small as the job table.
+        clients = {j.client for j in self._jobs.values()}
+        for client in [c for c in self._served if c not in clients]:
+            del self._served[client]
 
     @property
     def workers(self) -> int:
@@ -493,6 +556,8 @@ class JobManager:
         return self._pool._max_workers
 
     def shutdown(self) -> None:
+        with self._lock:
+            self._waiting.clear()
         for job in list(self._jobs.values()):
             job.cancel_event.set()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -243,3 +243,50 @@ def test_a_cancelled_job_is_not_handed_out_again() -> None:
         release.set()
     assert manager.wait(first.id, timeout=10).status == "cancelled"
     manager.shutdown()
+
+
+# --- The fair queue: a free worker takes the next job of the client served least recently -------------------------
+
+
+def _blocking(started: list[str], gate: threading.Event, name: str) -> JobFunction:
+    def work(ctx: JobContext) -> dict[str, Any]:
+        started.append(name)
+        assert gate.wait(10)
+        return {"name": name}
+
+    return work
+
+
+def test_one_clients_queue_does_not_make_another_wait_behind_it() -> None:
+    manager = JobManager(workers=1, max_per_client=10)
+    started: list[str] = []
+    gates = {n: threading.Event() for n in ("a1", "a2", "a3", "b1", "c1")}
+    jobs = {}
+    for name in ("a1", "a2", "a3"):
+        jobs[name] = manager.submit("t", _blocking(started, gates[name], name), client="alice")
+    for name, who in (("b1", "bob"), ("c1", "carol")):
+        jobs[name] = manager.submit("t", _blocking(started, gates[name], name), client=who)
+    # a1 runs; the others wait in turn order: bob and carol before alice's second and third.
+    assert manager.queued_order() == [jobs[n].id for n in ("b1", "c1", "a2", "a3")]
+    for name in ("a1", "b1", "c1", "a2", "a3"):
+        gates[name].set()
+        assert manager.wait(jobs[name].id, timeout=10).status == "done"
+    assert started == ["a1", "b1", "c1", "a2", "a3"]
+    manager.shutdown()
+
+
+def test_a_cancelled_waiting_job_never_runs_and_frees_its_turn() -> None:
+    manager = JobManager(workers=1, max_per_client=10)
+    started: list[str] = []
+    first, second, third = threading.Event(), threading.Event(), threading.Event()
+    a = manager.submit("t", _blocking(started, first, "a"), client="alice")
+    b = manager.submit("t", _blocking(started, second, "b"), client="bob")
+    c = manager.submit("t", _blocking(started, third, "c"), client="carol")
+    manager.cancel(b.id)
+    first.set()
+    third.set()
+    assert manager.wait(c.id, timeout=10).status == "done"
+    assert manager.get(b.id).status == "cancelled"
+    assert manager.wait(a.id).status == "done" and started == ["a", "c"]
+    assert manager.queued_order() == []
+    manager.shutdown()
